@@ -1,0 +1,109 @@
+/* Status codes and error objects. */
+#include "internal.h"
+
+#include <stdio.h>
+
+const char *ascope_strerror(int status) {
+  switch (status) {
+  case 0:
+    return "success";
+  case ASCOPE_EDRIVER:
+    return "driver error";
+  case ASCOPE_ECLOSED:
+    return "closed";
+  case ASCOPE_EBUSY:
+    return "not allowed in this state";
+  default:
+    if (status > 0) return "not an error status";
+    return uv_strerror(status);
+  }
+}
+
+const char *ascope_err_name(int status) {
+  switch (status) {
+  case 0:
+    return "OK";
+  case ASCOPE_EDRIVER:
+    return "ASCOPE_EDRIVER";
+  case ASCOPE_ECLOSED:
+    return "ASCOPE_ECLOSED";
+  case ASCOPE_EBUSY:
+    return "ASCOPE_EBUSY";
+  default:
+    if (status > 0) return "UNKNOWN";
+    return uv_err_name(status);
+  }
+}
+
+unsigned ascope_version(void) {
+  return (ASCOPE_VERSION_MAJOR << 16) | (ASCOPE_VERSION_MINOR << 8) | ASCOPE_VERSION_PATCH;
+}
+
+static void copy_bounded(char *dst, size_t cap, const char *src) {
+  size_t n = strlen(src);
+  if (n >= cap) n = cap - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+/* Records an error. The code and a short message fit in the object; a
+ * longer message goes to a heap buffer kept for reuse. If that buffer cannot
+ * grow the message is truncated rather than lost: an error path must never
+ * fail for want of memory. */
+void err_set(struct ascope_err *e, int status, const char *driver, const char *code,
+             const char *message) {
+  e->status = status;
+  e->driver = driver;
+  e->next = NULL;
+  e->code = NULL;
+  if (code && *code) {
+    copy_bounded(e->codebuf, sizeof e->codebuf, code);
+    e->code = e->codebuf;
+  }
+  if (message == NULL || *message == '\0') message = ascope_strerror(status);
+  size_t n = strlen(message) + 1;
+  if (n <= sizeof e->msgbuf) {
+    memcpy(e->msgbuf, message, n);
+    e->message = e->msgbuf;
+    return;
+  }
+  if (n > e->heap_cap) {
+    char *p = ascope__realloc(e->heap, n);
+    if (p == NULL) {
+      copy_bounded(e->msgbuf, sizeof e->msgbuf, message);
+      e->message = e->msgbuf;
+      return;
+    }
+    e->heap = p;
+    e->heap_cap = n;
+  }
+  memcpy(e->heap, message, n);
+  e->message = e->heap;
+}
+
+void err_fini(void *obj) {
+  struct ascope_err *e = obj;
+  ascope__free(e->heap);
+  e->heap = NULL;
+  e->heap_cap = 0;
+}
+
+int ascope_err_status(const ascope_err *e) {
+  return e ? e->status : 0;
+}
+
+const char *ascope_err_driver(const ascope_err *e) {
+  return e ? e->driver : NULL;
+}
+
+const char *ascope_err_code(const ascope_err *e) {
+  return e ? e->code : NULL;
+}
+
+const char *ascope_err_message(const ascope_err *e) {
+  return e ? e->message : NULL;
+}
+
+const ascope_err *ascope_err_next(const ascope_err *e) {
+  return e ? e->next : NULL;
+}

@@ -1,0 +1,192 @@
+/* Internal structures of the core. Nothing here crosses the ABI: bindings
+ * and drivers see only the opaque handles of ascope.h and driver.h. */
+#ifndef ASCOPE_INTERNAL_H
+#define ASCOPE_INTERNAL_H
+
+#include "ascope/ascope.h"
+#include "ascope/driver.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+/* ---- intrusive circular lists (libuv's QUEUE, spelled out) ------------- */
+struct aq {
+  struct aq *next, *prev;
+};
+static inline void aq_init(struct aq *q) {
+  q->next = q->prev = q;
+}
+static inline bool aq_empty(const struct aq *q) {
+  return q->next == q;
+}
+static inline void aq_push(struct aq *head, struct aq *n) {
+  n->next = head;
+  n->prev = head->prev;
+  head->prev->next = n;
+  head->prev = n;
+}
+static inline void aq_remove(struct aq *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  aq_init(n);
+}
+#define aq_data(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+
+/* ---- allocation --------------------------------------------------------- */
+void *ascope__malloc(size_t n);
+void *ascope__realloc(void *p, size_t n);
+void ascope__free(void *p);
+char *ascope__strdup(const char *s);
+void ascope__runtime_count(int delta); /* live runtimes: the allocator is fixed while > 0 */
+
+/* A per-runtime free list of one kind of object. Objects come from the
+ * allocator the first time and are recycled after, so the steady state of
+ * opening and closing scopes does no malloc. `all` links every object the
+ * cache ever made, so the runtime can free them, in use or not, at the end. */
+struct cache_obj {
+  struct aq all;
+  struct cache_obj *next_free;
+};
+struct cache {
+  size_t size; /* of the object, header included */
+  struct cache_obj *free;
+  struct aq all;
+  void (*fini)(void *obj); /* frees what an object owns, before the object */
+};
+void cache_init(struct cache *c, size_t size, void (*fini)(void *obj));
+void *cache_get(struct cache *c); /* NULL when out of memory */
+void cache_put(struct cache *c, void *obj);
+void cache_destroy(struct cache *c);
+
+/* ---- errors ------------------------------------------------------------- */
+#define ERR_CODE_MAX 48
+#define ERR_MSG_INLINE 160
+struct ascope_err {
+  struct cache_obj hdr;
+  int status;
+  const char *driver; /* the driver's static name; NULL for the core */
+  const char *code;   /* codebuf or NULL */
+  const char *message;
+  struct ascope_err *next;
+  char *heap; /* a message longer than msgbuf; kept for reuse */
+  size_t heap_cap;
+  char codebuf[ERR_CODE_MAX];
+  char msgbuf[ERR_MSG_INLINE];
+};
+void err_set(struct ascope_err *e, int status, const char *driver, const char *code,
+             const char *message);
+void err_fini(void *obj);
+
+/* ---- resources ---------------------------------------------------------- */
+enum res_phase {
+  RES_IDLE,      /* appended, not yet acquired (or its acquire failed) */
+  RES_ACQUIRING, /* acquire in flight */
+  RES_HELD,
+  RES_RELEASING, /* release in flight */
+  RES_ABORTING,  /* inside driver->abort */
+  RES_ORPHAN,    /* aborted; recycled when the driver's late done arrives */
+  RES_RELEASED
+};
+struct ascope_res {
+  struct cache_obj hdr;
+  struct aq node; /* in the scope's use list */
+  ascope_rt *rt;
+  ascope *scope;
+  const ascope_driver *drv;
+  const void *arg;
+  const char *options; /* optbuf, or NULL when the caller gave none */
+  char *optbuf;        /* the copy; kept for reuse */
+  size_t optbuf_cap;
+  void *state;
+  size_t state_cap;
+  enum res_phase phase;
+  bool cancel_called;
+};
+void res_fini(void *obj);
+
+/* ---- operations --------------------------------------------------------- */
+struct ascope_op {
+  struct cache_obj hdr;
+  struct aq node; /* in the scope's ops or ops_cancelled list */
+  ascope *scope;
+  const ascope_driver *drv;
+  void (*cancel)(ascope_op *op);
+  void (*resume)(ascope_op *op);
+  void *data;
+};
+
+/* ---- scopes ------------------------------------------------------------- */
+enum scope_state {
+  S_NEW,     /* created, not started */
+  S_QUEUED,  /* started; acquiring begins on the next drain */
+  S_ACQUIRE, /* acquiring uses in order */
+  S_BODY,    /* body ran or runs; waiting for operations and children */
+  S_RELEASE, /* releasing in reverse order */
+  S_DONE
+};
+struct ascope {
+  struct cache_obj hdr;
+  ascope_rt *rt;
+  ascope *parent;
+  struct aq child_node; /* in the parent's children list */
+  struct aq children;
+  struct aq uses;
+  struct aq ops;           /* operations in flight */
+  struct aq ops_cancelled; /* operations told to cancel, not yet ended */
+  ascope *runq_next;
+  size_t nuses, nacquired, nchildren, nops;
+  ascope_res *cur; /* the use being acquired or released */
+  enum scope_state state;
+  int status; /* the first error; 0 while all is well */
+  int mode;
+  uint64_t timeout_ms;
+  uv_timer_t timer; /* the deadline, then each release's deadline */
+  ascope_body_fn body;
+  ascope_done_fn done;
+  void *ud;
+  void *value;
+  void (*value_free)(void *value);
+  struct ascope_err err; /* the first error lives here: failing never allocates */
+  struct ascope_err *err_tail;
+  bool timer_inited, queued, inflight, in_done, value_taken;
+  bool cancel_self;   /* ascope_cancel() on this scope: does not fail the parent */
+  bool cancel_parent; /* cancelled because its parent failed */
+};
+void scope_fini(void *obj);
+/* Fails s with a first error, or chains it when s already failed or is
+ * releasing. driver is the driver's name (NULL: the core). */
+void scope_fail(ascope *s, int status, const char *driver, const char *code,
+                const char *message);
+void scope_kick(ascope *s); /* s may progress: queue it for the drain */
+void scope_res_done(ascope_res *r, int status, const char *code, const char *message);
+
+/* ---- runtime ------------------------------------------------------------ */
+struct post {
+  void (*fn)(void *ud);
+  void *ud;
+};
+struct ascope_rt {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  bool owns_loop;
+  bool freeing;
+  uv_async_t async; /* posts from other threads; referenced while scopes are pending */
+  uv_idle_t idle;   /* drains the run queue on the next loop iteration */
+  uv_mutex_t post_mu;
+  struct post *posts, *posts_spare; /* double buffer: no malloc in steady state */
+  size_t nposts, posts_cap, spare_cap;
+  ascope *runq_head, *runq_tail;
+  unsigned depth; /* > 0 while inside the core: completions queue, the outermost drains */
+  ascope *stepping; /* the scope scope_step() is running: it re-checks by itself */
+  size_t pending; /* started scopes whose done has not run */
+  size_t closing; /* handles whose close callback has not run (during free) */
+  uint64_t release_timeout_ms;
+  struct cache scopes, res, ops, errs;
+};
+void rt_enter(ascope_rt *rt);
+void rt_leave(ascope_rt *rt); /* the outermost leave drains the run queue */
+void rt_enqueue(ascope_rt *rt, ascope *s);
+void rt_pending(ascope_rt *rt, int delta);
+void scope_step(ascope *s);
+
+#endif

@@ -1,0 +1,83 @@
+/* The driver side: resources and operations. */
+#include "internal.h"
+
+void res_fini(void *obj) {
+  ascope_res *r = obj;
+  ascope__free(r->state);
+  ascope__free(r->optbuf);
+}
+
+void *ascope_res_state(ascope_res *r) {
+  return r ? r->state : NULL;
+}
+
+ascope_rt *ascope_res_rt(ascope_res *r) {
+  return r ? r->rt : NULL;
+}
+
+ascope *ascope_res_scope(ascope_res *r) {
+  return r ? r->scope : NULL;
+}
+
+void ascope_res_done(ascope_res *r, int status, const char *code, const char *message) {
+  if (r == NULL) return;
+  ascope_rt *rt = r->rt;
+  rt_enter(rt);
+  scope_res_done(r, status > 0 ? 0 : status, code, message);
+  rt_leave(rt);
+}
+
+ascope_op *ascope_op_begin(ascope *s, const ascope_driver *drv, void (*cancel)(ascope_op *op),
+                           void *data) {
+  if (s == NULL || s->state != S_BODY || s->status) return NULL;
+  ascope_op *op = cache_get(&s->rt->ops);
+  if (op == NULL) {
+    /* The driver will report ASCOPE_ECANCELED; the scope must say why. */
+    rt_enter(s->rt);
+    scope_fail(s, UV_ENOMEM, drv ? drv->name : NULL, NULL, "out of memory starting an operation");
+    rt_leave(s->rt);
+    return NULL;
+  }
+  op->scope = s;
+  op->drv = drv;
+  op->cancel = cancel;
+  op->resume = NULL;
+  op->data = data;
+  aq_push(&s->ops, &op->node);
+  s->nops++;
+  return op;
+}
+
+void *ascope_op_data(ascope_op *op) {
+  return op ? op->data : NULL;
+}
+
+ascope *ascope_op_scope(ascope_op *op) {
+  return op ? op->scope : NULL;
+}
+
+void ascope_op_set_resume(ascope_op *op, void (*resume)(ascope_op *op)) {
+  if (op) op->resume = resume;
+}
+
+int ascope_op_resume(ascope_op *op) {
+  if (op == NULL) return UV_EINVAL;
+  if (op->resume == NULL) return UV_ENOTSUP;
+  op->resume(op);
+  return 0;
+}
+
+void ascope_op_end(ascope_op *op, int status, const char *code, const char *message) {
+  if (op == NULL) return;
+  ascope *s = op->scope;
+  ascope_rt *rt = s->rt;
+  const char *driver = op->drv ? op->drv->name : NULL;
+  rt_enter(rt);
+  aq_remove(&op->node);
+  s->nops--;
+  cache_put(&rt->ops, op);
+  /* Positive values are flow-control codes, meaningless at the end. */
+  if (status < 0) scope_fail(s, status, driver, code, message);
+  scope_kick(s);
+  rt_leave(rt);
+}

@@ -1,0 +1,121 @@
+/* ascope — structured async resource scopes for C, on libuv.
+ *
+ * The C form of Python's `async with`: resources are acquired asynchronously
+ * for the length of a scope and released, in reverse order and exactly once,
+ * whatever happens inside it — success, error, timeout or cancellation.
+ *
+ * Every call is made on the loop thread, except ascope_rt_post().
+ * docs/api/core.md describes each function.
+ */
+#ifndef ASCOPE_ASCOPE_H
+#define ASCOPE_ASCOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define ASCOPE_EXTERN __declspec(dllexport)
+#elif __GNUC__ >= 4
+#define ASCOPE_EXTERN __attribute__((visibility("default")))
+#else
+#define ASCOPE_EXTERN
+#endif
+
+#define ASCOPE_VERSION_MAJOR 0
+#define ASCOPE_VERSION_MINOR 1
+#define ASCOPE_VERSION_PATCH 0
+
+/* ---- status codes ------------------------------------------------------ */
+/* 0 is success, failures are negative. libuv's UV_E* pass through. */
+#define ASCOPE_FAIL_FAST 0   /* modes: fixed values, bindings rely on them */
+#define ASCOPE_COLLECT_ALL 1
+#define ASCOPE_ECANCELED UV_ECANCELED /* the scope or operation was cancelled */
+#define ASCOPE_ETIMEDOUT UV_ETIMEDOUT /* a deadline passed */
+#define ASCOPE_EDRIVER (-30001)       /* the driver's own failure: see ascope_err_code() */
+#define ASCOPE_ECLOSED (-30002)       /* the runtime, pool or resource is closing/closed */
+#define ASCOPE_EBUSY (-30003)         /* the call is not allowed in this state */
+
+ASCOPE_EXTERN const char *ascope_strerror(int status);
+/* "ASCOPE_EDRIVER", "ECANCELED"…: the symbolic name of a status. */
+ASCOPE_EXTERN const char *ascope_err_name(int status);
+/* ASCOPE_VERSION_MAJOR << 16 | MINOR << 8 | PATCH of the library linked. */
+ASCOPE_EXTERN unsigned ascope_version(void);
+
+/* ---- runtime ------------------------------------------------------------ */
+typedef struct ascope_rt ascope_rt;
+
+ASCOPE_EXTERN ascope_rt *ascope_rt_new(uv_loop_t *loop); /* NULL: the runtime owns its loop */
+ASCOPE_EXTERN int ascope_rt_run(ascope_rt *rt);   /* runs the loop until no scope is pending */
+ASCOPE_EXTERN int ascope_rt_free(ascope_rt *rt);  /* ASCOPE_EBUSY while scopes are pending */
+ASCOPE_EXTERN uv_loop_t *ascope_rt_loop(ascope_rt *rt);
+ASCOPE_EXTERN int ascope_rt_post(ascope_rt *rt, void (*fn)(void *ud), void *ud); /* any thread */
+ASCOPE_EXTERN int ascope_rt_set_release_timeout(ascope_rt *rt, uint64_t ms); /* default 30000 */
+
+/* Before any runtime exists; NULLs restore the C library's.
+ * Covers ascope's own allocations, not libuv's. */
+ASCOPE_EXTERN int ascope_set_allocator(void *(*malloc_fn)(size_t),
+                                       void *(*realloc_fn)(void *, size_t),
+                                       void (*free_fn)(void *));
+
+/* ---- scopes: the `async with` ------------------------------------------- */
+typedef struct ascope ascope;
+typedef struct ascope_op ascope_op;
+typedef struct ascope_err ascope_err;
+struct ascope_driver;
+
+typedef void (*ascope_body_fn)(ascope *s, void *ud);
+typedef void (*ascope_done_fn)(ascope *s, int status, void *ud);
+
+ASCOPE_EXTERN ascope *ascope_new(ascope_rt *rt);    /* a top-level scope, not started */
+ASCOPE_EXTERN ascope *ascope_child(ascope *parent); /* from a running parent's body or callbacks */
+ASCOPE_EXTERN int ascope_use(ascope *s, const struct ascope_driver *drv, const void *arg,
+                             const char *options); /* append a resource */
+ASCOPE_EXTERN int ascope_set_timeout(ascope *s, uint64_t ms); /* deadline from start; 0: none */
+ASCOPE_EXTERN int ascope_set_mode(ascope *s, int mode); /* ASCOPE_FAIL_FAST | ASCOPE_COLLECT_ALL */
+ASCOPE_EXTERN int ascope_start(ascope *s, ascope_body_fn body, ascope_done_fn done, void *ud);
+ASCOPE_EXTERN void ascope_discard(ascope *s); /* drop a scope that was never started */
+
+ASCOPE_EXTERN void *ascope_resource(ascope *s, size_t index); /* the index-th use, once acquired */
+ASCOPE_EXTERN ascope_rt *ascope_scope_rt(ascope *s);
+ASCOPE_EXTERN void ascope_fail(ascope *s, int status, const char *message);
+ASCOPE_EXTERN void ascope_cancel(ascope *s); /* idempotent; reaches all children */
+ASCOPE_EXTERN void ascope_return(ascope *s, void *value, void (*free_fn)(void *value));
+
+/* Inside `done`, and only there. */
+ASCOPE_EXTERN void *ascope_value(ascope *s); /* ownership passes to the caller */
+ASCOPE_EXTERN const ascope_err *ascope_error(ascope *s); /* NULL on success */
+
+/* ---- streams: the `async for` ------------------------------------------- */
+#define ASCOPE_CONTINUE 0 /* deliver the next item */
+#define ASCOPE_PAUSE 1    /* hold further items until ascope_op_resume() */
+#define ASCOPE_STOP 2     /* end the stream now; the operation completes with 0 */
+
+ASCOPE_EXTERN int ascope_op_resume(ascope_op *op); /* from any callback on the loop thread */
+
+/* ---- errors ------------------------------------------------------------- */
+ASCOPE_EXTERN int ascope_err_status(const ascope_err *e);
+ASCOPE_EXTERN const char *ascope_err_driver(const ascope_err *e); /* NULL: the core */
+ASCOPE_EXTERN const char *ascope_err_code(const ascope_err *e);   /* may be NULL */
+ASCOPE_EXTERN const char *ascope_err_message(const ascope_err *e);
+ASCOPE_EXTERN const ascope_err *ascope_err_next(const ascope_err *e); /* secondary errors */
+
+/* ---- sync: `async with lock` -------------------------------------------- */
+typedef struct ascope_lock ascope_lock;
+typedef struct ascope_sem ascope_sem;
+
+ASCOPE_EXTERN ascope_lock *ascope_lock_new(ascope_rt *rt);
+ASCOPE_EXTERN void ascope_lock_free(ascope_lock *l);
+ASCOPE_EXTERN int ascope_use_lock(ascope *s, ascope_lock *l); /* FIFO, cancellation-safe */
+ASCOPE_EXTERN ascope_sem *ascope_sem_new(ascope_rt *rt, unsigned permits);
+ASCOPE_EXTERN void ascope_sem_free(ascope_sem *sem);
+ASCOPE_EXTERN int ascope_use_sem(ascope *s, ascope_sem *sem);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASCOPE_ASCOPE_H */

@@ -1,0 +1,63 @@
+/* ascope — the driver side: what a resource driver implements and calls.
+ *
+ * A driver is one versioned vtable. The core owns the per-resource state
+ * (state_size bytes, zeroed), calls acquire/release/cancel/abort on the loop
+ * thread, and the driver completes each with ascope_res_done(). Operations a
+ * driver runs inside a scope register with ascope_op_begin() and complete
+ * with ascope_op_end(). docs/guides/writing-a-driver.md walks through one.
+ */
+#ifndef ASCOPE_DRIVER_H
+#define ASCOPE_DRIVER_H
+
+#include "ascope.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ASCOPE_DRIVER_ABI 1
+
+typedef struct ascope_res ascope_res;
+
+typedef struct ascope_driver {
+  uint32_t abi; /* ASCOPE_DRIVER_ABI */
+  const char *name;
+  size_t state_size; /* per-resource state, zeroed by the core */
+  void (*acquire)(ascope_res *r, const void *arg, const char *options);
+  void (*release)(ascope_res *r, int outcome); /* outcome = the scope's status */
+  void (*cancel)(ascope_res *r);               /* optional: an acquire in flight */
+  void (*abort)(ascope_res *r);                /* force close; synchronous; cannot fail */
+  int (*check)(ascope_res *r);                 /* optional, pools: 0 = still good */
+  void (*reset)(ascope_res *r);                /* optional, pools: completes via ascope_res_done */
+} ascope_driver;
+
+ASCOPE_EXTERN void *ascope_res_state(ascope_res *r);
+ASCOPE_EXTERN ascope_rt *ascope_res_rt(ascope_res *r);
+/* The scope the resource is used by (NULL for a pool's idle resource). */
+ASCOPE_EXTERN ascope *ascope_res_scope(ascope_res *r);
+/* Completes the acquire, release or reset in flight; on the loop thread.
+ * code and message are copied; either may be NULL. */
+ASCOPE_EXTERN void ascope_res_done(ascope_res *r, int status, const char *code,
+                                   const char *message);
+
+/* Operations a driver runs inside a scope. */
+ASCOPE_EXTERN ascope_op *ascope_op_begin(ascope *s, const ascope_driver *drv,
+                                         void (*cancel)(ascope_op *op), void *data);
+ASCOPE_EXTERN void *ascope_op_data(ascope_op *op);
+ASCOPE_EXTERN ascope *ascope_op_scope(ascope_op *op);
+ASCOPE_EXTERN void ascope_op_set_resume(ascope_op *op, void (*resume)(ascope_op *op));
+ASCOPE_EXTERN void ascope_op_end(ascope_op *op, int status, const char *code,
+                                 const char *message);
+
+/* Plugins: a shared object exports
+ *   const ascope_driver *ascope_driver_entry(void);
+ * ascope_driver_load() returns NULL and writes the reason to errbuf on a
+ * missing file, a missing symbol or a wrong ABI version. */
+typedef const ascope_driver *(*ascope_driver_entry_fn)(void);
+ASCOPE_EXTERN const ascope_driver *ascope_driver_load(const char *path, char *errbuf,
+                                                      size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASCOPE_DRIVER_H */
