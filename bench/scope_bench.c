@@ -1,0 +1,119 @@
+/* bench/scope_bench: the cost of opening and closing a scope.
+ *
+ * A no-op driver (acquire and release complete at once) isolates the core's
+ * own overhead: allocation, the run queue, the state machine. Scopes are
+ * started in batches and the loop drains them; the figure is wall time per
+ * scope. Mallocs are counted through ascope_set_allocator() after a warm-up,
+ * so "0" means the steady state recycles every object.
+ *
+ *   bench/scope_bench [scopes]     (default 2,000,000 per case)
+ */
+#include <ascope/driver.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static unsigned long long mallocs;
+static void *count_malloc(size_t n) {
+  mallocs++;
+  return malloc(n);
+}
+static void *count_realloc(void *p, size_t n) {
+  mallocs++;
+  return realloc(p, n);
+}
+
+static void noop_acquire(ascope_res *r, const void *arg, const char *options) {
+  (void)arg;
+  (void)options;
+  ascope_res_done(r, 0, NULL, NULL);
+}
+static void noop_release(ascope_res *r, int outcome) {
+  (void)outcome;
+  ascope_res_done(r, 0, NULL, NULL);
+}
+static void noop_abort(ascope_res *r) {
+  (void)r;
+}
+static const ascope_driver noop = {
+    .abi = ASCOPE_DRIVER_ABI,
+    .name = "noop",
+    .state_size = 16,
+    .acquire = noop_acquire,
+    .release = noop_release,
+    .abort = noop_abort,
+};
+
+struct bench_case {
+  const char *name;
+  int uses;
+  int nested; /* the body opens a child with the same uses */
+};
+
+static unsigned long long completed;
+static void on_done(ascope *s, int status, void *ud) {
+  (void)s;
+  (void)ud;
+  if (status == 0) completed++;
+}
+
+static void child_body(ascope *s, void *ud) {
+  const struct bench_case *c = ud;
+  ascope *child = ascope_child(s);
+  for (int i = 0; i < c->uses; i++) ascope_use(child, &noop, NULL, NULL);
+  ascope_start(child, NULL, on_done, NULL);
+}
+
+static void open_batch(ascope_rt *rt, const struct bench_case *c, int n) {
+  for (int k = 0; k < n; k++) {
+    ascope *s = ascope_new(rt);
+    for (int i = 0; i < c->uses; i++) ascope_use(s, &noop, NULL, NULL);
+    ascope_start(s, c->nested ? child_body : NULL, on_done, (void *)c);
+  }
+}
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+#define BATCH 1000
+
+static void run_case(ascope_rt *rt, const struct bench_case *c, long total) {
+  for (int w = 0; w < 20; w++) { /* warm-up: grow the caches */
+    open_batch(rt, c, BATCH);
+    ascope_rt_run(rt);
+  }
+  completed = 0;
+  mallocs = 0;
+  double t0 = now_ns();
+  for (long done = 0; done < total; done += BATCH) {
+    open_batch(rt, c, BATCH);
+    ascope_rt_run(rt);
+  }
+  double ns = (now_ns() - t0) / (double)total;
+  unsigned long long expect = (unsigned long long)total * (c->nested ? 2 : 1);
+  printf("| %-24s | %10.1f | %12.3f | %s\n", c->name, ns, (double)mallocs / (double)total,
+         completed == expect ? "ok" : "MISSING COMPLETIONS");
+}
+
+int main(int argc, char **argv) {
+  long total = argc > 1 ? atol(argv[1]) : 2000000;
+  total = (total + BATCH - 1) / BATCH * BATCH;
+  if (ascope_set_allocator(count_malloc, count_realloc, free) != 0) return 1;
+  ascope_rt *rt = ascope_rt_new(NULL);
+  static const struct bench_case cases[] = {
+      {"0 uses", 0, 0},
+      {"1 use", 1, 0},
+      {"3 uses", 3, 0},
+      {"1 use + nested child (1)", 1, 1},
+  };
+  printf("scope open+close, %ld scopes per case, batches of %d\n\n", total, BATCH);
+  printf("| %-24s | %10s | %12s |\n", "case", "ns/scope", "mallocs/scope");
+  printf("|--------------------------|------------|--------------|\n");
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(rt, &cases[i], total);
+  ascope_rt_free(rt);
+  return 0;
+}
