@@ -30,7 +30,7 @@ static inline void aq_remove(struct aq *n) {
   n->next->prev = n->prev;
   aq_init(n);
 }
-#define aq_data(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#define aq_data(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 
 /* ---- allocation --------------------------------------------------------- */
 void *ascope__malloc(size_t n);
@@ -155,8 +155,7 @@ struct ascope {
 void scope_fini(void *obj);
 /* Fails s with a first error, or chains it when s already failed or is
  * releasing. driver is the driver's name (NULL: the core). */
-void scope_fail(ascope *s, int status, const char *driver, const char *code,
-                const char *message);
+void scope_fail(ascope *s, int status, const char *driver, const char *code, const char *message);
 void scope_kick(ascope *s); /* s may progress: queue it for the drain */
 void scope_res_done(ascope_res *r, int status, const char *code, const char *message);
 
@@ -176,10 +175,10 @@ struct ascope_rt {
   struct post *posts, *posts_spare; /* double buffer: no malloc in steady state */
   size_t nposts, posts_cap, spare_cap;
   ascope *runq_head, *runq_tail;
-  unsigned depth; /* > 0 while inside the core: completions queue, the outermost drains */
+  unsigned depth;   /* > 0 while inside the core: completions queue, the outermost drains */
   ascope *stepping; /* the scope scope_step() is running: it re-checks by itself */
-  size_t pending; /* started scopes whose done has not run */
-  size_t closing; /* handles whose close callback has not run (during free) */
+  size_t pending;   /* started scopes whose done has not run */
+  size_t closing;   /* handles whose close callback has not run (during free) */
   uint64_t release_timeout_ms;
   struct cache scopes, res, ops, errs;
 };

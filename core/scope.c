@@ -279,8 +279,7 @@ static void cancel_work(ascope *s) {
   }
 }
 
-void scope_fail(ascope *s, int status, const char *driver, const char *code,
-                const char *message) {
+void scope_fail(ascope *s, int status, const char *driver, const char *code, const char *message) {
   if (s->state == S_DONE) return;
   if (s->state == S_RELEASE) {
     /* A release's failure: it becomes the status if all was well, as an

@@ -105,8 +105,7 @@ static void parent_body(ascope *s, void *ud) {
 static void parent_done(ascope *s, int status, void *ud) {
   (void)s;
   (void)ud;
-  tour_say("parent done: %s (a child cancelled on purpose does not fail it)",
-           tour_outcome(status));
+  tour_say("parent done: %s (a child cancelled on purpose does not fail it)", tour_outcome(status));
   expect(status, 0, "cancelled child");
 }
 
@@ -204,6 +203,7 @@ int main(void) {
   }
 #endif
   ascope_rt_free(rt);
-  printf("\n%s\n", failures ? "tour: something did not go as described" : "tour: all scenes as described");
+  printf("\n%s\n",
+         failures ? "tour: something did not go as described" : "tour: all scenes as described");
   return failures ? 1 : 0;
 }

@@ -31,7 +31,8 @@ void tour_print_error(ascope *s) {
   const ascope_err *e = ascope_error(s);
   for (int i = 0; e; e = ascope_err_next(e), i++) {
     const char *drv = ascope_err_driver(e), *code = ascope_err_code(e);
-    tour_say("   %s %s from %s%s%s: %s", i ? "  then" : "error", ascope_err_name(ascope_err_status(e)),
-             drv ? drv : "the core", code ? ", code " : "", code ? code : "", ascope_err_message(e));
+    tour_say("   %s %s from %s%s%s: %s", i ? "  then" : "error",
+             ascope_err_name(ascope_err_status(e)), drv ? drv : "the core", code ? ", code " : "",
+             code ? code : "", ascope_err_message(e));
   }
 }

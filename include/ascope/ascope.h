@@ -32,7 +32,7 @@ extern "C" {
 
 /* ---- status codes ------------------------------------------------------ */
 /* 0 is success, failures are negative. libuv's UV_E* pass through. */
-#define ASCOPE_FAIL_FAST 0   /* modes: fixed values, bindings rely on them */
+#define ASCOPE_FAIL_FAST 0 /* modes: fixed values, bindings rely on them */
 #define ASCOPE_COLLECT_ALL 1
 #define ASCOPE_ECANCELED UV_ECANCELED /* the scope or operation was cancelled */
 #define ASCOPE_ETIMEDOUT UV_ETIMEDOUT /* a deadline passed */
@@ -50,11 +50,11 @@ ASCOPE_EXTERN unsigned ascope_version(void);
 typedef struct ascope_rt ascope_rt;
 
 ASCOPE_EXTERN ascope_rt *ascope_rt_new(uv_loop_t *loop); /* NULL: the runtime owns its loop */
-ASCOPE_EXTERN int ascope_rt_run(ascope_rt *rt);   /* runs the loop until no scope is pending */
-ASCOPE_EXTERN int ascope_rt_free(ascope_rt *rt);  /* ASCOPE_EBUSY while scopes are pending */
+ASCOPE_EXTERN int ascope_rt_run(ascope_rt *rt);  /* runs the loop until no scope is pending */
+ASCOPE_EXTERN int ascope_rt_free(ascope_rt *rt); /* ASCOPE_EBUSY while scopes are pending */
 ASCOPE_EXTERN uv_loop_t *ascope_rt_loop(ascope_rt *rt);
 ASCOPE_EXTERN int ascope_rt_post(ascope_rt *rt, void (*fn)(void *ud), void *ud); /* any thread */
-ASCOPE_EXTERN int ascope_rt_set_release_timeout(ascope_rt *rt, uint64_t ms); /* default 30000 */
+ASCOPE_EXTERN int ascope_rt_set_release_timeout(ascope_rt *rt, uint64_t ms);     /* default 30000 */
 
 /* Before any runtime exists; NULLs restore the C library's.
  * Covers ascope's own allocations, not libuv's. */
@@ -74,7 +74,7 @@ typedef void (*ascope_done_fn)(ascope *s, int status, void *ud);
 ASCOPE_EXTERN ascope *ascope_new(ascope_rt *rt);    /* a top-level scope, not started */
 ASCOPE_EXTERN ascope *ascope_child(ascope *parent); /* from a running parent's body or callbacks */
 ASCOPE_EXTERN int ascope_use(ascope *s, const struct ascope_driver *drv, const void *arg,
-                             const char *options); /* append a resource */
+                             const char *options);            /* append a resource */
 ASCOPE_EXTERN int ascope_set_timeout(ascope *s, uint64_t ms); /* deadline from start; 0: none */
 ASCOPE_EXTERN int ascope_set_mode(ascope *s, int mode); /* ASCOPE_FAIL_FAST | ASCOPE_COLLECT_ALL */
 ASCOPE_EXTERN int ascope_start(ascope *s, ascope_body_fn body, ascope_done_fn done, void *ud);
@@ -87,7 +87,7 @@ ASCOPE_EXTERN void ascope_cancel(ascope *s); /* idempotent; reaches all children
 ASCOPE_EXTERN void ascope_return(ascope *s, void *value, void (*free_fn)(void *value));
 
 /* Inside `done`, and only there. */
-ASCOPE_EXTERN void *ascope_value(ascope *s); /* ownership passes to the caller */
+ASCOPE_EXTERN void *ascope_value(ascope *s);             /* ownership passes to the caller */
 ASCOPE_EXTERN const ascope_err *ascope_error(ascope *s); /* NULL on success */
 
 /* ---- streams: the `async for` ------------------------------------------- */

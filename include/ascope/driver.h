@@ -46,8 +46,7 @@ ASCOPE_EXTERN ascope_op *ascope_op_begin(ascope *s, const ascope_driver *drv,
 ASCOPE_EXTERN void *ascope_op_data(ascope_op *op);
 ASCOPE_EXTERN ascope *ascope_op_scope(ascope_op *op);
 ASCOPE_EXTERN void ascope_op_set_resume(ascope_op *op, void (*resume)(ascope_op *op));
-ASCOPE_EXTERN void ascope_op_end(ascope_op *op, int status, const char *code,
-                                 const char *message);
+ASCOPE_EXTERN void ascope_op_end(ascope_op *op, int status, const char *code, const char *message);
 
 /* Plugins: a shared object exports
  *   const ascope_driver *ascope_driver_entry(void);
