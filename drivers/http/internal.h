@@ -1,0 +1,201 @@
+/* The HTTP driver's insides: a session (the resource state), its requests,
+ * and the small pieces they share. Nothing here crosses the public ABI. */
+#ifndef ASCOPE_HTTP_INTERNAL_H
+#define ASCOPE_HTTP_INTERNAL_H
+
+#include <ascope/driver.h>
+#include <ascope/http.h>
+#include <curl/curl.h>
+#include <stdbool.h>
+
+/* ---- an intrusive list ------------------------------------------------------ */
+
+struct hq {
+  struct hq *next, *prev;
+};
+#define hq_data(p, type, field) ((type *)((char *)(p)-offsetof(type, field)))
+static inline void hq_init(struct hq *q) {
+  q->next = q->prev = q;
+}
+static inline bool hq_empty(const struct hq *q) {
+  return q->next == q;
+}
+static inline void hq_push(struct hq *q, struct hq *n) {
+  n->prev = q->prev;
+  n->next = q;
+  q->prev->next = n;
+  q->prev = n;
+}
+static inline void hq_remove(struct hq *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  hq_init(n);
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+/* What a request may override; the session holds the defaults. */
+typedef struct http_opts {
+  long timeout_ms;            /* total, from the moment the request holds a slot; 0: none */
+  long connect_timeout_ms;    /* connect + TLS handshake; 0: libcurl's (300 s) */
+  long wait_timeout_ms;       /* waiting for a connection slot; 0: none */
+  long low_speed_limit;       /* bytes/s ... */
+  long low_speed_time;        /* ... for this many seconds fails the request; 0: off */
+  long max_redirects;         /* followed; 0: redirects are results, not followed */
+  int64_t max_response_bytes; /* body size limit; 0: none */
+  bool raise_for_status;      /* HTTP status >= 400 is an error */
+} http_opts;
+
+/* The session's own settings, fixed at acquire. */
+typedef struct http_conf {
+  char *base_url, *user_agent, *ca_file, *proxy;
+  long max_connections;      /* requests holding a slot, in all; 0: no limit */
+  long max_host_connections; /* per scheme://host:port; 0: no limit */
+  long http_version;         /* CURL_HTTP_VERSION_* */
+  bool tls_verify;
+} http_conf;
+
+void http_opts_default(http_opts *o);
+void http_conf_default(http_conf *c);
+void http_conf_free(http_conf *c);
+/* Parses "key=value ..." into o (and c when not NULL: session keys are then
+ * allowed). 0, or UV_EINVAL with a message in err. */
+int http_parse_options(const char *options, http_opts *o, http_conf *c, char *err, size_t errlen);
+
+/* ---- a session ------------------------------------------------------------------- */
+
+struct http_sock; /* a uv_poll for one of libcurl's sockets */
+struct http_host; /* slots taken per scheme://host:port */
+
+struct ascope_http {
+  ascope_res *res;
+  uv_loop_t *loop;
+  CURLM *multi;
+  CURLSH *share;
+  http_conf conf;
+  http_opts opts;
+  uv_timer_t curl_timer;    /* CURLMOPT_TIMERFUNCTION */
+  uv_timer_t wait_timer;    /* the earliest wait_timeout_ms of the queue */
+  struct http_sock **socks; /* by file descriptor */
+  size_t nsocks;
+  struct http_host *hosts;
+  struct hq waiting;  /* requests queued for a slot, FIFO */
+  struct hq active;   /* requests added to the multi handle */
+  struct hq deferred; /* requests with a cancel or resume to apply after libcurl returns */
+  CURL **easy_free;   /* easy handles kept for reuse */
+  size_t neasy_free, easy_free_cap;
+  int depth;        /* > 0 while inside libcurl: it must not be called back into */
+  bool settling;    /* inside http_settle(): it loops until nothing is left */
+  bool closing;     /* released or aborted: no new requests */
+  bool torn_down;   /* libcurl's handles are gone */
+  int open_handles; /* libuv handles not yet closed; the release completes at 0 */
+  int64_t n_requests, n_connects, n_active, n_waiting, active_peak;
+  int64_t n_deadlines; /* waiting requests with a wait_timeout_ms */
+};
+
+/* Calls curl_multi_socket_action and then settles. */
+void http_action(ascope_http *h, curl_socket_t fd, int flags);
+/* Runs what had to wait until libcurl returned: finished transfers, cancels,
+ * resumes, queued requests that may now take a slot, a pending teardown. */
+void http_settle(ascope_http *h);
+/* Starts the queued requests that a slot is free for. */
+void http_promote(ascope_http *h);
+void http_wait_arm(ascope_http *h);
+void http_wait_add(ascope_http *h, ascope_http_req *q);    /* queue for a slot */
+void http_wait_remove(ascope_http *h, ascope_http_req *q); /* leave the queue */
+CURL *http_easy_get(ascope_http *h);
+void http_easy_put(ascope_http *h, CURL *easy);
+int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp);
+int http_timer_cb(CURLM *multi, long timeout_ms, void *userp);
+void http_socks_close(ascope_http *h);
+void http_handle_closed(uv_handle_t *handle); /* counts down open_handles */
+
+/* ---- slots per host ------------------------------------------------------------- */
+
+/* NULL when no per-host limit is set; else the host's record (created). */
+struct http_host *http_host_get(ascope_http *h, const char *key);
+bool http_host_full(ascope_http *h, struct http_host *host);
+void http_host_take(struct http_host *host);
+void http_host_put(ascope_http *h, struct http_host *host);
+void http_hosts_free(ascope_http *h);
+
+/* ---- a request ------------------------------------------------------------------------ */
+
+enum req_state { REQ_NEW, REQ_WAITING, REQ_ACTIVE, REQ_FINISHING };
+
+struct ascope_http_resp {
+  int status;
+  char *hdr; /* "name\0value\0" entries of the final response */
+  size_t hdr_len, hdr_cap, nhdr;
+  char *body; /* the buffered body */
+  size_t body_len, body_cap;
+  const char *view; /* what ascope_http_resp_body() shows: the body, or a chunk */
+  size_t view_len;
+};
+
+struct ascope_http_req {
+  struct hq node;     /* in waiting or active */
+  struct hq deferred; /* in the session's deferred list */
+  ascope_http *h;
+  ascope *scope;
+  ascope_op *op;
+  CURL *easy;
+  enum req_state state;
+  char *method, *url, *host_key;
+  struct http_host *host;
+  struct curl_slist *headers;
+  http_opts opts;
+  int error;        /* a bad argument: the request refuses to be sent */
+  const void *body; /* from memory */
+  size_t body_len;
+  ascope_http_read_fn read; /* or from a callback */
+  void *read_ud;
+  int64_t read_total;
+  ascope_http_resp_fn cb;
+  void *ud;
+  bool streaming;
+  bool head_sent;   /* the stream's first item was delivered */
+  bool recv_paused; /* the user returned ASCOPE_PAUSE from an item */
+  bool send_paused; /* the body callback returned ASCOPE_PAUSE */
+  bool curl_paused; /* libcurl was told to pause (a write returned PAUSE) */
+  bool want_resume; /* apply curl_easy_pause(CONT) once out of libcurl */
+  bool want_cancel; /* remove the transfer once out of libcurl */
+  bool stopped;     /* ASCOPE_STOP: the transfer ends with 0 */
+  bool http_error;  /* raise_for_status turned the HTTP status into the error */
+  int user_status;  /* a negative return of a user callback */
+  int local_status; /* the driver's own failure (a size limit) */
+  const char *local_code;
+  char local_msg[128];
+  uint64_t wait_deadline; /* uv_now() + wait_timeout_ms, when waiting */
+  int64_t received;       /* body bytes so far */
+  size_t hdr_bytes;
+  ascope_http_resp resp;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+int http_req_setup(ascope_http_req *q);                /* the easy handle's options */
+void http_req_finish(ascope_http_req *q, CURLcode rc); /* a transfer ended */
+/* Takes the request out of the queue or libcurl (outside libcurl only) and
+ * ends it. */
+void http_req_drop(ascope_http_req *q, int status, const char *code, const char *msg);
+/* Calls the user's callback, ends the operation, frees the request. */
+void http_req_end(ascope_http_req *q, int status, const char *code, const char *msg);
+void http_req_apply_deferred(ascope_http_req *q);
+void http_req_free(ascope_http_req *q);
+size_t http_on_write(char *ptr, size_t size, size_t n, void *ud);
+size_t http_on_header(char *ptr, size_t size, size_t n, void *ud);
+size_t http_on_read(char *buf, size_t size, size_t n, void *ud);
+void http_resp_reset(ascope_http_resp *r);
+int http_resp_add_header(ascope_http_resp *r, const char *line, size_t len);
+
+/* ---- small things ------------------------------------------------------------------------ */
+
+const char *http_curl_code_name(int code);
+/* Copies src into dst, dropping any "user:password@" after a "://". */
+void http_scrub(char *dst, size_t cap, const char *src);
+/* The URL to request (base_url joined with url) and its "scheme://host:port"
+ * key. 0 or UV_EINVAL / UV_ENOMEM. */
+int http_url_resolve(const char *base, const char *url, char **out, char **host_key);
+void http_global_init(void);
+
+#endif

@@ -1,0 +1,92 @@
+/* URLs: joining a request's URL to the session's base, the key a
+ * connection slot is counted under, and scrubbing credentials out of any
+ * text that may reach a message. libcurl's URL API does the parsing: an
+ * HTTP client is not written here, only joined to the loop. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uv_once_t global_once = UV_ONCE_INIT;
+
+static void global_init(void) {
+  /* Once per process, before any handle: curl_global_init is not
+   * thread-safe against itself, uv_once makes it so. */
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void http_global_init(void) {
+  uv_once(&global_once, global_init);
+}
+
+void http_scrub(char *dst, size_t cap, const char *src) {
+  size_t n = 0;
+  while (*src && n + 1 < cap) {
+    const char *sep = strstr(src, "://");
+    if (sep == NULL) break;
+    /* Copy through "scheme://", then skip a userinfo ending in '@' before
+     * the authority ends. */
+    for (const char *s = src; s < sep + 3 && n + 1 < cap; s++) dst[n++] = *s;
+    src = sep + 3;
+    size_t auth = strcspn(src, "/?# \t\r\n\"'");
+    const char *at = memchr(src, '@', auth);
+    if (at) {
+      const char *last = at;
+      while ((at = memchr(last + 1, '@', auth - (size_t)(last + 1 - src)))) last = at;
+      src = last + 1;
+      if (n + 4 < cap) {
+        memcpy(dst + n, "***@", 4);
+        n += 4;
+      }
+    }
+  }
+  while (*src && n + 1 < cap) dst[n++] = *src++;
+  dst[n] = '\0';
+}
+
+static bool has_ctl(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f) return true;
+  return false;
+}
+
+static char *host_key(CURLU *u) {
+  char *scheme = NULL, *host = NULL, *port = NULL, *key = NULL;
+  if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
+    key = malloc(n);
+    if (key) snprintf(key, n, "%s://%s:%s", scheme, host, port);
+  }
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  return key;
+}
+
+int http_url_resolve(const char *base, const char *url, char **out, char **key) {
+  if (url == NULL || has_ctl(url) || (base && has_ctl(base))) return UV_EINVAL;
+  CURLU *u = curl_url();
+  if (u == NULL) return UV_ENOMEM;
+  int rc = UV_EINVAL;
+  /* With a base set, curl_url_set() resolves url against it (RFC 3986). */
+  if (base && *base && curl_url_set(u, CURLUPART_URL, base, 0) != CURLUE_OK) goto out;
+  if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) goto out;
+  char *full = NULL;
+  if (curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK) goto out;
+  *out = strdup(full);
+  curl_free(full);
+  *key = host_key(u);
+  if (*out == NULL || *key == NULL) {
+    free(*out);
+    free(*key);
+    rc = UV_ENOMEM;
+    goto out;
+  }
+  rc = 0;
+out:
+  curl_url_cleanup(u);
+  return rc;
+}

@@ -1,0 +1,6 @@
+# The HTTP driver's tests, against real servers: nginx and tests/fault_server,
+# started by scripts/http-start (which runs fault_server from this build tree).
+add_executable(fault_server ${CMAKE_CURRENT_SOURCE_DIR}/fault_server.c)
+target_link_libraries(fault_server PRIVATE PkgConfig::LIBUV)
+
+ascope_test(test_http ${CMAKE_CURRENT_SOURCE_DIR}/test_http.c LIBS ascope-http LABELS "http")
