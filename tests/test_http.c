@@ -818,3 +818,282 @@ Test(http, credentials_never_in_messages) {
   cr_assert(!strstr(c.out.msg, "alice"), "%s", c.out.msg);
   cr_assert(strstr(c.out.msg, "/close"), "the message still names the request: %s", c.out.msg);
 }
+
+/* ---- the session as a use: acquire, operations and release under every outcome --------------- */
+
+typedef struct life {
+  td_spec before, after; /* uses around the session */
+  bool use_before, use_after;
+  const char *http_opts;
+  uint64_t timeout_ms;
+  int body_calls;
+  void (*body)(ascope *s, struct life *l);
+  call calls[10];
+  int ncalls;
+  td_op_stats ops;
+  scope_out out;
+} life;
+
+static void life_body(ascope *s, void *ud) {
+  life *l = ud;
+  l->body_calls++;
+  ascope_http *h = ascope_resource(s, l->use_before ? 1 : 0);
+  cr_assert(h);
+  for (int i = 0; i < l->ncalls; i++) {
+    l->calls[i].h = h;
+    l->calls[i].start_rc = send_call(s, &l->calls[i]);
+  }
+  if (l->body) l->body(s, l);
+}
+
+static void life_done(ascope *s, int status, void *ud) {
+  record_done(s, status, &((life *)ud)->out);
+}
+
+static void run_life(life *l) {
+  ascope *s = ascope_new(rt);
+  if (l->use_before) cr_assert_eq(td_use(s, &l->before), 0);
+  cr_assert_eq(ascope_use_http(s, l->http_opts), 0);
+  if (l->use_after) cr_assert_eq(td_use(s, &l->after), 0);
+  if (l->timeout_ms) ascope_set_timeout(s, l->timeout_ms);
+  cr_assert_eq(ascope_start(s, life_body, life_done, l), 0);
+  ascope_rt_run(rt);
+  cr_assert_eq(l->out.done_calls, 1, "done ran %d times", l->out.done_calls);
+  if (l->use_before) cr_assert_eq(l->before.release_calls, l->before.acquired);
+  if (l->use_after) cr_assert_eq(l->after.release_calls, l->after.acquired);
+  for (int i = 0; i < l->ncalls; i++)
+    cr_assert_eq(l->calls[i].calls, l->calls[i].start_rc || l->calls[i].null_cb ? 0 : 1, "call %d",
+                 i);
+}
+
+Test(http, acquire_fails_on_a_bad_option) {
+  life l = {.use_before = true, .before = {.name = "a"}, .http_opts = "max_connections=many"};
+  run_life(&l);
+  cr_assert_eq(l.out.status, UV_EINVAL);
+  cr_assert_str_eq(l.out.driver, "http");
+  cr_assert(strstr(l.out.msg, "max_connections"), "%s", l.out.msg);
+  cr_assert_eq(l.body_calls, 0);
+  cr_assert_eq(l.before.release_calls, 1);
+  cr_assert_eq(l.before.release_outcome, UV_EINVAL);
+}
+
+Test(http, acquire_fails_on_an_unknown_option) {
+  life l = {.http_opts = "timeout=5"};
+  run_life(&l);
+  cr_assert_eq(l.out.status, UV_EINVAL);
+  cr_assert(strstr(l.out.msg, "unknown option"), "%s", l.out.msg);
+}
+
+Test(http, released_once_when_a_later_acquire_fails) {
+  life l = {.use_after = true, .after = {.name = "b", .acquire = TD_FAIL}};
+  run_life(&l);
+  cr_assert_eq(l.out.status, ASCOPE_EDRIVER);
+  cr_assert_str_eq(l.out.driver, "test");
+  cr_assert_eq(l.body_calls, 0);
+}
+
+Test(http, released_once_when_a_later_acquire_times_out) {
+  life l = {.use_after = true, .after = {.name = "b", .acquire = TD_HANG}, .timeout_ms = 100};
+  run_life(&l);
+  cr_assert_eq(l.out.status, ASCOPE_ETIMEDOUT);
+  cr_assert_eq(l.after.cancel_calls, 1);
+  cr_assert_eq(l.body_calls, 0);
+}
+
+static void cancel_later(uv_timer_t *t) {
+  ascope_cancel(t->data);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+Test(http, released_once_when_cancelled_while_acquiring) {
+  life l = {.use_after = true, .after = {.name = "b", .acquire = TD_HANG}};
+  ascope *s = ascope_new(rt);
+  ascope_use_http(s, NULL);
+  td_use(s, &l.after);
+  ascope_start(s, life_body, life_done, &l);
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  t.data = s;
+  uv_timer_start(&t, cancel_later, 50, 0);
+  ascope_rt_run(rt);
+  cr_assert_eq(l.out.done_calls, 1);
+  cr_assert_eq(l.out.status, ASCOPE_ECANCELED);
+  cr_assert_eq(l.body_calls, 0);
+}
+
+Test(http, a_failing_release_after_the_session) {
+  life l = {.use_before = true,
+            .before = {.name = "a", .release = TD_FAIL},
+            .calls = {{.url = NGINX("/static/1k.bin")}},
+            .ncalls = 1};
+  run_life(&l);
+  assert_ok(l.calls[0], 200);
+  cr_assert_eq(l.out.status, ASCOPE_EDRIVER, "the release's failure is the scope's");
+  cr_assert_eq(l.before.release_outcome, 0);
+}
+
+Test(http, a_hanging_release_is_aborted_and_the_session_still_released) {
+  life l = {.use_after = true,
+            .after = {.name = "b", .release = TD_HANG},
+            .calls = {{.url = NGINX("/static/1k.bin")}},
+            .ncalls = 1};
+  ascope_rt_set_release_timeout(rt, 100);
+  run_life(&l);
+  assert_ok(l.calls[0], 200);
+  cr_assert_eq(l.out.status, ASCOPE_ETIMEDOUT);
+  cr_assert_eq(l.after.abort_calls, 1);
+}
+
+static void fail_soon(ascope *s, life *l) {
+  td_op_start(s, TD_FAIL_LATE, 100, UV_EIO, NULL, NULL, &l->ops);
+}
+
+Test(http, a_failing_operation_cancels_every_request) {
+  life l = {.body = fail_soon, .http_opts = "max_connections=4", .ncalls = 8};
+  for (int i = 0; i < 8; i++) l.calls[i] = (call){.url = FAULT("/hang")};
+  run_life(&l);
+  cr_assert_eq(l.out.status, UV_EIO);
+  for (int i = 0; i < 8; i++) {
+    cr_assert_eq(l.calls[i].calls, 1);
+    cr_assert_eq(l.calls[i].status, ASCOPE_ECANCELED, "call %d (%s)", i,
+                 i < 4 ? "active" : "waiting");
+  }
+}
+
+Test(http, a_request_timing_out_fails_the_scope_and_cancels_the_rest) {
+  life l = {.ncalls = 3};
+  l.calls[0] = (call){.url = FAULT("/hang"), .opts = "timeout_ms=100", .null_cb = true};
+  l.calls[1] = (call){.url = FAULT("/hang")};
+  l.calls[2] = (call){.url = FAULT("/slow/5000")};
+  run_life(&l);
+  cr_assert_eq(l.out.status, ASCOPE_ETIMEDOUT);
+  cr_assert_str_eq(l.out.code, "CURLE_OPERATION_TIMEDOUT");
+  cr_assert_eq(l.calls[1].status, ASCOPE_ECANCELED);
+  cr_assert_eq(l.calls[2].status, ASCOPE_ECANCELED);
+}
+
+static void fail_then_send(ascope *s, life *l) {
+  ascope_fail(s, UV_EIO, "given up");
+  call *c = &l->calls[0];
+  c->h = ascope_resource(s, 0);
+  c->start_rc = send_call(s, c);
+}
+
+/* API.md: a scope that is failing takes no new operation (the driver then
+ * returns ASCOPE_ECANCELED and calls nothing); whichever way the core
+ * answers, the request ends exactly once and the first error stands. */
+Test(http, a_request_started_in_a_failing_scope) {
+  life l = {.body = fail_then_send};
+  l.calls[0] = (call){.url = NGINX("/static/1k.bin")};
+  run_life(&l);
+  cr_assert_eq(l.out.status, UV_EIO);
+  call *c = &l.calls[0];
+  cr_assert(c->start_rc == 0 || c->start_rc == ASCOPE_ECANCELED, "%s",
+            ascope_err_name(c->start_rc));
+  cr_assert_eq(c->calls, c->start_rc == 0 ? 1 : 0);
+}
+
+/* ---- user code inside libcurl's callbacks --------------------------------------------------- */
+
+typedef struct nested {
+  ascope_http *h;
+  ascope *hang_scope;
+  call inner, hang;
+  int items, finals;
+  scope_out out;
+} nested;
+
+static void hang_body(ascope *s, void *ud) {
+  call *c = ud;
+  c->start_rc = send_call(s, c);
+}
+
+static void hang_done(ascope *s, int status, void *ud) {
+  record_done(s, status, &((call *)ud)->out);
+}
+
+static int nested_item(ascope *s, int status, ascope_http_resp *r, void *ud) {
+  nested *n = ud;
+  if (r == NULL) {
+    n->finals++;
+    return status;
+  }
+  n->items++;
+  if (n->items == 2) { /* a request started from inside libcurl's write callback */
+    n->inner.h = n->h;
+    cr_assert_eq(send_call(s, &n->inner), 0);
+  }
+  if (n->items == 4) ascope_cancel(n->hang_scope); /* cancels a transfer of this session */
+  return ASCOPE_CONTINUE;
+}
+
+static void nested_body(ascope *s, void *ud) {
+  nested *n = ud;
+  n->h = ascope_resource(s, 0);
+  n->hang.h = n->h;
+  n->hang_scope = ascope_child(s);
+  ascope_start(n->hang_scope, hang_body, hang_done, &n->hang);
+  ascope_http_req *q = ascope_http_req_new(n->h, "GET", NGINX("/static/1m.bin"));
+  cr_assert_eq(ascope_http_stream(s, q, nested_item, n, NULL), 0);
+}
+
+static void nested_done(ascope *s, int status, void *ud) {
+  record_done(s, status, &((nested *)ud)->out);
+}
+
+Test(http, start_and_cancel_from_inside_a_stream_item) {
+  nested n = {.inner = {.url = NGINX("/static/1k.bin")}, .hang = {.url = FAULT("/hang")}};
+  ascope *s = ascope_new(rt);
+  ascope_use_http(s, NULL);
+  ascope_start(s, nested_body, nested_done, &n);
+  ascope_rt_run(rt);
+  cr_assert_eq(n.out.status, 0, "%s", n.out.msg);
+  cr_assert_eq(n.finals, 1);
+  assert_ok(n.inner, 200);
+  cr_assert_eq(n.inner.len, 1024);
+  cr_assert_eq(n.hang.calls, 1);
+  cr_assert_eq(n.hang.status, ASCOPE_ECANCELED);
+  cr_assert_eq(n.hang.out.status, ASCOPE_ECANCELED);
+}
+
+/* A request made (wrongly) from a scope outside the session's: when the
+ * session is released it ends the request instead of leaving it behind. */
+typedef struct stray {
+  ascope_http *h;
+  call c;
+  scope_out owner, other;
+} stray;
+
+static void stray_other_body(ascope *s, void *ud) {
+  stray *x = ud;
+  x->c.h = x->h;
+  x->c.start_rc = send_call(s, &x->c);
+}
+
+static void stray_other_done(ascope *s, int status, void *ud) {
+  record_done(s, status, &((stray *)ud)->other);
+}
+
+static void stray_owner_body(ascope *s, void *ud) {
+  stray *x = ud;
+  x->h = ascope_resource(s, 0);
+  ascope *other = ascope_new(ascope_scope_rt(s));
+  ascope_start(other, stray_other_body, stray_other_done, x);
+  td_op_start(s, TD_OK_LATE, 100, 0, NULL, NULL, NULL);
+}
+
+static void stray_owner_done(ascope *s, int status, void *ud) {
+  record_done(s, status, &((stray *)ud)->owner);
+}
+
+Test(http, release_ends_requests_left_behind) {
+  stray x = {.c = {.url = FAULT("/hang")}};
+  ascope *s = ascope_new(rt);
+  ascope_use_http(s, NULL);
+  ascope_start(s, stray_owner_body, stray_owner_done, &x);
+  ascope_rt_run(rt);
+  cr_assert_eq(x.owner.status, 0);
+  cr_assert_eq(x.c.calls, 1);
+  cr_assert_eq(x.c.status, ASCOPE_ECLOSED);
+  cr_assert_eq(x.other.done_calls, 1);
+}
