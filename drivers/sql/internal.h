@@ -1,0 +1,102 @@
+/* Internal structures of the generic SQL layer (ascope-sql). Nothing here
+ * crosses the ABI: drivers and users see the opaque types of sql.h. */
+#ifndef ASCOPE_SQL_INTERNAL_H
+#define ASCOPE_SQL_INTERNAL_H
+
+#include "ascope/sql.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* ---- parameters ----------------------------------------------------------- */
+struct pval {
+  int type;
+  size_t len; /* text and blob */
+  union {
+    int64_t i;
+    double d;
+    size_t off; /* text and blob: into the arena, NUL-terminated there */
+  } v;
+};
+struct ascope_sql_params {
+  size_t n, cap;
+  struct pval *vals;
+  char *arena;
+  size_t used, arena_cap;
+  int err;   /* the first failed add, reported by the statement that uses the set */
+  bool flat; /* a request's copy: vals and arena live inside the request */
+};
+size_t params_flat_size(const ascope_sql_params *p);
+/* Copies p into mem (params_flat_size bytes) as dst, a flat set. */
+void params_flatten(ascope_sql_params *dst, const ascope_sql_params *p, void *mem);
+
+/* ---- results -------------------------------------------------------------- */
+struct rval {
+  union {
+    int64_t i;
+    double d;
+    size_t off; /* text and blob, into the arena */
+  } v;
+  uint32_t len;
+  uint8_t type;
+};
+struct rcol {
+  size_t name, decl; /* offsets into colbuf; decl SIZE_MAX: none */
+  int type;
+};
+struct ascope_rows {
+  size_t ncols, nrows;
+  struct rcol *cols;
+  char *colbuf;
+  size_t colbuf_len, colbuf_cap;
+  struct rval *vals; /* nrows * ncols */
+  size_t vals_cap;   /* bytes */
+  char *arena;
+  size_t arena_len, arena_cap;
+  int64_t changes, last_id;
+};
+void rows_init(ascope_rows *r);
+void rows_fini(ascope_rows *r);
+
+/* ---- connections ---------------------------------------------------------- */
+#define SQL_MAGIC 0x5153514cu /* "LQSQ" */
+struct sql_conn {             /* the real layout of ascope_sql_header */
+  uint32_t magic;
+  unsigned tx_depth; /* open transaction levels */
+  const ascope_sql_driver *drv;
+  const char *errcode, *errmsg; /* while a failing callback runs */
+};
+struct sql_conn *sql_conn_of(ascope_sql *db); /* NULL: not a SQL connection */
+
+/* ---- requests ------------------------------------------------------------- */
+struct ascope_sql_req {
+  ascope_sql *db;
+  struct sql_conn *conn;
+  int kind;
+  const char *text;
+  ascope_sql_params params; /* flat copy */
+  ascope *scope;
+  ascope_op *op; /* NULL once ended */
+  ascope_sql_cb cb;
+  void *ud;
+  /* a stream's flow control, on the loop thread */
+  bool in_cb;     /* a batch callback is running */
+  bool paused;    /* it returned ASCOPE_PAUSE; waiting for ascope_op_resume */
+  bool resumed;   /* resume came while in_cb */
+  bool drv_done;  /* the driver has answered for good */
+  bool cancelled; /* the op was cancelled */
+  /* a transaction step: no op, an internal completion */
+  void (*on_done)(ascope_sql_req *req, int status, const char *code, const char *message);
+  void *ctx;
+  ascope_rows rows;
+  _Alignas(max_align_t) unsigned char data[]; /* the driver's req_size bytes */
+};
+ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char *text,
+                        const ascope_sql_params *p);
+void req_free(ascope_sql_req *req);
+
+/* ---- counters ------------------------------------------------------------- */
+extern atomic_llong sql_stat_requests, sql_stat_transactions;
+
+#endif

@@ -1,0 +1,263 @@
+/* The SQLite driver's vtable: a connection's acquire, release, cancel and
+ * abort, and the SQL requests' entry points. All of it runs on the loop
+ * thread; what touches SQLite is queued as a job and runs in a hop.
+ *
+ * The resource state the core owns holds only a pointer to the connection
+ * (struct sq_conn), which lives on the heap: a hop may still be running
+ * when the core gives up on a release (abort), and the core may reuse its
+ * state memory the moment the driver says the release is done. The heap
+ * connection outlives both as long as a hop needs it, and is freed only
+ * when no work item refers to it.
+ *
+ * The interrupt guard: sqlite3_interrupt() stops whatever the connection
+ * runs, so it is only ever called under conn->mu while conn->running is the
+ * very job meant, and conn->db is not NULL. The hop clears running under the
+ * same mutex before it moves on, and a close takes db away under it before
+ * closing: an interrupt can never reach another statement or a connection
+ * being closed.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+atomic_llong sq_stat_connections, sq_stat_opened, sq_stat_closed, sq_stat_aborted, sq_stat_hops,
+    sq_stat_running, sq_stat_statements, sq_stat_yields;
+
+extern const ascope_sql_driver sq_driver;
+
+static struct sq_conn *conn_of(ascope_sql *db) {
+  return ((struct sq_state *)db)->c;
+}
+
+/* Interrupts j if, and only if, it is what the connection runs now. */
+static void interrupt_if_running(struct sq_conn *c, struct sq_job *j) {
+  if (c->running == j && c->db) sqlite3_interrupt(c->db);
+}
+
+/* ---- the connection: acquire, release, cancel, abort ------------------------------- */
+
+/* A connection with its options parsed, not yet queued. NULL and a status
+ * and message in *status, *msg when it cannot be made. */
+static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *options, int *status,
+                                char *msg, size_t msglen) {
+  struct sq_conn *c = calloc(1, sizeof *c);
+  *status = UV_ENOMEM;
+  snprintf(msg, msglen, "out of memory");
+  if (c == NULL) return NULL;
+  if (sq_options_parse(&c->opt, options, msg, msglen) != 0) {
+    *status = UV_EINVAL;
+  } else if (path == NULL && c->opt.mode != MODE_MEMORY) {
+    *status = UV_EINVAL;
+    snprintf(msg, msglen, "no database path given");
+  } else if ((path == NULL || (c->path = strdup(path)) != NULL) &&
+             (c->sched = sq_sched_get(ascope_rt_loop(ascope_res_rt(r)))) != NULL) {
+    if (uv_mutex_init(&c->mu) == 0) return c;
+    sq_sched_put(c->sched);
+  }
+  free(c->path);
+  free(c);
+  return NULL;
+}
+
+static void sq_acquire(ascope_res *r, const void *arg, const char *options) {
+  struct sq_state *st = ascope_res_state(r);
+  ascope_sql_header_init((ascope_sql *)st, &sq_driver);
+  int status;
+  char msg[160];
+  struct sq_conn *c = conn_new(r, arg, options, &status, msg, sizeof msg);
+  if (c == NULL) { /* a failed acquire leaves nothing behind */
+    ascope_res_done(r, status, NULL, msg);
+    return;
+  }
+  c->res = r;
+  c->work.data = c;
+  c->open_job.kind = JOB_OPEN;
+  c->close_job.kind = JOB_CLOSE;
+  sq_cache_init(&c->cache, c->opt.cache);
+  st->c = c;
+  atomic_fetch_add(&sq_stat_connections, 1);
+  uv_mutex_lock(&c->mu);
+  sq_push(c, &c->open_job);
+  uv_mutex_unlock(&c->mu);
+  sq_wake(c);
+}
+
+/* An open still waiting for a thread is dropped; one running finishes and
+ * the acquire completes with what it gave (a release then closes it). */
+static void sq_cancel(ascope_res *r) {
+  struct sq_conn *c = ((struct sq_state *)ascope_res_state(r))->c;
+  uv_mutex_lock(&c->mu);
+  bool waiting = c->open_job.queued && c->running != &c->open_job;
+  if (waiting) sq_remove(c, &c->open_job);
+  atomic_store(&c->open_job.cancelled, true); /* a busy wait in the open gives up */
+  interrupt_if_running(c, &c->open_job);
+  uv_mutex_unlock(&c->mu);
+  if (!waiting) return;
+  c->dead_status = ASCOPE_ECANCELED;
+  if (c->where == W_RUNNING) { /* a hop is on its way: its end completes the acquire */
+    c->dead = true;
+    return;
+  }
+  sq_conn_free(c);
+  ascope_res_done(r, ASCOPE_ECANCELED, NULL, "cancelled while waiting to open");
+}
+
+static void sq_release(ascope_res *r, int outcome) {
+  (void)outcome; /* a connection closes the same way whatever happened */
+  struct sq_conn *c = ((struct sq_state *)ascope_res_state(r))->c;
+  c->closing = true;
+  uv_mutex_lock(&c->mu);
+  sq_push(c, &c->close_job);
+  uv_mutex_unlock(&c->mu);
+  sq_wake(c);
+}
+
+/* The release deadline passed. With no hop on the connection, close it here
+ * and now (sqlite3_close_v2 on the loop thread, once) and answer what is
+ * still queued. With a hop running, interrupt what it runs and let the hop
+ * close the database; its end completes the release, late. */
+static void sq_abort(ascope_res *r) {
+  struct sq_conn *c = ((struct sq_state *)ascope_res_state(r))->c;
+  atomic_fetch_add(&sq_stat_aborted, 1);
+  uv_mutex_lock(&c->mu);
+  c->aborted = true;
+  if (c->running) {
+    atomic_store(&c->running->cancelled, true);
+    interrupt_if_running(c, c->running);
+  }
+  uv_mutex_unlock(&c->mu);
+  if (c->where == W_RUNNING) return;
+  sq_unready(c);
+  sq_close_db(c);
+  sq_flush(c, ASCOPE_ECLOSED);
+  sq_conn_free(c);
+  ascope_res_done(r, 0, NULL, NULL);
+}
+
+/* ---- requests ------------------------------------------------------------------------ */
+
+static int enqueue(struct sq_conn *c, struct sq_job *j) {
+  if (c->closing || c->dead) return ASCOPE_ECLOSED;
+  uv_mutex_lock(&c->mu);
+  bool ok = !c->aborted;
+  if (ok) sq_push(c, j);
+  uv_mutex_unlock(&c->mu);
+  if (!ok) return ASCOPE_ECLOSED;
+  sq_wake(c);
+  return 0;
+}
+
+static int sq_submit(ascope_sql *db, ascope_sql_req *req) {
+  struct sq_job *j = ascope_sql_req_data(req);
+  j->kind = JOB_REQ;
+  j->req = req;
+  return enqueue(conn_of(db), j);
+}
+
+static int sq_tx_hook(ascope_sql *db, ascope_sql_req *req, int action, unsigned depth,
+                      const char *options) {
+  struct sq_job *j = ascope_sql_req_data(req);
+  j->kind = JOB_TX;
+  j->req = req;
+  j->tx_action = action;
+  j->tx_depth = depth;
+  if (action == ASCOPE_SQL_TX_BEGIN && sq_tx_options_parse(options, &j->tx_begin) != 0)
+    return UV_EINVAL;
+  return enqueue(conn_of(db), j);
+}
+
+/* A job not yet started leaves the queue and is answered now. Anything
+ * else is flagged: a running one is interrupted, a parked stream is let go
+ * so its hop ends it, an answered one keeps its answer. COMMIT and ROLLBACK
+ * always stay queued (a transaction must not be left open): a cancelled
+ * COMMIT rolls back instead, and a ROLLBACK is never interrupted. */
+static void sq_req_cancel(ascope_sql *db, ascope_sql_req *req) {
+  struct sq_conn *c = conn_of(db);
+  struct sq_job *j = ascope_sql_req_data(req);
+  bool ending = j->kind == JOB_TX && j->tx_action != ASCOPE_SQL_TX_BEGIN;
+  uv_mutex_lock(&c->mu);
+  atomic_store(&j->cancelled, true);
+  bool drop = j->queued && !j->started && c->running != j && !ending;
+  if (drop) sq_remove(c, j);
+  if (!(ending && j->tx_action == ASCOPE_SQL_TX_ROLLBACK)) interrupt_if_running(c, j);
+  j->parked = false;
+  bool idle = !sq_runnable(c);
+  uv_mutex_unlock(&c->mu);
+  if (drop) {
+    if (idle) sq_unready(c);
+    ascope_sql_req_done(req, ASCOPE_ECANCELED, NULL, "cancelled before it ran");
+    return;
+  }
+  sq_wake(c);
+}
+
+static void sq_more(ascope_sql *db, ascope_sql_req *req) {
+  struct sq_conn *c = conn_of(db);
+  struct sq_job *j = ascope_sql_req_data(req);
+  uv_mutex_lock(&c->mu);
+  j->parked = false;
+  uv_mutex_unlock(&c->mu);
+  sq_wake(c);
+}
+
+static void sq_stop(ascope_sql *db, ascope_sql_req *req) {
+  struct sq_conn *c = conn_of(db);
+  struct sq_job *j = ascope_sql_req_data(req);
+  uv_mutex_lock(&c->mu);
+  j->stop = true;
+  j->parked = false;
+  uv_mutex_unlock(&c->mu);
+  sq_wake(c);
+}
+
+/* ---- the driver ------------------------------------------------------------------------- */
+
+const ascope_sql_driver sq_driver = {
+    .base =
+        {
+            .abi = ASCOPE_DRIVER_ABI,
+            .name = "sqlite",
+            .state_size = sizeof(struct sq_state),
+            .acquire = sq_acquire,
+            .release = sq_release,
+            .cancel = sq_cancel,
+            .abort = sq_abort,
+        },
+    .tx = ASCOPE_SQL_TX_DRIVER("sqlite"),
+    .sql_abi = ASCOPE_SQL_ABI,
+    .req_size = sizeof(struct sq_job),
+    .submit = sq_submit,
+    .tx_hook = sq_tx_hook,
+    .cancel = sq_req_cancel,
+    .more = sq_more,
+    .stop = sq_stop,
+};
+
+const ascope_sql_driver *ascope_sqlite(void) {
+  return &sq_driver;
+}
+
+int ascope_use_sqlite(ascope *s, const char *path, const char *options) {
+  return ascope_use_sql(s, &sq_driver, path, options);
+}
+
+int64_t ascope_sqlite_stat(const char *name) {
+  static const struct {
+    const char *name;
+    atomic_llong *v;
+  } stats[] = {
+      {"connections", &sq_stat_connections},
+      {"opened", &sq_stat_opened},
+      {"closed", &sq_stat_closed},
+      {"aborted", &sq_stat_aborted},
+      {"hops", &sq_stat_hops},
+      {"running", &sq_stat_running},
+      {"statements", &sq_stat_statements},
+      {"yields", &sq_stat_yields},
+  };
+  for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
+    if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
+  return UV_EINVAL;
+}

@@ -1,0 +1,155 @@
+/* Internal structures of the SQLite driver.
+ *
+ * Threads: a connection (struct sq_conn) is touched by the loop thread and
+ * by at most one libuv pool thread at a time, the one running its "hop".
+ * Fields are grouped by who may touch them:
+ *   (mu)     under conn->mu, from either side;
+ *   (loop)   the loop thread only;
+ *   (worker) the hop's thread while a hop runs, the loop thread otherwise
+ *            (uv_queue_work orders the two).
+ */
+#ifndef ASCOPE_SQLITE_INTERNAL_H
+#define ASCOPE_SQLITE_INTERNAL_H
+
+#include "ascope/sqlite.h"
+
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+struct sq_conn;
+struct sq_sched;
+
+/* ---- options ------------------------------------------------------------------ */
+enum sq_mode { MODE_RWC, MODE_RW, MODE_RO, MODE_MEMORY };
+struct sq_options {
+  enum sq_mode mode;
+  bool wal;
+  int foreign_keys; /* -1: leave as is */
+  int synchronous;  /* -1: leave as is; else 0 off, 1 normal, 2 full */
+  unsigned busy_ms; /* total wait for a lock, per statement */
+  unsigned cache;   /* prepared statements kept */
+  unsigned batch;   /* rows per stream batch */
+};
+/* 0, or UV_EINVAL with a message in err. */
+int sq_options_parse(struct sq_options *o, const char *s, char *err, size_t errlen);
+enum sq_begin { BEGIN_DEFERRED, BEGIN_IMMEDIATE, BEGIN_EXCLUSIVE };
+int sq_tx_options_parse(const char *s, enum sq_begin *mode);
+
+/* ---- the prepared-statement cache --------------------------------------------- */
+struct sq_stmt {
+  struct sq_stmt *hnext;         /* hash chain */
+  struct sq_stmt *lprev, *lnext; /* LRU list: idle entries only */
+  sqlite3_stmt *stmt;
+  uint64_t hash;
+  char *sql;
+  int nslots;  /* sqlite3_bind_parameter_count */
+  int nparams; /* values it takes: placeholders $N name value N */
+  int *map;    /* slot i+1 takes value map[i] */
+  bool cached, in_use;
+};
+struct sq_cache {
+  struct sq_stmt **buckets;
+  size_t nbuckets, count, cap;
+  struct sq_stmt lru; /* sentinel: lnext is the most recent */
+};
+void sq_cache_init(struct sq_cache *k, unsigned cap);
+/* Checks out the statement for sql, preparing it on a miss. *tail gets what
+ * follows the first statement. NULL and an SQLite code in *rc on error. */
+struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **tail, int *rc);
+void sq_cache_put(struct sq_conn *c, struct sq_stmt *st); /* resets it, or finalizes */
+void sq_cache_clear(struct sq_conn *c);                   /* finalizes every entry */
+
+/* ---- jobs ---------------------------------------------------------------------- */
+enum sq_kind { JOB_OPEN, JOB_CLOSE, JOB_REQ, JOB_TX };
+struct sq_job {               /* a request's driver data, or the connection's own open and close */
+  struct sq_job *next, *prev; /* the connection's queue (mu) */
+  struct sq_job *dnext;       /* the hop's answers (worker) */
+  ascope_sql_req *req;
+  enum sq_kind kind;
+  bool queued;      /* (mu) in the queue */
+  bool parked;      /* (mu) a stream's batch is out: wait for more or stop */
+  bool stop;        /* (mu) end the stream */
+  bool started;     /* (worker) a stream holds its statement */
+  bool batch, last; /* (worker) the answer is a batch; the stream ended with it */
+  bool retry;       /* (worker) yielded on a busy lock: run again in a later hop */
+  atomic_bool cancelled;
+  int status; /* (worker) the answer */
+  const char *code;
+  char *msg;
+  uint64_t busy_since; /* (worker) first wait for a lock, ns */
+  struct sq_stmt *st;  /* (worker) a stream's statement */
+  int tx_action;
+  unsigned tx_depth;
+  enum sq_begin tx_begin;
+};
+
+/* ---- connections --------------------------------------------------------------- */
+enum sq_where { W_IDLE, W_READY, W_RUNNING };
+struct sq_state { /* the resource state: what ascope_resource() returns */
+  ascope_sql_header hdr;
+  struct sq_conn *c;
+};
+struct sq_conn {
+  uv_mutex_t mu;
+  struct sq_job *head, *tail; /* (mu) FIFO */
+  struct sq_job *running;     /* (mu) the job a hop runs now: the only one interrupt may hit */
+  sqlite3 *db;                /* (mu) written; read by the worker freely */
+  bool aborted;               /* (mu) force-closed: the worker closes, answers ECLOSED */
+  /* loop */
+  struct sq_sched *sched;
+  enum sq_where where;
+  struct sq_conn *rprev, *rnext; /* the scheduler's ready list */
+  ascope_res *res;
+  bool closing;    /* the close job is queued: new requests are refused */
+  bool opened;     /* the open succeeded */
+  bool dead;       /* open failed, closed or aborted: freed at the end of the hop */
+  int dead_status; /* what the acquire or release completes with */
+  const char *dead_code;
+  char *dead_msg;
+  uv_work_t work;
+  struct sq_job open_job, close_job;
+  /* worker */
+  struct sq_job *dhead, *dtail; /* answers of the current hop */
+  struct sq_job *cur;           /* what the busy handler waits for */
+  struct sq_cache cache;
+  struct sq_options opt;
+  char *path;
+  bool may_yield;      /* the current step may give its thread up on a busy lock */
+  bool yielded;        /* it did */
+  uint64_t wait_start; /* this busy episode began, ns */
+};
+
+/* ---- scheduling (sched.c) -------------------------------------------------------- */
+struct sq_sched *sq_sched_get(uv_loop_t *loop); /* NULL: out of memory */
+void sq_sched_put(struct sq_sched *s);
+void sq_wake(struct sq_conn *c);               /* runnable jobs queued: make sure a hop comes */
+void sq_unready(struct sq_conn *c);            /* leave the ready list (cancel, abort) */
+unsigned sq_sched_waiting(struct sq_sched *s); /* connections waiting for a thread */
+
+/* ---- the queue (queue.c) ----------------------------------------------------------- */
+void sq_push(struct sq_conn *c, struct sq_job *j);   /* (mu) held */
+void sq_remove(struct sq_conn *c, struct sq_job *j); /* (mu) held */
+bool sq_runnable(struct sq_conn *c);                 /* (mu) held */
+void sq_answer(struct sq_conn *c, struct sq_job *j); /* on the loop: deliver one answer */
+void sq_flush(struct sq_conn *c, int status);        /* answer every queued request */
+void sq_conn_free(struct sq_conn *c);
+
+/* ---- running, on a pool thread (run.c, stmt.c) -------------------------------------- */
+void sq_run(struct sq_conn *c, struct sq_job *j);
+void sq_run_stmt(struct sq_conn *c, struct sq_job *j);
+void sq_run_tx(struct sq_conn *c, struct sq_job *j);
+void sq_close_db(struct sq_conn *c); /* finalizes everything, closes; any thread, exclusive */
+int sq_busy_handler(void *ud, int count);
+/* Records the job's failure from the connection's error state. */
+void sq_fail(struct sq_conn *c, struct sq_job *j, int rc);
+void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg);
+
+/* ---- codes (codes.c) --------------------------------------------------------------- */
+const char *sq_code_name(int code);
+
+/* ---- counters ------------------------------------------------------------------------ */
+extern atomic_llong sq_stat_connections, sq_stat_opened, sq_stat_closed, sq_stat_aborted,
+    sq_stat_hops, sq_stat_running, sq_stat_statements, sq_stat_yields;
+
+#endif

@@ -1,0 +1,112 @@
+/* A connection's queue and its answers.
+ *
+ * Every job for a connection — its open, each statement, each transaction
+ * step, its close — waits in one FIFO, so they run in the order they were
+ * asked for: a COMMIT can never overtake the body's INSERT, a close never
+ * overtakes anything. The loop pushes (and removes what is cancelled before
+ * it ran); the hop takes from the front. A stream whose batch is out stays
+ * first, "parked", and holds everything behind it until the user asks for
+ * more or stops.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+void sq_push(struct sq_conn *c, struct sq_job *j) {
+  j->next = NULL;
+  j->prev = c->tail;
+  if (c->tail)
+    c->tail->next = j;
+  else
+    c->head = j;
+  c->tail = j;
+  j->queued = true;
+}
+
+void sq_remove(struct sq_conn *c, struct sq_job *j) {
+  if (!j->queued) return;
+  if (j->prev)
+    j->prev->next = j->next;
+  else
+    c->head = j->next;
+  if (j->next)
+    j->next->prev = j->prev;
+  else
+    c->tail = j->prev;
+  j->next = j->prev = NULL;
+  j->queued = false;
+}
+
+bool sq_runnable(struct sq_conn *c) {
+  return c->head && !c->head->parked;
+}
+
+/* Delivers one answer on the loop thread. The job belongs to its request:
+ * once the request is answered for good, the job is gone with it. */
+void sq_answer(struct sq_conn *c, struct sq_job *j) {
+  switch (j->kind) {
+  case JOB_OPEN:
+    if (j->status == 0) {
+      c->opened = true;
+      atomic_fetch_add(&sq_stat_opened, 1);
+      ascope_res_done(c->res, 0, NULL, NULL);
+    } else { /* the worker already closed what it opened */
+      c->dead = true;
+      c->dead_status = j->status;
+      c->dead_code = j->code;
+      c->dead_msg = j->msg;
+      j->msg = NULL;
+    }
+    return;
+  case JOB_CLOSE:
+    c->dead = true;
+    c->dead_status = j->status;
+    return;
+  case JOB_REQ:
+  case JOB_TX:
+    break;
+  }
+  ascope_sql_req *req = j->req;
+  char *msg = j->msg;
+  j->msg = NULL;
+  if (j->batch)
+    ascope_sql_req_batch(req, j->last);
+  else
+    ascope_sql_req_done(req, j->status, j->code, msg);
+  free(msg);
+}
+
+/* Answers every queued request with status: the connection is gone. */
+void sq_flush(struct sq_conn *c, int status) {
+  uv_mutex_lock(&c->mu);
+  struct sq_job *list = NULL, **tail = &list;
+  while (c->head) {
+    struct sq_job *j = c->head;
+    sq_remove(c, j);
+    if (j->kind != JOB_REQ && j->kind != JOB_TX) continue;
+    j->dnext = NULL;
+    *tail = j;
+    tail = &j->dnext;
+  }
+  uv_mutex_unlock(&c->mu);
+  while (list) {
+    struct sq_job *j = list;
+    list = j->dnext;
+    free(j->msg);
+    j->msg = NULL;
+    ascope_sql_req_done(j->req, status, NULL, "the connection was closed");
+  }
+}
+
+void sq_conn_free(struct sq_conn *c) {
+  sq_unready(c);
+  if (c->opened) atomic_fetch_add(&sq_stat_closed, 1);
+  atomic_fetch_sub(&sq_stat_connections, 1);
+  free(c->open_job.msg);
+  free(c->close_job.msg);
+  free(c->dead_msg);
+  free(c->path);
+  uv_mutex_destroy(&c->mu);
+  sq_sched_put(c->sched);
+  free(c);
+}

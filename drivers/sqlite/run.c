@@ -1,0 +1,172 @@
+/* Running jobs on a pool thread: open, close, failures, busy waits.
+ *
+ * Everything here runs inside a hop, on whichever pool thread it got, with
+ * the connection to itself: no other thread calls SQLite on it meanwhile,
+ * which is why connections are opened SQLITE_OPEN_NOMUTEX. The one call
+ * another thread makes is sqlite3_interrupt(), under conn->mu and only
+ * while conn->running names the job it is meant for (see driver.c).
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define YIELD_NS (2 * 1000 * 1000) /* a busy wait this long gives its thread up if others wait */
+
+void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg) {
+  j->status = status;
+  j->code = code;
+  free(j->msg);
+  j->msg = msg ? strdup(msg) : NULL;
+}
+
+static bool is_aborted(struct sq_conn *c) {
+  uv_mutex_lock(&c->mu);
+  bool a = c->aborted;
+  uv_mutex_unlock(&c->mu);
+  return a;
+}
+
+/* The status a failed SQLite call maps to. An interrupt, or a busy wait the
+ * handler gave up, is a cancellation when the job was cancelled, and a
+ * closed connection when it was aborted; anything else is the driver's. */
+void sq_fail(struct sq_conn *c, struct sq_job *j, int rc) {
+  int primary = rc & 0xff;
+  int status = ASCOPE_EDRIVER;
+  bool cut = primary == SQLITE_INTERRUPT || primary == SQLITE_BUSY;
+  if (cut && is_aborted(c))
+    status = ASCOPE_ECLOSED;
+  else if (cut && atomic_load(&j->cancelled))
+    status = ASCOPE_ECANCELED;
+  else if (primary == SQLITE_NOMEM)
+    status = UV_ENOMEM;
+  const char *msg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
+  const char *name = sq_code_name(rc);
+  sq_fail_msg(j, status, name ? name : sq_code_name(primary), msg);
+}
+
+/* ---- busy waits ------------------------------------------------------------------ */
+
+static void nap(uint64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+  nanosleep(&ts, NULL);
+}
+
+/* SQLite calls this while a lock it needs is held by another connection.
+ * Returning 1 retries, 0 gives up with SQLITE_BUSY. The wait is bounded by
+ * busy_timeout per job, ends early when the job is cancelled (a deadline
+ * reaches a statement stuck on a lock, not only one running), and a
+ * retryable statement gives its thread up when other connections wait for
+ * one: the lock's holder may be among them, unable to run and release it
+ * while we sleep on its lock. The job is then run again in a later hop. */
+int sq_busy_handler(void *ud, int count) {
+  struct sq_conn *c = ud;
+  struct sq_job *j = c->cur;
+  if (j == NULL || atomic_load(&j->cancelled)) return 0;
+  uint64_t now = uv_hrtime();
+  if (count == 0) c->wait_start = now;
+  if (j->busy_since == 0) j->busy_since = now;
+  uint64_t limit = (uint64_t)c->opt.busy_ms * 1000000u, waited = now - j->busy_since;
+  if (waited >= limit) return 0;
+  if (c->may_yield && now - c->wait_start >= YIELD_NS && sq_sched_waiting(c->sched) > 0) {
+    c->yielded = true;
+    atomic_fetch_add(&sq_stat_yields, 1);
+    return 0;
+  }
+  uint64_t step = count < 5 ? 100000u << count : 2000000u; /* 0.1 ms doubling to 2 ms */
+  nap(step < limit - waited ? step : limit - waited);
+  return 1;
+}
+
+/* ---- open and close ------------------------------------------------------------ */
+
+static int open_flags(const struct sq_options *o) {
+  int f = SQLITE_OPEN_NOMUTEX;
+#ifdef SQLITE_OPEN_EXRESCODE
+  f |= SQLITE_OPEN_EXRESCODE;
+#endif
+  switch (o->mode) {
+  case MODE_RWC:
+    return f | SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  case MODE_RW:
+    return f | SQLITE_OPEN_READWRITE;
+  case MODE_RO:
+    return f | SQLITE_OPEN_READONLY;
+  case MODE_MEMORY:
+    return f | SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY;
+  }
+  return f;
+}
+
+static int pragmas(struct sq_conn *c) {
+  static const char *const sync[] = {"PRAGMA synchronous=OFF", "PRAGMA synchronous=NORMAL",
+                                     "PRAGMA synchronous=FULL"};
+  int rc = SQLITE_OK;
+  if (c->opt.wal && c->opt.mode != MODE_MEMORY)
+    rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+  if (rc == SQLITE_OK && c->opt.synchronous >= 0)
+    rc = sqlite3_exec(c->db, sync[c->opt.synchronous], NULL, NULL, NULL);
+  if (rc == SQLITE_OK && c->opt.foreign_keys >= 0)
+    rc = sqlite3_exec(c->db,
+                      c->opt.foreign_keys ? "PRAGMA foreign_keys=ON" : "PRAGMA foreign_keys=OFF",
+                      NULL, NULL, NULL);
+  return rc;
+}
+
+static void run_open(struct sq_conn *c, struct sq_job *j) {
+  sqlite3 *db = NULL;
+  const char *path = c->path ? c->path : ":memory:";
+  int rc = sqlite3_open_v2(path, &db, open_flags(&c->opt), NULL);
+  uv_mutex_lock(&c->mu);
+  c->db = db;
+  uv_mutex_unlock(&c->mu);
+  if (rc == SQLITE_OK) {
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_handler(db, sq_busy_handler, c);
+    rc = pragmas(c);
+  }
+  if (rc != SQLITE_OK) {
+    sq_fail(c, j, rc);
+    sq_close_db(c); /* a failed acquire cleans up after itself */
+  }
+}
+
+void sq_close_db(struct sq_conn *c) {
+  uv_mutex_lock(&c->mu);
+  sqlite3 *db = c->db;
+  c->db = NULL; /* from here an interrupt finds nothing to hit */
+  for (struct sq_job *j = c->head; j; j = j->next) {
+    if (j->st) { /* a stream cut short by an abort */
+      sq_cache_put(c, j->st);
+      j->st = NULL;
+    }
+  }
+  uv_mutex_unlock(&c->mu);
+  sq_cache_clear(c);
+  if (db) sqlite3_close_v2(db);
+}
+
+void sq_run(struct sq_conn *c, struct sq_job *j) {
+  j->batch = j->last = j->retry = false;
+  j->status = 0;
+  j->code = NULL;
+  c->cur = j;
+  c->may_yield = c->yielded = false;
+  switch (j->kind) {
+  case JOB_OPEN:
+    run_open(c, j);
+    break;
+  case JOB_CLOSE:
+    sq_close_db(c);
+    break;
+  case JOB_REQ:
+    sq_run_stmt(c, j);
+    break;
+  case JOB_TX:
+    sq_run_tx(c, j);
+    break;
+  }
+  c->cur = NULL;
+}

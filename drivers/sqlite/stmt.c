@@ -1,0 +1,278 @@
+/* Running a statement on a pool thread: bind, step, copy the rows out.
+ *
+ * Values are bound, never spliced: a parameter is data to SQLite whatever
+ * its text says. Rows are copied into the request's result as they are
+ * stepped (SQLite's column pointers die at the next step). A stream steps
+ * one batch per hop and keeps its statement between hops, so while the user
+ * pauses SQLite produces nothing and memory holds one batch.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define BATCH_BYTES (1u << 20) /* a batch also ends at this much data */
+
+/* ---- parameters -------------------------------------------------------------------- */
+
+static int bind_one(sqlite3_stmt *s, int slot, const ascope_sql_params *p, size_t i) {
+  size_t len;
+  const void *b;
+  switch (ascope_sql_params_type(p, i)) {
+  case ASCOPE_SQL_BOOL:
+  case ASCOPE_SQL_INT64:
+    return sqlite3_bind_int64(s, slot, ascope_sql_params_int64(p, i));
+  case ASCOPE_SQL_DOUBLE:
+    return sqlite3_bind_double(s, slot, ascope_sql_params_double(p, i));
+  case ASCOPE_SQL_TEXT: /* STATIC: the request owns the bytes until it is answered */
+    b = ascope_sql_params_bytes(p, i, &len);
+    return sqlite3_bind_text64(s, slot, b, len, SQLITE_STATIC, SQLITE_UTF8);
+  case ASCOPE_SQL_BLOB:
+    b = ascope_sql_params_bytes(p, i, &len);
+    return sqlite3_bind_blob64(s, slot, b, len, SQLITE_STATIC);
+  default:
+    return sqlite3_bind_null(s, slot);
+  }
+}
+
+/* Binds every slot. A cached statement keeps pointers to an earlier
+ * request's bytes, which is safe only because each run binds every slot
+ * again before it steps: hence the exact count check. */
+static int bind_all(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st) {
+  const ascope_sql_params *p = ascope_sql_req_params(j->req);
+  size_t n = ascope_sql_params_count(p);
+  if (n != (size_t)st->nparams) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "the statement takes %d parameters, %zu were given", st->nparams, n);
+    sq_fail_msg(j, ASCOPE_EDRIVER, "SQLITE_RANGE", msg);
+    return -1;
+  }
+  for (int i = 0; i < st->nslots; i++) {
+    int rc = bind_one(st->stmt, i + 1, p, (size_t)st->map[i]);
+    if (rc != SQLITE_OK) {
+      sq_fail(c, j, rc);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* ---- rows ---------------------------------------------------------------------------- */
+
+/* The declared type by SQLite's affinity rules; unknown (NULL) for an
+ * expression, which the rows then type by its first value. */
+static int decl_type(const char *d) {
+  if (d == NULL) return ASCOPE_SQL_NULL;
+  if (strcasestr(d, "INT")) return ASCOPE_SQL_INT64;
+  if (strcasestr(d, "CHAR") || strcasestr(d, "CLOB") || strcasestr(d, "TEXT"))
+    return ASCOPE_SQL_TEXT;
+  if (strcasestr(d, "BLOB") || *d == '\0') return ASCOPE_SQL_BLOB;
+  if (strcasestr(d, "REAL") || strcasestr(d, "FLOA") || strcasestr(d, "DOUB"))
+    return ASCOPE_SQL_DOUBLE;
+  if (strcasestr(d, "BOOL")) return ASCOPE_SQL_BOOL;
+  return ASCOPE_SQL_NULL;
+}
+
+static int set_columns(ascope_rows *rows, sqlite3_stmt *s) {
+  int n = sqlite3_column_count(s);
+  int rc = ascope_rows_set_columns(rows, (size_t)n);
+  for (int i = 0; rc == 0 && i < n; i++) {
+    const char *decl = sqlite3_column_decltype(s, i);
+    rc = ascope_rows_set_column(rows, (size_t)i, sqlite3_column_name(s, i), decl, decl_type(decl));
+  }
+  return rc;
+}
+
+static int read_row(ascope_rows *rows, sqlite3_stmt *s) {
+  int n = sqlite3_column_count(s), rc = ascope_rows_add_row(rows);
+  for (int i = 0; rc == 0 && i < n; i++) {
+    const void *b;
+    switch (sqlite3_column_type(s, i)) {
+    case SQLITE_INTEGER:
+      ascope_rows_put_int64(rows, (size_t)i, sqlite3_column_int64(s, i));
+      break;
+    case SQLITE_FLOAT:
+      ascope_rows_put_double(rows, (size_t)i, sqlite3_column_double(s, i));
+      break;
+    case SQLITE_TEXT:
+      b = sqlite3_column_text(s, i);
+      rc = b ? ascope_rows_put_text(rows, (size_t)i, b, (size_t)sqlite3_column_bytes(s, i))
+             : UV_ENOMEM;
+      break;
+    case SQLITE_BLOB:
+      b = sqlite3_column_blob(s, i);
+      rc = ascope_rows_put_blob(rows, (size_t)i, b ? b : "", (size_t)sqlite3_column_bytes(s, i));
+      break;
+    default:
+      break; /* NULL: the row starts with every column NULL */
+    }
+  }
+  return rc;
+}
+
+/* ---- exec and query --------------------------------------------------------------------- */
+
+static void set_changes(struct sq_conn *c, ascope_rows *rows, int64_t total_before, bool direct) {
+  int64_t total = sqlite3_total_changes64(c->db);
+  /* sqlite3_changes64 keeps the count of the last INSERT/UPDATE/DELETE, so
+   * a statement that changed nothing (DDL, SELECT) reports 0, not that. */
+  int64_t n = total == total_before ? 0 : direct ? sqlite3_changes64(c->db) : total - total_before;
+  ascope_rows_set_changes(rows, n, sqlite3_last_insert_rowid(c->db));
+}
+
+/* Several statements, as one exec without parameters: each is prepared when
+ * the previous has run, so a script may create what it then uses. */
+static void run_script(struct sq_conn *c, struct sq_job *j, struct sq_stmt *first,
+                       const char *tail) {
+  int64_t before = sqlite3_total_changes64(c->db);
+  int rc;
+  while ((rc = sqlite3_step(first->stmt)) == SQLITE_ROW) {
+  }
+  if (rc != SQLITE_DONE) sq_fail(c, j, rc);
+  sq_cache_put(c, first);
+  while (rc == SQLITE_DONE && *tail) {
+    sqlite3_stmt *s = NULL;
+    rc = sqlite3_prepare_v2(c->db, tail, -1, &s, &tail);
+    if (rc != SQLITE_OK) {
+      sq_fail(c, j, rc);
+      return;
+    }
+    if (s == NULL) break; /* blanks or comments to the end */
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    }
+    if (rc != SQLITE_DONE) sq_fail(c, j, rc);
+    sqlite3_finalize(s);
+  }
+  if (rc == SQLITE_DONE || rc == SQLITE_OK)
+    set_changes(c, ascope_sql_req_rows(j->req), before, false);
+}
+
+static bool busy_retry(struct sq_conn *c, struct sq_job *j, int rc, bool any_row) {
+  if ((rc & 0xff) != SQLITE_BUSY || !c->yielded || any_row) return false;
+  j->retry = true;
+  return true;
+}
+
+static void run_once(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st, bool query) {
+  ascope_rows *rows = ascope_sql_req_rows(j->req);
+  if (bind_all(c, j, st) != 0) return;
+  if (query && set_columns(rows, st->stmt) != 0) {
+    sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
+    return;
+  }
+  int64_t before = sqlite3_total_changes64(c->db);
+  c->may_yield = true;
+  int rc;
+  while ((rc = sqlite3_step(st->stmt)) == SQLITE_ROW) {
+    if (query && read_row(rows, st->stmt) != 0) {
+      sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
+      return;
+    }
+  }
+  if (rc == SQLITE_DONE)
+    set_changes(c, rows, before, true);
+  else if (busy_retry(c, j, rc, ascope_rows_count(rows) > 0))
+    ascope_rows_clear(rows);
+  else
+    sq_fail(c, j, rc);
+}
+
+static struct sq_stmt *prepare(struct sq_conn *c, struct sq_job *j, const char **tail) {
+  int rc;
+  struct sq_stmt *st = sq_cache_get(c, ascope_sql_req_text(j->req), tail, &rc);
+  if (st == NULL && rc != SQLITE_OK) sq_fail(c, j, rc);
+  return st;
+}
+
+static bool single(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st, const char *tail) {
+  if (*tail == '\0') return true;
+  sq_cache_put(c, st);
+  sq_fail_msg(j, ASCOPE_EDRIVER, "SQLITE_MISUSE",
+              "several statements in one text: only ascope_sql_exec without parameters runs a "
+              "script");
+  return false;
+}
+
+/* ---- streams ------------------------------------------------------------------------------ */
+
+static void stream_end(struct sq_conn *c, struct sq_job *j) {
+  if (j->st) sq_cache_put(c, j->st);
+  j->st = NULL;
+}
+
+static bool stream_begin(struct sq_conn *c, struct sq_job *j) {
+  const char *tail;
+  struct sq_stmt *st = prepare(c, j, &tail);
+  if (st == NULL) return false; /* an error, or an empty text: the end, with no rows */
+  if (!single(c, j, st, tail)) return false;
+  if (bind_all(c, j, st) != 0) {
+    sq_cache_put(c, st);
+    return false;
+  }
+  j->st = st;
+  if (set_columns(ascope_sql_req_rows(j->req), st->stmt) != 0) {
+    sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
+    stream_end(c, j);
+    return false;
+  }
+  return true;
+}
+
+/* One batch: rows until the batch is full, the end, or an error. */
+static void run_stream(struct sq_conn *c, struct sq_job *j) {
+  ascope_rows *rows = ascope_sql_req_rows(j->req);
+  if (atomic_load(&j->cancelled) || j->stop) {
+    stream_end(c, j);
+    if (!j->stop) sq_fail_msg(j, ASCOPE_ECANCELED, NULL, "cancelled");
+    return;
+  }
+  if (j->st == NULL && !stream_begin(c, j)) return;
+  ascope_rows_clear(rows);
+  c->may_yield = !j->started;
+  unsigned n = 0;
+  int rc;
+  while ((rc = sqlite3_step(j->st->stmt)) == SQLITE_ROW) {
+    j->started = true;
+    c->may_yield = false;
+    if (read_row(rows, j->st->stmt) != 0) {
+      sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
+      stream_end(c, j);
+      return;
+    }
+    if (++n >= c->opt.batch || ascope_rows_memory(rows) >= BATCH_BYTES) {
+      j->batch = true;
+      return;
+    }
+  }
+  if (rc != SQLITE_DONE && busy_retry(c, j, rc, j->started)) {
+    sqlite3_reset(j->st->stmt);
+    return;
+  }
+  if (rc != SQLITE_DONE) sq_fail(c, j, rc);
+  stream_end(c, j);
+  if (rc == SQLITE_DONE && n > 0) j->batch = j->last = true;
+}
+
+void sq_run_stmt(struct sq_conn *c, struct sq_job *j) {
+  int kind = ascope_sql_req_kind(j->req);
+  if (kind == ASCOPE_SQL_STREAM) {
+    run_stream(c, j);
+    return;
+  }
+  if (atomic_load(&j->cancelled)) {
+    sq_fail_msg(j, ASCOPE_ECANCELED, NULL, "cancelled");
+    return;
+  }
+  const char *tail;
+  struct sq_stmt *st = prepare(c, j, &tail);
+  if (st == NULL) return; /* an error, or nothing to run */
+  bool params = ascope_sql_params_count(ascope_sql_req_params(j->req)) > 0;
+  if (*tail && kind == ASCOPE_SQL_EXEC && !params) {
+    run_script(c, j, st, tail);
+    return;
+  }
+  if (!single(c, j, st, tail)) return;
+  run_once(c, j, st, kind == ASCOPE_SQL_QUERY);
+  sq_cache_put(c, st);
+}

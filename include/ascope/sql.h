@@ -1,0 +1,242 @@
+/* ascope — one SQL interface over every SQL driver.
+ *
+ * As Go's database/sql is one interface over many drivers, user code written
+ * against this header is the same for SQLite and PostgreSQL: only the driver
+ * handed to ascope_use_sql() and its target and options strings differ.
+ *
+ * A connection is a use of a scope; statements are operations of a scope;
+ * a transaction is one more use, committed or rolled back by the scope's
+ * outcome. Parameters are always bound, never spliced into the SQL text.
+ * Placeholders are $1, $2… (portable) or the driver's own (? for SQLite).
+ *
+ * Every call is made on the loop thread. docs/sql.md describes each one.
+ */
+#ifndef ASCOPE_SQL_H
+#define ASCOPE_SQL_H
+
+#include "driver.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ascope_sql ascope_sql;               /* a connection: ascope_resource() of its use */
+typedef struct ascope_sql_tx ascope_sql_tx;         /* a transaction: its use's resource */
+typedef struct ascope_sql_params ascope_sql_params; /* bound parameters */
+typedef struct ascope_rows ascope_rows;             /* a result, or one batch of a stream */
+typedef struct ascope_sql_driver ascope_sql_driver;
+
+/* ---- value types: parameters and results -------------------------------- */
+#define ASCOPE_SQL_NULL 0
+#define ASCOPE_SQL_BOOL 1
+#define ASCOPE_SQL_INT64 2
+#define ASCOPE_SQL_DOUBLE 3
+#define ASCOPE_SQL_TEXT 4
+#define ASCOPE_SQL_BLOB 5
+
+#define ASCOPE_SQL_NTS ((size_t)-1) /* a text length meaning "up to the NUL" */
+
+/* ---- connections and transactions: uses of a scope ----------------------- */
+/* A connection: target is the driver's (a path for SQLite, a DSN for
+ * PostgreSQL), options a "key=value key=value" string; both are copied. */
+ASCOPE_EXTERN int ascope_use_sql(ascope *s, const ascope_sql_driver *drv, const char *target,
+                                 const char *options);
+/* A transaction on a connection held by an enclosing scope: BEGIN when
+ * acquired; when released, COMMIT if the scope's outcome is ok, ROLLBACK
+ * otherwise (error, deadline, cancel). While another transaction is open on
+ * the connection it becomes SAVEPOINT / RELEASE / ROLLBACK TO. options are
+ * the driver's ("begin=immediate" for SQLite); NULL for the default. */
+ASCOPE_EXTERN int ascope_use_sql_tx(ascope *s, ascope_sql *db, const char *options);
+/* The same on the connection acquired by use number `index` of this very
+ * scope (`async with connect() as c, c.transaction():`), of driver drv. */
+ASCOPE_EXTERN int ascope_use_sql_tx_at(ascope *s, const ascope_sql_driver *drv, size_t index,
+                                       const char *options);
+ASCOPE_EXTERN ascope_sql *ascope_sql_tx_db(ascope_sql_tx *tx);
+ASCOPE_EXTERN unsigned ascope_sql_tx_depth(ascope_sql_tx *tx); /* 1: BEGIN; 2…: savepoints */
+ASCOPE_EXTERN const char *ascope_sql_driver_name(ascope_sql *db);
+
+/* ---- parameters ---------------------------------------------------------- */
+/* Values are copied when added, so the caller's buffers may go at once; a
+ * statement copies the set when it starts, so one set may be reused for the
+ * next statement straight away. An add that fails (out of memory) is also
+ * remembered: the statement started with that set returns the error. */
+ASCOPE_EXTERN ascope_sql_params *ascope_sql_params_new(void);
+ASCOPE_EXTERN void ascope_sql_params_free(ascope_sql_params *p);
+ASCOPE_EXTERN void ascope_sql_params_clear(ascope_sql_params *p); /* keeps the memory */
+ASCOPE_EXTERN int ascope_sql_params_add_null(ascope_sql_params *p);
+ASCOPE_EXTERN int ascope_sql_params_add_bool(ascope_sql_params *p, int value);
+ASCOPE_EXTERN int ascope_sql_params_add_int64(ascope_sql_params *p, int64_t value);
+ASCOPE_EXTERN int ascope_sql_params_add_double(ascope_sql_params *p, double value);
+ASCOPE_EXTERN int ascope_sql_params_add_text(ascope_sql_params *p, const char *text, size_t len);
+ASCOPE_EXTERN int ascope_sql_params_add_blob(ascope_sql_params *p, const void *data, size_t len);
+/* The FFI form, like PQexecParams: n values, each given as bytes with its
+ * type. values[i] NULL is SQL NULL; INT64, DOUBLE and BOOL are text ("42",
+ * "-1.5e3", "t"/"f"/"1"/"0"/"true"/"false") parsed strictly; lengths may be
+ * NULL (every value NUL-terminated), and a length of ASCOPE_SQL_NTS means
+ * "up to the NUL". On an error nothing is added. */
+ASCOPE_EXTERN int ascope_sql_params_add_array(ascope_sql_params *p, size_t n, const int *types,
+                                              const char *const *values, const size_t *lengths);
+ASCOPE_EXTERN size_t ascope_sql_params_count(const ascope_sql_params *p);
+ASCOPE_EXTERN int ascope_sql_params_type(const ascope_sql_params *p, size_t i);
+ASCOPE_EXTERN int64_t ascope_sql_params_int64(const ascope_sql_params *p, size_t i); /* bool too */
+ASCOPE_EXTERN double ascope_sql_params_double(const ascope_sql_params *p, size_t i);
+ASCOPE_EXTERN const void *ascope_sql_params_bytes(const ascope_sql_params *p, size_t i,
+                                                  size_t *len); /* text, blob */
+
+/* ---- statements: operations of a scope ----------------------------------- */
+/* The API.md callback shape. exec and query call it once: with the result
+ * (status 0) or with rows NULL and the error. A stream calls it once per
+ * batch of rows (status 0), then a final time with rows NULL and the end
+ * status — unless a batch's call returned ASCOPE_STOP or a negative status,
+ * which ends the operation there. The return value: 0 carries on (the error
+ * was handled); negative fails the scope; for a stream's batches also
+ * ASCOPE_PAUSE (hold the next batch until ascope_op_resume) and ASCOPE_STOP.
+ * A NULL callback: errors fail the scope. rows is valid during the call. */
+typedef int (*ascope_sql_cb)(ascope *s, int status, ascope_rows *rows, void *ud);
+
+/* One statement, or with no parameters (params NULL or empty) a script of
+ * several; the result has no rows, and ascope_rows_changes/_last_id. */
+ASCOPE_EXTERN int ascope_sql_exec(ascope *s, ascope_sql *db, const char *sql,
+                                  const ascope_sql_params *params, ascope_sql_cb cb, void *ud);
+/* One statement; every row in one result. */
+ASCOPE_EXTERN int ascope_sql_query(ascope *s, ascope_sql *db, const char *sql,
+                                   const ascope_sql_params *params, ascope_sql_cb cb, void *ud);
+/* One statement; rows in bounded batches, with back-pressure: while paused
+ * the database produces nothing more. The connection runs nothing else
+ * until the stream ends. op, when not NULL, receives the operation. */
+ASCOPE_EXTERN int ascope_sql_stream(ascope *s, ascope_sql *db, const char *sql,
+                                    const ascope_sql_params *params, ascope_sql_cb cb, void *ud,
+                                    ascope_op **op);
+/* Inside a callback with status < 0: the database's own code (SQLite's
+ * extended code name, PostgreSQL's SQLSTATE) and message; NULL elsewhere. */
+ASCOPE_EXTERN const char *ascope_sql_errcode(ascope_sql *db);
+ASCOPE_EXTERN const char *ascope_sql_errmsg(ascope_sql *db);
+
+/* ---- results ------------------------------------------------------------- */
+/* Rows and columns count from 0. A getter out of range, or a NULL value,
+ * gives 0, 0.0 or NULL. Numbers convert between int64 and double; text and
+ * blob give their bytes either way (text is NUL-terminated, len excludes
+ * the NUL); a number has no text form here. */
+ASCOPE_EXTERN size_t ascope_rows_count(const ascope_rows *r);
+ASCOPE_EXTERN size_t ascope_rows_columns(const ascope_rows *r);
+ASCOPE_EXTERN const char *ascope_rows_column_name(const ascope_rows *r, size_t col);
+/* The declared type, else the type of the column's first non-NULL value in
+ * this result, else ASCOPE_SQL_NULL. */
+ASCOPE_EXTERN int ascope_rows_column_type(const ascope_rows *r, size_t col);
+ASCOPE_EXTERN const char *ascope_rows_column_decltype(const ascope_rows *r, size_t col);
+ASCOPE_EXTERN int ascope_rows_type(const ascope_rows *r, size_t row, size_t col);
+ASCOPE_EXTERN int ascope_rows_is_null(const ascope_rows *r, size_t row, size_t col);
+ASCOPE_EXTERN int64_t ascope_rows_int64(const ascope_rows *r, size_t row, size_t col);
+ASCOPE_EXTERN double ascope_rows_double(const ascope_rows *r, size_t row, size_t col);
+ASCOPE_EXTERN const char *ascope_rows_text(const ascope_rows *r, size_t row, size_t col,
+                                           size_t *len);
+ASCOPE_EXTERN const void *ascope_rows_blob(const ascope_rows *r, size_t row, size_t col,
+                                           size_t *len);
+ASCOPE_EXTERN int64_t ascope_rows_changes(const ascope_rows *r); /* rows an exec changed */
+ASCOPE_EXTERN int64_t ascope_rows_last_id(const ascope_rows *r); /* 0 where the database has none */
+/* Bytes of data the result holds (its buffers may be up to twice that): a
+ * stream's batches stay under a bound. */
+ASCOPE_EXTERN size_t ascope_rows_memory(const ascope_rows *r);
+
+/* Process-wide counters, for tests and metrics: "requests" (statements not
+ * yet completed), "transactions" (open), "rows_live" (result objects). */
+ASCOPE_EXTERN int64_t ascope_sql_stat(const char *name);
+
+/* ======================================================================== */
+/* ---- the driver side: what a SQL driver implements ---------------------- */
+/* A SQL driver is an ascope_driver (base: the connection use, its arg the
+ * target string) extended with the SQL operations. Its per-connection state
+ * begins with an ascope_sql_header, initialised in acquire with
+ * ascope_sql_header_init(); that state is the ascope_sql the user holds.
+ *
+ * The generic layer registers every statement with its scope, calls the
+ * user's callbacks, runs the stream's flow control and the transaction
+ * use; the driver queues, runs and completes requests:
+ *   submit/tx  queue a request (0), or refuse it (negative: nothing queued);
+ *   cancel     at most once per request, until the driver completed it:
+ *              stop it soon (a queued one at once); it still completes;
+ *   more       a stream whose batch was delivered: produce the next batch;
+ *   stop       a stream whose batch was delivered: end it, then complete.
+ * The driver answers each request exactly once with ascope_sql_req_done(),
+ * or for a stream with ascope_sql_req_batch(..., last = 1); every answer on
+ * the loop thread, possibly from inside the call that asked. Results are
+ * built into ascope_sql_req_rows(req) with the ascope_rows_put_* functions,
+ * which may run on any one thread at a time. */
+#define ASCOPE_SQL_ABI 1
+
+typedef struct ascope_sql_req ascope_sql_req;
+
+#define ASCOPE_SQL_EXEC 1
+#define ASCOPE_SQL_QUERY 2
+#define ASCOPE_SQL_STREAM 3
+#define ASCOPE_SQL_TX 4
+
+/* tx actions; depth 0 is the outermost transaction (BEGIN, COMMIT,
+ * ROLLBACK), depth d > 0 a savepoint inside d open levels (SAVEPOINT,
+ * RELEASE, ROLLBACK TO + RELEASE). */
+#define ASCOPE_SQL_TX_BEGIN 1
+#define ASCOPE_SQL_TX_COMMIT 2
+#define ASCOPE_SQL_TX_ROLLBACK 3
+
+typedef struct ascope_sql_header {
+  void *priv[8]; /* the generic layer's; a driver never touches it */
+} ascope_sql_header;
+
+struct ascope_sql_driver {
+  ascope_driver base; /* the connection use */
+  ascope_driver tx;   /* the transaction use: ASCOPE_SQL_TX_DRIVER(name) */
+  uint32_t sql_abi;   /* ASCOPE_SQL_ABI */
+  uint32_t req_size;  /* bytes of driver data in each request */
+  int (*submit)(ascope_sql *db, ascope_sql_req *req); /* exec, query, stream */
+  int (*tx_hook)(ascope_sql *db, ascope_sql_req *req, int action, unsigned depth,
+                 const char *options); /* BEGIN/COMMIT/ROLLBACK or a savepoint */
+  void (*cancel)(ascope_sql *db, ascope_sql_req *req);
+  void (*more)(ascope_sql *db, ascope_sql_req *req);
+  void (*stop)(ascope_sql *db, ascope_sql_req *req);
+};
+
+/* The transaction use every SQL driver embeds, named as the driver so its
+ * errors carry the driver's name. */
+ASCOPE_EXTERN void ascope_sql__tx_acquire(ascope_res *r, const void *arg, const char *options);
+ASCOPE_EXTERN void ascope_sql__tx_release(ascope_res *r, int outcome);
+ASCOPE_EXTERN void ascope_sql__tx_cancel(ascope_res *r);
+ASCOPE_EXTERN void ascope_sql__tx_abort(ascope_res *r);
+#define ASCOPE_SQL_TX_STATE_SIZE (8 * sizeof(void *))
+#define ASCOPE_SQL_TX_DRIVER(drvname)                                                              \
+  {                                                                                                \
+    .abi = ASCOPE_DRIVER_ABI, .name = (drvname), .state_size = ASCOPE_SQL_TX_STATE_SIZE,           \
+    .acquire = ascope_sql__tx_acquire, .release = ascope_sql__tx_release,                          \
+    .cancel = ascope_sql__tx_cancel, .abort = ascope_sql__tx_abort                                 \
+  }
+
+ASCOPE_EXTERN void ascope_sql_header_init(ascope_sql *db, const ascope_sql_driver *drv);
+
+/* requests: read on any thread while the driver holds them */
+ASCOPE_EXTERN void *ascope_sql_req_data(ascope_sql_req *req); /* req_size bytes, zeroed */
+ASCOPE_EXTERN int ascope_sql_req_kind(const ascope_sql_req *req);
+ASCOPE_EXTERN const char *ascope_sql_req_text(const ascope_sql_req *req);
+ASCOPE_EXTERN const ascope_sql_params *ascope_sql_req_params(const ascope_sql_req *req);
+ASCOPE_EXTERN ascope_rows *ascope_sql_req_rows(ascope_sql_req *req);
+/* answers: on the loop thread. code and message are copied. */
+ASCOPE_EXTERN void ascope_sql_req_done(ascope_sql_req *req, int status, const char *code,
+                                       const char *message);
+ASCOPE_EXTERN void ascope_sql_req_batch(ascope_sql_req *req, int last);
+
+/* building results: one thread at a time */
+ASCOPE_EXTERN int ascope_rows_set_columns(ascope_rows *r, size_t n);
+ASCOPE_EXTERN int ascope_rows_set_column(ascope_rows *r, size_t col, const char *name,
+                                         const char *decl, int type);
+ASCOPE_EXTERN int ascope_rows_add_row(ascope_rows *r); /* every column NULL */
+ASCOPE_EXTERN void ascope_rows_put_null(ascope_rows *r, size_t col);
+ASCOPE_EXTERN void ascope_rows_put_bool(ascope_rows *r, size_t col, int value);
+ASCOPE_EXTERN void ascope_rows_put_int64(ascope_rows *r, size_t col, int64_t value);
+ASCOPE_EXTERN void ascope_rows_put_double(ascope_rows *r, size_t col, double value);
+ASCOPE_EXTERN int ascope_rows_put_text(ascope_rows *r, size_t col, const char *text, size_t len);
+ASCOPE_EXTERN int ascope_rows_put_blob(ascope_rows *r, size_t col, const void *data, size_t len);
+ASCOPE_EXTERN void ascope_rows_set_changes(ascope_rows *r, int64_t changes, int64_t last_id);
+ASCOPE_EXTERN void ascope_rows_clear(ascope_rows *r); /* drops the rows, keeps the columns */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASCOPE_SQL_H */

@@ -1,0 +1,66 @@
+/* Helpers for the SQLite driver's tests: a fresh runtime and a mkdtemp
+ * directory per test (each Criterion test runs in its own process), a
+ * record of what a scope's done saw, a raw sqlite3 "oracle" to set up and
+ * check databases independently of the driver, timers, and the leak check
+ * every test ends with: no connection, request, transaction or prepared
+ * statement left, every opened connection closed. Only the Criterion subset
+ * the TSan stand-in supports is used: Test, TestSuite(.init, .fini), and
+ * the plain cr_assert* macros. */
+#ifndef ASCOPE_SQLITE_SUPPORT_H
+#define ASCOPE_SQLITE_SUPPORT_H
+
+#include <ascope/sqlite.h>
+#include <criterion/criterion.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+extern ascope_rt *T_rt;
+void t_init(void); /* TestSuite(name, .init = t_init, .fini = t_fini) */
+void t_fini(void); /* frees the runtime, checks for leaks, removes the directory */
+const char *t_path(const char *name); /* a path in the test's directory; 8 rotating buffers */
+
+/* What a scope saw. Embed it first in a test's own context. */
+typedef struct t_scope {
+  int body_calls, done_calls, status;
+  char driver[32], code[64], msg[256]; /* the first error */
+  int nerr;                            /* length of the error chain */
+  int err_status[4];
+  char err_code[4][64];
+  void (*body)(ascope *s, struct t_scope *t);
+  uint64_t t_start, t_done; /* ms */
+} t_scope;
+void t_body(ascope *s, void *ud);
+void t_done(ascope *s, int status, void *ud);
+/* Starts s with t_body/t_done, runs the loop, asserts done ran once; the status. */
+int t_run(ascope *s, t_scope *t);
+/* A scope on one connection to path with options, body run, run to the end. */
+int t_run_db(t_scope *t, const char *path, const char *options);
+uint64_t t_now_ms(void);
+
+/* The raw sqlite3 oracle, synchronous. */
+void t_raw(const char *path, const char *sql);        /* asserts success */
+int64_t t_raw_int(const char *path, const char *sql); /* one integer */
+char *t_raw_text(const char *path, const char *sql);  /* one text, malloc'd */
+
+/* The loop's own timer: fn(ud) after ms. Closed after it fires. */
+void t_after(uint64_t ms, void (*fn)(void *ud), void *ud);
+/* Occupies n of libuv's pool threads for ms each (plain uv_queue_work). */
+void t_block_pool(int n, uint64_t ms);
+
+/* Asserts the driver holds nothing: call when every scope is done. */
+void t_check_clean(void);
+
+/* A callback that counts calls and keeps the status, rows count, the
+ * error's code (when db is set) and the result's changes/last id; returns
+ * the status when pass is set (the error fails the scope), else ret. */
+typedef struct t_cb {
+  int calls, status, ret;
+  bool pass;
+  size_t rows;
+  int64_t changes, last_id, first;
+  char code[64], msg[256];
+  ascope_sql *db;
+} t_cb;
+int t_cb_fn(ascope *s, int status, ascope_rows *rows, void *ud);
+
+#endif

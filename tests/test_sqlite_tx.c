@@ -1,0 +1,354 @@
+/* Transactions as uses: BEGIN on acquire, COMMIT or ROLLBACK by the scope's
+ * outcome, savepoints when nested. Every outcome is checked against the
+ * database file itself, read with plain sqlite3. */
+#include "sqlite_support.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+TestSuite(sqlite_tx, .init = t_init, .fini = t_fini);
+
+#define LONG_QUERY                                                                                 \
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "          \
+  "SELECT count(*) FROM c"
+
+static const char *db_path(void) {
+  return t_path("tx.db");
+}
+
+static void schema(void) {
+  t_raw(db_path(), "CREATE TABLE t(v TEXT)");
+}
+
+static int64_t rows_with(const char *v) {
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM t WHERE v = '%s'", v);
+  return t_raw_int(db_path(), sql);
+}
+
+static void insert(ascope *s, ascope_sql *db, const char *v, ascope_sql_cb cb, void *ud) {
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_text(p, v, ASCOPE_SQL_NTS);
+  cr_assert_eq(ascope_sql_exec(s, db, "INSERT INTO t VALUES ($1)", p, cb, ud), 0);
+  ascope_sql_params_free(p);
+}
+
+/* A scope with a connection and a transaction on it, in one use list. */
+static int run_tx(t_scope *t, const char *tx_options, uint64_t timeout_ms) {
+  ascope *s = ascope_new(T_rt);
+  cr_assert_eq(ascope_use_sqlite(s, db_path(), "busy_timeout=2000"), 0);
+  cr_assert_eq(ascope_use_sql_tx_at(s, ascope_sqlite(), 0, tx_options), 0);
+  if (timeout_ms) ascope_set_timeout(s, timeout_ms);
+  return t_run(s, t);
+}
+
+/* ---- ok: COMMIT ------------------------------------------------------------------------------ */
+
+static void commit_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_tx *tx = ascope_resource(s, 1);
+  cr_assert_not_null(tx);
+  cr_assert_eq(ascope_sql_tx_db(tx), db);
+  cr_assert_eq(ascope_sql_tx_depth(tx), 1);
+  cr_assert_eq(ascope_sql_stat("transactions"), 1);
+  insert(s, db, "a", NULL, NULL);
+  insert(s, db, "b", NULL, NULL);
+}
+
+Test(sqlite_tx, ok_commits) {
+  schema();
+  t_scope t = {.body = commit_body};
+  cr_assert_eq(run_tx(&t, NULL, 0), 0, "%s", t.msg);
+  cr_assert_eq(rows_with("a"), 1);
+  cr_assert_eq(rows_with("b"), 1);
+}
+
+Test(sqlite_tx, begin_modes) {
+  schema();
+  const char *modes[] = {"begin=deferred", "begin=immediate", "begin=exclusive"};
+  for (int i = 0; i < 3; i++) {
+    t_scope t = {.body = commit_body};
+    cr_assert_eq(run_tx(&t, modes[i], 0), 0, "%s: %s", modes[i], t.msg);
+  }
+  cr_assert_eq(rows_with("a"), 3);
+  t_scope t = {.body = commit_body};
+  cr_assert_eq(run_tx(&t, "begin=sometimes", 0), UV_EINVAL);
+  cr_assert_eq(t.body_calls, 0);
+}
+
+/* ---- every failure: ROLLBACK ----------------------------------------------------------------- */
+
+static void op_error_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  insert(s, db, "x", NULL, NULL);
+  ascope_sql_exec(s, db, "INSERT INTO nowhere VALUES (1)", NULL, NULL, NULL);
+}
+
+Test(sqlite_tx, op_error_rolls_back) {
+  schema();
+  t_scope t = {.body = op_error_body};
+  cr_assert_eq(run_tx(&t, NULL, 0), ASCOPE_EDRIVER);
+  cr_assert_str_eq(t.code, "SQLITE_ERROR");
+  cr_assert(strstr(t.msg, "no such table"), "%s", t.msg);
+  cr_assert_eq(rows_with("x"), 0);
+}
+
+static int fail_after_insert(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)rows;
+  (void)ud;
+  cr_assert_eq(status, 0);
+  ascope_fail(s, UV_EPROTO, "the body changed its mind");
+  return 0;
+}
+
+static void fail_body(ascope *s, t_scope *t) {
+  (void)t;
+  insert(s, ascope_resource(s, 0), "x", fail_after_insert, NULL);
+}
+
+Test(sqlite_tx, ascope_fail_rolls_back) {
+  schema();
+  t_scope t = {.body = fail_body};
+  cr_assert_eq(run_tx(&t, NULL, 0), UV_EPROTO);
+  cr_assert_str_eq(t.msg, "the body changed its mind");
+  cr_assert_eq(rows_with("x"), 0);
+}
+
+static void slow_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  insert(s, db, "x", NULL, NULL);
+  ascope_sql_query(s, db, LONG_QUERY, NULL, NULL, NULL);
+}
+
+Test(sqlite_tx, deadline_rolls_back) {
+  schema();
+  t_scope t = {.body = slow_body};
+  cr_assert_eq(run_tx(&t, NULL, 100), ASCOPE_ETIMEDOUT);
+  cr_assert_lt(t.t_done - t.t_start, 2000, "the long query was interrupted");
+  cr_assert_eq(rows_with("x"), 0);
+}
+
+static void cancel_it(void *ud) {
+  ascope_cancel(ud);
+}
+
+static void cancelled_body(ascope *s, t_scope *t) {
+  slow_body(s, t);
+  t_after(50, cancel_it, s);
+}
+
+Test(sqlite_tx, cancel_rolls_back) {
+  schema();
+  t_scope t = {.body = cancelled_body};
+  cr_assert_eq(run_tx(&t, NULL, 0), ASCOPE_ECANCELED);
+  cr_assert_lt(t.t_done - t.t_start, 2000);
+  cr_assert_eq(rows_with("x"), 0);
+}
+
+/* ---- nested: savepoints ---------------------------------------------------------------------- */
+
+struct nest {
+  t_scope t;
+  ascope *parent;
+  ascope_sql *db;
+  int step;
+  int child_status[4];
+  unsigned depth[4], gdepth;
+};
+
+static void next_child(struct nest *n);
+
+static void child_done(ascope *s, int status, void *ud) {
+  (void)s;
+  struct nest *n = ud;
+  n->child_status[n->step++] = status;
+  next_child(n);
+}
+
+static void grandchild_body(ascope *s, void *ud) {
+  struct nest *n = ud;
+  n->gdepth = ascope_sql_tx_depth(ascope_resource(s, 0));
+  insert(s, n->db, "g", NULL, NULL);
+}
+
+/* Child 0 commits "c0" and, inside, a grandchild commits "g"; child 1 fails
+ * after inserting "c1"; child 2 is cancelled on purpose after "c2"; child 3
+ * commits "c3". Each is a savepoint inside the parent's transaction. */
+static void child_body(ascope *s, void *ud) {
+  struct nest *n = ud;
+  ascope_sql_tx *tx = ascope_resource(s, 0);
+  n->depth[n->step] = ascope_sql_tx_depth(tx);
+  char v[4] = {'c', (char)('0' + n->step), 0};
+  insert(s, n->db, v, NULL, NULL);
+  if (n->step == 0) {
+    ascope *g = ascope_child(s);
+    ascope_use_sql_tx(g, n->db, NULL);
+    ascope_start(g, grandchild_body, NULL, n);
+  } else if (n->step == 1) {
+    ascope_sql_exec(s, n->db, "INSERT INTO nowhere VALUES (1)", NULL, NULL, NULL);
+  } else if (n->step == 2) {
+    ascope_cancel(s);
+  }
+}
+
+static void next_child(struct nest *n) {
+  if (n->step == 4) return;
+  ascope *c = ascope_child(n->parent);
+  cr_assert_not_null(c);
+  cr_assert_eq(ascope_use_sql_tx(c, n->db, NULL), 0);
+  cr_assert_eq(ascope_start(c, child_body, child_done, n), 0);
+}
+
+static void nest_body(ascope *s, t_scope *t) {
+  struct nest *n = (struct nest *)t;
+  n->parent = s;
+  n->db = ascope_resource(s, 0);
+  insert(s, n->db, "p", NULL, NULL);
+  next_child(n); /* one after another: sibling transactions on one connection would interleave */
+}
+
+Test(sqlite_tx, nested_scopes_are_savepoints) {
+  schema();
+  struct nest n = {.t.body = nest_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, db_path(), NULL);
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL);
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL); /* a failing child does not fail the parent */
+  cr_assert_eq(t_run(s, &n.t), 0, "%s", n.t.msg);
+  cr_assert_eq(n.child_status[0], 0);
+  cr_assert_eq(n.child_status[1], ASCOPE_EDRIVER);
+  cr_assert_eq(n.child_status[2], ASCOPE_ECANCELED);
+  cr_assert_eq(n.child_status[3], 0);
+  cr_assert_eq(n.depth[0], 2);
+  cr_assert_eq(n.depth[3], 2);
+  cr_assert_eq(n.gdepth, 3, "the grandchild's savepoint is inside its parent's");
+  cr_assert_eq(rows_with("p"), 1);
+  cr_assert_eq(rows_with("c0"), 1);
+  cr_assert_eq(rows_with("g"), 1);
+  cr_assert_eq(rows_with("c1"), 0, "rolled back to its savepoint");
+  cr_assert_eq(rows_with("c2"), 0, "cancelled: rolled back to its savepoint");
+  cr_assert_eq(rows_with("c3"), 1);
+}
+
+static void outer_fails_body(ascope *s, t_scope *t) {
+  struct nest *n = (struct nest *)t;
+  n->parent = s;
+  n->db = ascope_resource(s, 0);
+  n->step = 3; /* one child, which commits its savepoint */
+  next_child(n);
+  ascope_sql_exec(s, n->db, "INSERT INTO nowhere VALUES (1)", NULL, NULL, NULL);
+}
+
+Test(sqlite_tx, a_released_savepoint_goes_with_its_failed_parent) {
+  schema();
+  struct nest n = {.t.body = outer_fails_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, db_path(), NULL);
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL);
+  cr_assert_eq(t_run(s, &n.t), ASCOPE_EDRIVER);
+  cr_assert_eq(rows_with("c3"), 0);
+}
+
+/* ---- a COMMIT that fails; a BEGIN that cannot get the lock ------------------------------------
+ */
+
+struct commit_fail {
+  t_scope t;
+  ascope_sql *db;
+  int child_status;
+  t_cb after;
+  char code[64];
+};
+
+static void fk_child_body(ascope *s, void *ud) {
+  struct commit_fail *f = ud;
+  ascope_sql_exec(s, f->db, "INSERT INTO kid VALUES (99)", NULL, NULL, NULL); /* deferred check */
+}
+
+static void fk_child_done(ascope *s, int status, void *ud) {
+  struct commit_fail *f = ud;
+  f->child_status = status;
+  const ascope_err *e = ascope_error(s);
+  snprintf(f->code, sizeof f->code, "%s", e && ascope_err_code(e) ? ascope_err_code(e) : "");
+}
+
+static void fk_after_body(ascope *s, void *ud) {
+  struct commit_fail *f = ud;
+  ascope_sql_query(s, f->db, "SELECT count(*) FROM kid", NULL, t_cb_fn, &f->after);
+}
+
+static void fk_child_done_then(ascope *s, int status, void *ud);
+
+static void fk_body(ascope *s, t_scope *t) {
+  struct commit_fail *f = (struct commit_fail *)t;
+  f->db = ascope_resource(s, 0);
+  ascope *c = ascope_child(s);
+  ascope_use_sql_tx(c, f->db, NULL);
+  ascope_start(c, fk_child_body, fk_child_done_then, f);
+}
+
+static ascope *fk_parent;
+
+/* After the failed COMMIT the connection is usable, out of any transaction:
+ * a new one begins on it. */
+static void fk_child_done_then(ascope *s, int status, void *ud) {
+  fk_child_done(s, status, ud);
+  ascope *c = ascope_child(fk_parent);
+  cr_assert_not_null(c);
+  ascope_use_sql_tx(c, ((struct commit_fail *)ud)->db, NULL); /* BEGIN works again */
+  ascope_start(c, fk_after_body, NULL, ud);
+}
+
+Test(sqlite_tx, a_failed_commit_rolls_back_and_is_reported) {
+  t_raw(db_path(),
+        "CREATE TABLE mom(id INTEGER PRIMARY KEY);"
+        "CREATE TABLE kid(mom INTEGER REFERENCES mom(id) DEFERRABLE INITIALLY DEFERRED)");
+  struct commit_fail f = {.t.body = fk_body};
+  ascope *s = ascope_new(T_rt);
+  fk_parent = s;
+  ascope_use_sqlite(s, db_path(), "foreign_keys=1");
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL);
+  cr_assert_eq(t_run(s, &f.t), 0, "%s", f.t.msg);
+  cr_assert_eq(f.child_status, ASCOPE_EDRIVER);
+  cr_assert_str_eq(f.code, "SQLITE_CONSTRAINT_FOREIGNKEY");
+  cr_assert_eq(f.after.status, 0);
+  cr_assert_eq(f.after.first, 0, "the failed transaction left nothing");
+  cr_assert_eq(t_raw_int(db_path(), "SELECT count(*) FROM kid"), 0);
+}
+
+Test(sqlite_tx, begin_immediate_waits_for_the_lock_then_gives_up) {
+  schema();
+  sqlite3 *holder;
+  cr_assert_eq(sqlite3_open(db_path(), &holder), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  t_scope t = {.body = commit_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, db_path(), "busy_timeout=100");
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, "begin=immediate");
+  cr_assert_eq(t_run(s, &t), ASCOPE_EDRIVER);
+  cr_assert_str_eq(t.code, "SQLITE_BUSY");
+  cr_assert_eq(t.body_calls, 0);
+  cr_assert_geq(t.t_done - t.t_start, 90, "it waited for busy_timeout");
+  sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_close(holder);
+}
+
+Test(sqlite_tx, a_begin_stuck_on_a_lock_is_cut_by_the_deadline) {
+  schema();
+  sqlite3 *holder;
+  cr_assert_eq(sqlite3_open(db_path(), &holder), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  t_scope t = {.body = commit_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, db_path(), "busy_timeout=20000");
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, "begin=immediate");
+  ascope_set_timeout(s, 100);
+  cr_assert_eq(t_run(s, &t), ASCOPE_ETIMEDOUT);
+  cr_assert_lt(t.t_done - t.t_start, 2000, "not the 20 s busy timeout");
+  cr_assert_eq(t.body_calls, 0);
+  sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_close(holder);
+}
