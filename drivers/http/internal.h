@@ -64,7 +64,7 @@ int http_parse_options(const char *options, http_opts *o, http_conf *c, char *er
 
 /* ---- a session ------------------------------------------------------------------- */
 
-struct http_sock; /* a uv_poll for one of libcurl's sockets */
+struct http_sock; /* a uv_poll for one of libcurl's sockets (sockets.c) */
 struct http_host; /* slots taken per scheme://host:port */
 
 struct ascope_http {
@@ -108,7 +108,10 @@ void http_easy_put(ascope_http *h, CURL *easy);
 int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp);
 int http_timer_cb(CURLM *multi, long timeout_ms, void *userp);
 void http_socks_close(ascope_http *h);
-void http_handle_closed(uv_handle_t *handle); /* counts down open_handles */
+curl_socket_t http_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a);
+int http_close_socket(void *clientp, curl_socket_t fd);
+void http_handle_closed(uv_handle_t *handle); /* a close callback: counts down open_handles */
+void http_handle_gone(ascope_http *h);         /* the same, for a handle already freed */
 
 /* ---- slots per host ------------------------------------------------------------- */
 
@@ -193,8 +196,8 @@ int http_resp_add_header(ascope_http_resp *r, const char *line, size_t len);
 const char *http_curl_code_name(int code);
 /* Copies src into dst, dropping any "user:password@" after a "://". */
 void http_scrub(char *dst, size_t cap, const char *src);
-/* The URL to request (base_url joined with url) and its "scheme://host:port"
- * key. 0 or UV_EINVAL / UV_ENOMEM. */
+/* The URL to request (base_url joined with url) and, when key is not NULL,
+ * its "scheme://host:port" key. 0 or UV_EINVAL / UV_ENOMEM. */
 int http_url_resolve(const char *base, const char *url, char **out, char **host_key);
 void http_global_init(void);
 

@@ -37,7 +37,9 @@ ascope_http_req *ascope_http_req_new(ascope_http *h, const char *method, const c
   q->method = strdup(method);
   if (q->method == NULL) goto nomem;
   if (q->error == 0) {
-    int rc = http_url_resolve(h->conf.base_url, url, &q->url, &q->host_key);
+    /* The slot key is needed only when slots are counted per host. */
+    char **key = h->conf.max_host_connections ? &q->host_key : NULL;
+    int rc = http_url_resolve(h->conf.base_url, url, &q->url, key);
     if (rc == UV_ENOMEM) goto nomem;
     q->error = rc;
   }

@@ -11,92 +11,20 @@
  * http_settle() as soon as libcurl has returned. */
 #include "internal.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct http_sock {
-  uv_poll_t poll;
-  ascope_http *h;
-  curl_socket_t fd;
-};
 
 /* ---- libuv handles ------------------------------------------------------------- */
 
 static void maybe_released(ascope_http *h);
 
-void http_handle_closed(uv_handle_t *handle) {
-  ascope_http *h = handle->data;
-  if (handle->type == UV_POLL) free(hq_data(handle, struct http_sock, poll));
+void http_handle_gone(ascope_http *h) {
   h->open_handles--;
   maybe_released(h);
 }
 
-static void sock_close(ascope_http *h, struct http_sock *k) {
-  h->socks[k->fd] = NULL;
-  uv_poll_stop(&k->poll);
-  k->poll.data = h;
-  uv_close((uv_handle_t *)&k->poll, http_handle_closed);
-}
-
-void http_socks_close(ascope_http *h) {
-  for (size_t i = 0; i < h->nsocks; i++)
-    if (h->socks[i]) sock_close(h, h->socks[i]);
-}
-
-static void on_poll(uv_poll_t *p, int status, int events) {
-  struct http_sock *k = p->data;
-  int flags = 0;
-  if (status < 0) flags = CURL_CSELECT_ERR;
-  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  http_action(k->h, k->fd, flags);
-}
-
-static struct http_sock *sock_get(ascope_http *h, curl_socket_t fd) {
-  if ((size_t)fd >= h->nsocks) {
-    size_t n = h->nsocks ? h->nsocks : 64;
-    while (n <= (size_t)fd) n *= 2;
-    struct http_sock **p = realloc(h->socks, n * sizeof *p);
-    if (p == NULL) return NULL;
-    memset(p + h->nsocks, 0, (n - h->nsocks) * sizeof *p);
-    h->socks = p;
-    h->nsocks = n;
-  }
-  if (h->socks[fd]) return h->socks[fd];
-  struct http_sock *k = calloc(1, sizeof *k);
-  if (k == NULL) return NULL;
-  if (uv_poll_init_socket(h->loop, &k->poll, fd) != 0) {
-    free(k);
-    return NULL;
-  }
-  k->h = h;
-  k->fd = fd;
-  k->poll.data = k;
-  h->open_handles++;
-  h->socks[fd] = k;
-  return k;
-}
-
-/* Called by libcurl: only records what to watch, never calls libcurl. */
-int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
-  (void)easy;
-  (void)socketp;
-  ascope_http *h = userp;
-  if (fd < 0) return 0;
-  if (what == CURL_POLL_REMOVE) {
-    if ((size_t)fd < h->nsocks && h->socks[fd]) sock_close(h, h->socks[fd]);
-    return 0;
-  }
-  if (h->torn_down) return 0;
-  struct http_sock *k = sock_get(h, fd);
-  if (k == NULL) return -1; /* libcurl fails the transfers on this socket */
-  int events = 0;
-  if (what & CURL_POLL_IN) events |= UV_READABLE;
-  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  k->poll.data = k;
-  uv_poll_start(&k->poll, events, on_poll);
-  return 0;
+void http_handle_closed(uv_handle_t *handle) {
+  http_handle_gone(handle->data);
 }
 
 static void on_curl_timer(uv_timer_t *t) {

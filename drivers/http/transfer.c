@@ -62,6 +62,10 @@ static void set_limits(ascope_http_req *q, CURL *e) {
 static void set_session(ascope_http_req *q, CURL *e) {
   const http_conf *c = &q->h->conf;
   curl_easy_setopt(e, CURLOPT_SHARE, q->h->share);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, q->h);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, http_close_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, q->h);
 #if LIBCURL_VERSION_NUM >= 0x075500
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");

@@ -68,6 +68,12 @@ static char *host_key(CURLU *u) {
 
 int http_url_resolve(const char *base, const char *url, char **out, char **key) {
   if (url == NULL || has_ctl(url) || (base && has_ctl(base))) return UV_EINVAL;
+  if ((base == NULL || *base == '\0') && key == NULL) {
+    /* Nothing to join and no host to count: libcurl parses it when it
+     * starts, and a malformed URL fails the request there. */
+    *out = strdup(url);
+    return *out ? 0 : UV_ENOMEM;
+  }
   CURLU *u = curl_url();
   if (u == NULL) return UV_ENOMEM;
   int rc = UV_EINVAL;
@@ -78,13 +84,15 @@ int http_url_resolve(const char *base, const char *url, char **out, char **key) 
   if (curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK) goto out;
   *out = strdup(full);
   curl_free(full);
-  *key = host_key(u);
-  if (*out == NULL || *key == NULL) {
+  char *k = key ? host_key(u) : NULL;
+  if (*out == NULL || (key && k == NULL)) {
     free(*out);
-    free(*key);
+    free(k);
+    *out = NULL;
     rc = UV_ENOMEM;
     goto out;
   }
+  if (key) *key = k;
   rc = 0;
 out:
   curl_url_cleanup(u);
