@@ -1097,3 +1097,13 @@ Test(http, release_ends_requests_left_behind) {
   cr_assert_eq(x.c.status, ASCOPE_ECLOSED);
   cr_assert_eq(x.other.done_calls, 1);
 }
+
+Test(http, http2_multiplexes_over_one_tls_connection) {
+  char opts[600];
+  snprintf(opts, sizeof opts, "ca_file='%s'", env("ASCOPE_HTTP_CA"));
+  many m = {.url = url_of("ASCOPE_HTTPS_URL", "/static/1k.bin"), .total = 100, .in_flight = 50};
+  run_many(opts, &m);
+  cr_assert_eq(m.ok, 100);
+  cr_assert_eq(m.connects, 1, "100 requests, 50 at once, over %lld connections",
+               (long long)m.connects);
+}

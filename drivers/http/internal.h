@@ -111,7 +111,7 @@ void http_socks_close(ascope_http *h);
 curl_socket_t http_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a);
 int http_close_socket(void *clientp, curl_socket_t fd);
 void http_handle_closed(uv_handle_t *handle); /* a close callback: counts down open_handles */
-void http_handle_gone(ascope_http *h);         /* the same, for a handle already freed */
+void http_handle_gone(ascope_http *h);        /* the same, for a handle already freed */
 
 /* ---- slots per host ------------------------------------------------------------- */
 
