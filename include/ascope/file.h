@@ -1,0 +1,96 @@
+/* ascope — the file driver: `async with open(path, mode) as f`.
+ *
+ * A file is one more use in a scope's list. It is opened when the scope
+ * acquires it and closed, exactly once, when the scope releases it. With the
+ * `atomic` flag a write goes to a temporary file beside the target, and the
+ * scope's outcome decides: success renames it over the target (after fsync),
+ * anything else removes it and leaves the target untouched.
+ *
+ * All I/O runs on libuv's threadpool (uv_fs_*): the loop thread never blocks.
+ * Every call is made on the loop thread. A call that returns an error does
+ * nothing else: its callback never runs and the scope is not failed.
+ * docs/drivers/file.md describes each function.
+ */
+#ifndef ASCOPE_FILE_H
+#define ASCOPE_FILE_H
+
+#include "driver.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The resource: what ascope_resource(s, i) returns for a file use. Opaque;
+ * valid from the body until the scope releases it. */
+typedef struct ascope_file ascope_file;
+
+/* The driver's vtable, for ascope_use() and pools. Its `arg` is the path
+ * (which must stay valid until the file is acquired; the driver copies it)
+ * and its `options` are the mode string. */
+ASCOPE_EXTERN extern const ascope_driver ascope_file_driver;
+
+/* Appends a file to the scope's uses. `mode` is an fopen mode — "r", "r+",
+ * "w", "w+", "a", "a+", "x", "x+" ("b" is accepted and ignored) — optionally
+ * followed by " atomic" with "w", "w+", "x" or "x+". `path` is copied: the
+ * caller's string need not outlive the call. Returns 0, UV_EINVAL for a bad
+ * mode or a NULL argument, or what ascope_use() returns. */
+ASCOPE_EXTERN int ascope_use_file(ascope *s, const char *path, const char *mode);
+
+/* Operation callbacks. The return value decides, as for every operation:
+ * 0 = carry on (an error was handled), negative = fail the scope with it.
+ * A NULL callback means "fail the scope on error". */
+typedef int (*ascope_file_cb)(ascope *s, int status, void *ud);
+/* data is valid until the callback returns. For ascope_file_read_all it is
+ * followed by a NUL byte not counted in len. For stream items the return
+ * value may also be ASCOPE_CONTINUE, ASCOPE_PAUSE or ASCOPE_STOP; the final
+ * call of a stream has data == NULL, len == 0 and the end status. */
+typedef int (*ascope_file_data_cb)(ascope *s, int status, const char *data, size_t len, void *ud);
+typedef int (*ascope_file_stat_cb)(ascope *s, int status, const uv_stat_t *st, void *ud);
+
+/* Reads up to len bytes at offset (-1: at the file position, for pipes);
+ * fewer at the end of the file, 0 past it. Needs a readable mode. */
+ASCOPE_EXTERN int ascope_file_read(ascope *s, ascope_file *f, size_t len, int64_t offset,
+                                   ascope_file_data_cb cb, void *ud);
+
+/* Reads the whole file. Fails with UV_EFBIG if it holds more than max bytes
+ * (SIZE_MAX: no limit). Needs a readable mode. */
+ASCOPE_EXTERN int ascope_file_read_all(ascope *s, ascope_file *f, size_t max,
+                                       ascope_file_data_cb cb, void *ud);
+
+/* The `async for`: delivers the file from offset to its end in chunks of
+ * `chunk` bytes (the last may be shorter), in order, through cb. cb returns
+ * ASCOPE_CONTINUE, ASCOPE_PAUSE (until ascope_op_resume(*op_out)) or
+ * ASCOPE_STOP; then one final call with data == NULL carries the end status
+ * (0 at the end of the file or after a stop). The stream holds
+ * ascope_file_stream_memory(chunk) bytes, however large the file and however
+ * long it is paused. op_out (may be NULL) receives the operation, valid
+ * until the final call returns. Pipes and character devices are read in
+ * order, one chunk at a time, and offset is ignored. */
+ASCOPE_EXTERN int ascope_file_stream(ascope *s, ascope_file *f, size_t chunk, int64_t offset,
+                                     ascope_file_data_cb cb, void *ud, ascope_op **op_out);
+
+/* The bytes a stream of `chunk`-byte chunks holds: two reads in flight
+ * (read-ahead), each of the chunk or, for chunks under 1 MiB, of a multiple
+ * of it of at least 1 MiB. 0 for an invalid chunk size. */
+ASCOPE_EXTERN size_t ascope_file_stream_memory(size_t chunk);
+
+/* Writes all of data (copied: the caller may reuse it at once) at offset, or
+ * with offset -1 after the previous write (in mode "a": at the end of the
+ * file). Writes and syncs of one file run one at a time, in the order they
+ * were called; a partial write is completed. Needs a writable mode. */
+ASCOPE_EXTERN int ascope_file_write(ascope *s, ascope_file *f, const void *data, size_t len,
+                                    int64_t offset, ascope_file_cb cb, void *ud);
+
+/* fsync(2), after every write called before it. */
+ASCOPE_EXTERN int ascope_file_sync(ascope *s, ascope_file *f, ascope_file_cb cb, void *ud);
+
+/* fstat(2) of the open file (for an atomic write: of the temporary file). */
+ASCOPE_EXTERN int ascope_file_stat(ascope *s, ascope_file *f, ascope_file_stat_cb cb, void *ud);
+
+/* The path the file was opened with. */
+ASCOPE_EXTERN const char *ascope_file_path(const ascope_file *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASCOPE_FILE_H */
