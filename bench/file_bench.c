@@ -143,16 +143,16 @@ int main(int argc, char **argv) {
   printf("file_bench: %zu MiB file from the page cache, best of %d rounds (cat first, then "
          "alternating)\n\n",
          mib, rounds);
-  printf("| %-34s | %10s | %9s | %8s |\n", "reader", "chunk", "MB/s", "vs cat");
-  printf("|------------------------------------|------------|-----------|----------|\n");
-  printf("| %-34s | %10s | %9.0f | %7.2fx |\n", "cat FILE > /dev/null", "(cat's)", mb / best_cat,
+  printf("| %-36s | %10s | %9s | %8s |\n", "reader", "chunk", "MB/s", "vs cat");
+  printf("|--------------------------------------|------------|-----------|----------|\n");
+  printf("| %-36s | %10s | %9.0f | %7.2fx |\n", "cat FILE > /dev/null", "(cat's)", mb / best_cat,
          1.0);
   for (int c = 0; c < 2; c++) {
     char ch[32], name[64];
     snprintf(ch, sizeof ch, "%zu KiB", chunks[c] >> 10);
     snprintf(name, sizeof name, "ascope_file_stream (holds %zu KiB)",
              ascope_file_stream_memory(chunks[c]) >> 10);
-    printf("| %-34s | %10s | %9.0f | %7.2fx |\n", name, ch, mb / best[c], best_cat / best[c]);
+    printf("| %-36s | %10s | %9.0f | %7.2fx |\n", name, ch, mb / best[c], best_cat / best[c]);
   }
   ascope_rt_free(rt);
   unlink(path);

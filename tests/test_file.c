@@ -1431,3 +1431,44 @@ Test(file, an_outside_operation_is_cancelled_by_the_release) {
   close(wfd);
   cr_assert_eq(ascope_rt_free(rt), 0);
 }
+
+/* A short read restarts the reads after the bytes it returned: a file that
+ * grows while the stream is paused is read to its new end, in order. */
+static void grow_file(void *arg) {
+  sctx *c = arg;
+  int fd = open(in_dir("grow"), O_WRONLY | O_APPEND);
+  uint8_t b[2500];
+  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(1500 + i);
+  cr_assert_eq(write(fd, b, sizeof b), (ssize_t)sizeof b);
+  close(fd);
+  cr_assert_eq(ascope_op_resume(c->op), 0);
+}
+
+static int pause_once(ascope *s, int status, const char *data, size_t len, void *ud) {
+  sctx *c = ud;
+  int rc = on_chunk(s, status, data, len, ud);
+  if (data && c->items == 1) {
+    after(c->rt, 10, grow_file, c);
+    return ASCOPE_PAUSE;
+  }
+  return rc;
+}
+
+static void body_grow(ascope *s, run *r) {
+  sctx *c = r->p;
+  cr_assert_eq(ascope_file_stream(s, file0(s), 1000, 0, pause_once, c, &c->op), 0);
+}
+
+Test(file, stream_follows_a_file_that_grows_after_a_short_read) {
+  make_pattern_file(in_dir("grow"), 1500);
+  ascope_rt *rt = ascope_rt_new(NULL);
+  sctx c = {.chunk = 1000, .rt = rt};
+  run r = {.body = body_grow, .p = &c};
+  run_file(rt, in_dir("grow"), "r", &r);
+  assert_status(&r, 0);
+  cr_assert_eq(c.pos, 4000);
+  cr_assert_eq(c.bad_bytes, 0);
+  cr_assert_eq(c.items, 5); /* 1000, 500; then 1000, 1000, 500 from the restarted read */
+  cr_assert_eq(c.finals, 1);
+  cr_assert_eq(ascope_rt_free(rt), 0);
+}

@@ -70,8 +70,8 @@ ASCOPE_EXTERN int ascope_file_stream(ascope *s, ascope_file *f, size_t chunk, in
                                      ascope_file_data_cb cb, void *ud, ascope_op **op_out);
 
 /* The bytes a stream of `chunk`-byte chunks holds: two reads in flight
- * (read-ahead), each of the chunk or, for chunks under 1 MiB, of a multiple
- * of it of at least 1 MiB. 0 for an invalid chunk size. */
+ * (read-ahead), each of the chunk or, for chunks under 2 MiB, of a multiple
+ * of it of at least 2 MiB. 0 for an invalid chunk size. */
 ASCOPE_EXTERN size_t ascope_file_stream_memory(size_t chunk);
 
 /* Writes all of data (copied: the caller may reuse it at once) at offset, or
