@@ -38,6 +38,10 @@ static void interrupt_if_running(struct sq_conn *c, struct sq_job *j) {
 
 /* ---- the connection: acquire, release, cancel, abort ------------------------------- */
 
+static void on_answers(uv_async_t *h) {
+  sq_answers(h->data);
+}
+
 /* A connection with its options parsed, not yet queued. NULL and a status
  * and message in *status, *msg when it cannot be made. */
 static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *options, int *status,
@@ -53,7 +57,12 @@ static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *opt
     snprintf(msg, msglen, "no database path given");
   } else if ((path == NULL || (c->path = strdup(path)) != NULL) &&
              (c->sched = sq_sched_get(ascope_rt_loop(ascope_res_rt(r)))) != NULL) {
-    if (uv_mutex_init(&c->mu) == 0) return c;
+    if (uv_mutex_init(&c->mu) == 0) {
+      uv_async_init(ascope_rt_loop(ascope_res_rt(r)), &c->async, on_answers); /* cannot fail */
+      c->async.data = c;
+      uv_unref((uv_handle_t *)&c->async); /* hops keep the loop alive, not this */
+      return c;
+    }
     sq_sched_put(c->sched);
   }
   free(c->path);

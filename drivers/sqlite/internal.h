@@ -64,7 +64,7 @@ void sq_cache_clear(struct sq_conn *c);                   /* finalizes every ent
 enum sq_kind { JOB_OPEN, JOB_CLOSE, JOB_REQ, JOB_TX };
 struct sq_job {               /* a request's driver data, or the connection's own open and close */
   struct sq_job *next, *prev; /* the connection's queue (mu) */
-  struct sq_job *dnext;       /* the hop's answers (worker) */
+  struct sq_job *dnext;       /* the connection's answers (mu) */
   ascope_sql_req *req;
   enum sq_kind kind;
   bool queued;      /* (mu) in the queue */
@@ -92,10 +92,12 @@ struct sq_state { /* the resource state: what ascope_resource() returns */
 };
 struct sq_conn {
   uv_mutex_t mu;
-  struct sq_job *head, *tail; /* (mu) FIFO */
-  struct sq_job *running;     /* (mu) the job a hop runs now: the only one interrupt may hit */
-  sqlite3 *db;                /* (mu) written; read by the worker freely */
-  bool aborted;               /* (mu) force-closed: the worker closes, answers ECLOSED */
+  struct sq_job *head, *tail;   /* (mu) FIFO */
+  struct sq_job *running;       /* (mu) the job a hop runs now: the only one interrupt may hit */
+  sqlite3 *db;                  /* (mu) written; read by the worker freely */
+  bool aborted;                 /* (mu) force-closed: the worker closes, answers ECLOSED */
+  struct sq_job *ahead, *atail; /* (mu) answered jobs, waiting for the loop */
+  uv_async_t async;             /* wakes the loop for answers while a hop goes on */
   /* loop */
   struct sq_sched *sched;
   enum sq_where where;
@@ -110,13 +112,13 @@ struct sq_conn {
   uv_work_t work;
   struct sq_job open_job, close_job;
   /* worker */
-  struct sq_job *dhead, *dtail; /* answers of the current hop */
-  struct sq_job *cur;           /* what the busy handler waits for */
+  struct sq_job *cur; /* what the busy handler waits for */
   struct sq_cache cache;
   struct sq_options opt;
   char *path;
   bool may_yield;      /* the current step may give its thread up on a busy lock */
   bool yielded;        /* it did */
+  bool no_cut;         /* a rollback runs: cancellation must not stop it */
   uint64_t wait_start; /* this busy episode began, ns */
 };
 
@@ -131,9 +133,9 @@ unsigned sq_sched_waiting(struct sq_sched *s); /* connections waiting for a thre
 void sq_push(struct sq_conn *c, struct sq_job *j);   /* (mu) held */
 void sq_remove(struct sq_conn *c, struct sq_job *j); /* (mu) held */
 bool sq_runnable(struct sq_conn *c);                 /* (mu) held */
-void sq_answer(struct sq_conn *c, struct sq_job *j); /* on the loop: deliver one answer */
+void sq_answers(struct sq_conn *c);                  /* on the loop: deliver what is answered */
 void sq_flush(struct sq_conn *c, int status);        /* answer every queued request */
-void sq_conn_free(struct sq_conn *c);
+void sq_conn_free(struct sq_conn *c); /* no hop may run; the memory goes with the async handle */
 
 /* ---- running, on a pool thread (run.c, stmt.c) -------------------------------------- */
 void sq_run(struct sq_conn *c, struct sq_job *j);
@@ -141,6 +143,7 @@ void sq_run_stmt(struct sq_conn *c, struct sq_job *j);
 void sq_run_tx(struct sq_conn *c, struct sq_job *j);
 void sq_close_db(struct sq_conn *c); /* finalizes everything, closes; any thread, exclusive */
 int sq_busy_handler(void *ud, int count);
+int sq_progress_handler(void *ud);
 /* Records the job's failure from the connection's error state. */
 void sq_fail(struct sq_conn *c, struct sq_job *j, int rc);
 void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg);

@@ -43,7 +43,7 @@ bool sq_runnable(struct sq_conn *c) {
 
 /* Delivers one answer on the loop thread. The job belongs to its request:
  * once the request is answered for good, the job is gone with it. */
-void sq_answer(struct sq_conn *c, struct sq_job *j) {
+static void answer_one(struct sq_conn *c, struct sq_job *j) {
   switch (j->kind) {
   case JOB_OPEN:
     if (j->status == 0) {
@@ -76,6 +76,22 @@ void sq_answer(struct sq_conn *c, struct sq_job *j) {
   free(msg);
 }
 
+/* Delivers every answer so far, in order, one at a time: an answer runs
+ * user code, which may cancel jobs (touching the list) or end the scope. */
+void sq_answers(struct sq_conn *c) {
+  for (;;) {
+    uv_mutex_lock(&c->mu);
+    struct sq_job *j = c->ahead;
+    if (j) {
+      c->ahead = j->dnext;
+      if (c->ahead == NULL) c->atail = NULL;
+    }
+    uv_mutex_unlock(&c->mu);
+    if (j == NULL) return;
+    answer_one(c, j);
+  }
+}
+
 /* Answers every queued request with status: the connection is gone. */
 void sq_flush(struct sq_conn *c, int status) {
   uv_mutex_lock(&c->mu);
@@ -98,6 +114,10 @@ void sq_flush(struct sq_conn *c, int status) {
   }
 }
 
+static void conn_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
 void sq_conn_free(struct sq_conn *c) {
   sq_unready(c);
   if (c->opened) atomic_fetch_add(&sq_stat_closed, 1);
@@ -108,5 +128,5 @@ void sq_conn_free(struct sq_conn *c) {
   free(c->path);
   uv_mutex_destroy(&c->mu);
   sq_sched_put(c->sched);
-  free(c);
+  uv_close((uv_handle_t *)&c->async, conn_closed); /* no hop runs: nothing can send to it */
 }

@@ -64,7 +64,7 @@ static void nap(uint64_t ns) {
 int sq_busy_handler(void *ud, int count) {
   struct sq_conn *c = ud;
   struct sq_job *j = c->cur;
-  if (j == NULL || atomic_load(&j->cancelled)) return 0;
+  if (j == NULL || (atomic_load(&j->cancelled) && !c->no_cut)) return 0;
   uint64_t now = uv_hrtime();
   if (count == 0) c->wait_start = now;
   if (j->busy_since == 0) j->busy_since = now;
@@ -78,6 +78,17 @@ int sq_busy_handler(void *ud, int count) {
   uint64_t step = count < 5 ? 100000u << count : 2000000u; /* 0.1 ms doubling to 2 ms */
   nap(step < limit - waited ? step : limit - waited);
   return 1;
+}
+
+/* sqlite3_interrupt() alone can lose a cancellation: SQLite clears its
+ * interrupt flag when a statement starts while none is active, so an
+ * interrupt that lands between the hop taking a job and the job's first
+ * step is forgotten. Every 1000 VM steps SQLite asks here too, and the
+ * job's own flag does not forget. It is the job's, so it can only ever stop
+ * the job it was meant for; a rollback (no_cut) is never stopped. */
+int sq_progress_handler(void *ud) {
+  struct sq_conn *c = ud;
+  return c->cur && !c->no_cut && atomic_load(&c->cur->cancelled);
 }
 
 /* ---- open and close ------------------------------------------------------------ */
@@ -125,6 +136,7 @@ static void run_open(struct sq_conn *c, struct sq_job *j) {
   if (rc == SQLITE_OK) {
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_handler(db, sq_busy_handler, c);
+    sqlite3_progress_handler(db, 1000, sq_progress_handler, c);
     rc = pragmas(c);
   }
   if (rc != SQLITE_OK) {
@@ -153,7 +165,7 @@ void sq_run(struct sq_conn *c, struct sq_job *j) {
   j->status = 0;
   j->code = NULL;
   c->cur = j;
-  c->may_yield = c->yielded = false;
+  c->may_yield = c->yielded = c->no_cut = false;
   switch (j->kind) {
   case JOB_OPEN:
     run_open(c, j);

@@ -75,13 +75,17 @@ int ascope_sqlite_set_concurrency(unsigned n) {
 
 /* ---- the hop, on a pool thread ------------------------------------------------ */
 
-static void answer_later(struct sq_conn *c, struct sq_job *j) {
+/* Answers are queued under the mutex as jobs finish. When the hop goes on
+ * to another job the loop is woken for them at once: a quick statement
+ * queued before a slow one completes (and a failure can cancel the slow
+ * one) without waiting for the hop to end. */
+static void answer(struct sq_conn *c, struct sq_job *j) {
   j->dnext = NULL;
-  if (c->dtail)
-    c->dtail->dnext = j;
+  if (c->atail)
+    c->atail->dnext = j;
   else
-    c->dhead = j;
-  c->dtail = j;
+    c->ahead = j;
+  c->atail = j;
 }
 
 static void hop_work(uv_work_t *w) {
@@ -101,8 +105,10 @@ static void hop_work(uv_work_t *w) {
       j->parked = true;
     else
       sq_remove(c, j);
-    answer_later(c, j);
+    bool wake = c->ahead == NULL;
+    answer(c, j);
     if (uv_hrtime() - t0 > HOP_NS && sq_sched_waiting(c->sched)) break;
+    if (wake && !c->aborted && sq_runnable(c)) uv_async_send(&c->async);
   }
   bool close = c->aborted && c->db;
   uv_mutex_unlock(&c->mu);
@@ -180,13 +186,7 @@ static void hop_after(uv_work_t *w, int status) {
   struct sq_sched *s = c->sched;
   s->running--;
   atomic_fetch_sub(&sq_stat_running, 1);
-  struct sq_job *j = c->dhead;
-  c->dhead = c->dtail = NULL;
-  while (j) { /* answers may run user code that queues more: it waits for the next hop */
-    struct sq_job *next = j->dnext;
-    sq_answer(c, j);
-    j = next;
-  }
+  sq_answers(c); /* may run user code that queues more: it waits for the next hop */
   uv_mutex_lock(&c->mu);
   bool aborted = c->aborted;
   uv_mutex_unlock(&c->mu);

@@ -48,8 +48,10 @@ static int rollback_once(struct sq_conn *c, struct sq_job *j, unsigned d, bool r
  * SQLite clears the stale interrupt when the next statement starts. */
 static int rollback_level(struct sq_conn *c, struct sq_job *j, unsigned d, bool record) {
   int rc = SQLITE_OK;
+  c->no_cut = true; /* the progress and busy handlers let it run */
   for (int tries = 0; tries < 3; tries++)
     if (((rc = rollback_once(c, j, d, false)) & 0xff) != SQLITE_INTERRUPT) break;
+  c->no_cut = false;
   if (rc != SQLITE_OK && record) sq_fail(c, j, rc);
   return rc;
 }

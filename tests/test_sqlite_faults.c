@@ -1,0 +1,305 @@
+/* Every stage failing, timing out and being cancelled: the acquire (open,
+ * BEGIN), the operations, the release (close, COMMIT). Whatever happens the
+ * scope's done runs once, each opened connection is closed once, and
+ * nothing is left (t_fini checks connections, requests, transactions and
+ * prepared statements after every test). */
+#include "sqlite_support.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+TestSuite(sqlite_faults, .init = t_init, .fini = t_fini);
+
+#define LONG_QUERY                                                                                 \
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "          \
+  "SELECT count(*) FROM c"
+
+static void cancel_it(void *ud) {
+  ascope_cancel(ud);
+}
+
+/* A scope that runs one long query on its own connection until cancelled. */
+struct hog {
+  t_scope t;
+  t_cb q;
+};
+
+static void hog_body(ascope *s, t_scope *t) {
+  struct hog *h = (struct hog *)t;
+  ascope_sql_query(s, ascope_resource(s, 0), LONG_QUERY, NULL, t_cb_fn, &h->q);
+}
+
+static ascope *hog_start(struct hog *h, const char *name, uint64_t cancel_after_ms) {
+  h->t.body = hog_body;
+  ascope *s = ascope_new(T_rt);
+  cr_assert_eq(ascope_use_sqlite(s, t_path(name), NULL), 0);
+  cr_assert_eq(ascope_start(s, t_body, t_done, h), 0);
+  if (cancel_after_ms) t_after(cancel_after_ms, cancel_it, s);
+  return s;
+}
+
+/* ---- operations ------------------------------------------------------------------------------ */
+
+Test(sqlite_faults, a_long_query_is_stopped_by_a_deadline) {
+  struct hog h = {.t.body = hog_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, t_path("a.db"), NULL);
+  ascope_set_timeout(s, 100);
+  cr_assert_eq(t_run(s, &h.t), ASCOPE_ETIMEDOUT);
+  uint64_t took = h.t.t_done - h.t.t_start;
+  cr_assert_geq(took, 95);
+  cr_assert_lt(took, 1000, "took %llu ms", (unsigned long long)took);
+  cr_assert_eq(h.q.calls, 1);
+  cr_assert_eq(h.q.status, ASCOPE_ECANCELED, "the query saw the cancellation");
+  cr_assert_eq(ascope_sqlite_stat("closed"), 1);
+}
+
+Test(sqlite_faults, a_long_query_is_stopped_by_cancel) {
+  struct hog h = {0};
+  hog_start(&h, "a.db", 50);
+  h.t.t_start = t_now_ms();
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  cr_assert_eq(h.t.done_calls, 1);
+  cr_assert_eq(h.t.status, ASCOPE_ECANCELED);
+  cr_assert_lt(h.t.t_done - h.t.t_start, 1000);
+  cr_assert_eq(h.q.status, ASCOPE_ECANCELED);
+}
+
+struct queued {
+  t_scope t;
+  t_cb long_q, short_q[3];
+};
+
+static void queued_body(ascope *s, t_scope *t) {
+  struct queued *q = (struct queued *)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_query(s, db, LONG_QUERY, NULL, t_cb_fn, &q->long_q);
+  for (int i = 0; i < 3; i++) ascope_sql_query(s, db, "SELECT 1", NULL, t_cb_fn, &q->short_q[i]);
+  t_after(50, cancel_it, s);
+}
+
+Test(sqlite_faults, statements_queued_behind_are_cancelled_without_running) {
+  struct queued q = {.t.body = queued_body};
+  cr_assert_eq(t_run_db(&q.t, t_path("a.db"), NULL), ASCOPE_ECANCELED);
+  cr_assert_eq(q.long_q.status, ASCOPE_ECANCELED);
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(q.short_q[i].calls, 1);
+    cr_assert_eq(q.short_q[i].status, ASCOPE_ECANCELED);
+  }
+}
+
+static int fail_here(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  (void)rows;
+  (void)ud;
+  cr_assert_eq(status, 0);
+  return UV_EPROTO; /* a callback's own failure */
+}
+
+static void cb_fails_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_query(s, db, "SELECT 1", NULL, fail_here, NULL);
+  ascope_sql_query(s, db, LONG_QUERY, NULL, NULL, NULL);
+}
+
+Test(sqlite_faults, a_failing_callback_cancels_the_rest) {
+  t_scope t = {.body = cb_fails_body};
+  cr_assert_eq(t_run_db(&t, t_path("a.db"), NULL), UV_EPROTO);
+  cr_assert_lt(t.t_done - t.t_start, 1000);
+}
+
+/* ---- acquire: the open --------------------------------------------------------------------- */
+
+Test(sqlite_faults, a_failed_open_is_never_released) {
+  t_scope t = {0};
+  cr_assert_eq(t_run_db(&t, t_path("no/such/dir/a.db"), NULL), ASCOPE_EDRIVER);
+  cr_assert_str_eq(t.code, "SQLITE_CANTOPEN");
+  cr_assert_str_eq(t.driver, "sqlite");
+  cr_assert_eq(t.body_calls, 0);
+  cr_assert_eq(ascope_sqlite_stat("opened"), 0);
+  cr_assert_eq(ascope_sqlite_stat("closed"), 0);
+}
+
+/* With the pool's share taken by two long queries, an open waits for a
+ * thread; a deadline or a cancel drops it without it ever running. */
+static t_scope waiter;
+static uint64_t waiter_timeout, waiter_cancel;
+
+static void start_waiter(void *ud) {
+  (void)ud;
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, t_path("c.db"), NULL);
+  if (waiter_timeout) ascope_set_timeout(s, waiter_timeout);
+  if (waiter_cancel) t_after(waiter_cancel, cancel_it, s);
+  waiter.t_start = t_now_ms();
+  cr_assert_eq(ascope_start(s, t_body, t_done, &waiter), 0);
+}
+
+static void open_waits(uint64_t timeout_ms, uint64_t cancel_ms, int want) {
+  struct hog a = {0}, b = {0};
+  hog_start(&a, "a.db", 400);
+  hog_start(&b, "b.db", 400);
+  waiter_timeout = timeout_ms;
+  waiter_cancel = cancel_ms;
+  t_after(50, start_waiter, NULL); /* when both long queries run */
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  cr_assert_eq(waiter.done_calls, 1);
+  cr_assert_eq(waiter.status, want);
+  cr_assert_eq(waiter.body_calls, 0);
+  cr_assert_lt(waiter.t_done - waiter.t_start, 300, "it did not wait for the long queries");
+  cr_assert_eq(a.t.done_calls, 1);
+  cr_assert_eq(b.t.done_calls, 1);
+  cr_assert_eq(ascope_sqlite_stat("opened"), 2, "c.db was never opened");
+}
+
+Test(sqlite_faults, an_open_waiting_for_a_thread_times_out) {
+  open_waits(100, 0, ASCOPE_ETIMEDOUT);
+}
+
+Test(sqlite_faults, an_open_waiting_for_a_thread_is_cancelled) {
+  open_waits(0, 100, ASCOPE_ECANCELED);
+}
+
+/* An open stuck on a lock (journal_mode=WAL needs the database to itself)
+ * is running when cancelled: its busy wait gives up. */
+Test(sqlite_faults, an_open_stuck_on_a_lock_is_cancelled) {
+  const char *path = t_path("locked.db");
+  t_raw(path, "CREATE TABLE t(x)");
+  sqlite3 *holder;
+  cr_assert_eq(sqlite3_open(path, &holder), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(holder, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+  t_scope t = {0};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, path, "wal=1 busy_timeout=20000");
+  ascope_set_timeout(s, 100);
+  cr_assert_eq(t_run(s, &t), ASCOPE_ETIMEDOUT);
+  cr_assert_lt(t.t_done - t.t_start, 1000);
+  cr_assert_eq(t.body_calls, 0);
+  cr_assert_eq(ascope_sqlite_stat("opened"), 0);
+  sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_close(holder);
+}
+
+/* ---- acquire: BEGIN ------------------------------------------------------------------------- */
+
+Test(sqlite_faults, a_begin_waiting_for_a_lock_is_cancelled) {
+  const char *path = t_path("locked.db");
+  t_raw(path, "CREATE TABLE t(x)");
+  sqlite3 *holder;
+  cr_assert_eq(sqlite3_open(path, &holder), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  t_scope t = {0};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, path, "busy_timeout=20000");
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, "begin=immediate");
+  t_after(60, cancel_it, s);
+  cr_assert_eq(t_run(s, &t), ASCOPE_ECANCELED);
+  cr_assert_lt(t.t_done - t.t_start, 1000);
+  cr_assert_eq(t.body_calls, 0);
+  cr_assert_eq(ascope_sqlite_stat("closed"), 1, "the connection was released once");
+  sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_close(holder);
+}
+
+Test(sqlite_faults, a_transaction_on_no_connection_fails_its_acquire) {
+  t_scope t = {0};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, t_path("a.db"), NULL);
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 5, NULL); /* there is no use 5 */
+  cr_assert_eq(t_run(s, &t), UV_EINVAL);
+  cr_assert_eq(t.body_calls, 0);
+  cr_assert_eq(ascope_sqlite_stat("closed"), 1);
+}
+
+/* ---- release: the close, aborted ------------------------------------------------------------ */
+
+struct quick {
+  t_scope t;
+  t_cb q;
+  int block_pool;
+};
+
+static int quick_done(ascope *s, int status, ascope_rows *rows, void *ud) {
+  struct quick *x = ud;
+  if (x->block_pool) t_block_pool(4, 400); /* libuv's every thread, while we release */
+  return t_cb_fn(s, status, rows, &x->q);
+}
+
+static void quick_body(ascope *s, t_scope *t) {
+  ascope_sql_query(s, ascope_resource(s, 0), "SELECT 1", NULL, quick_done, t);
+}
+
+/* One thread for SQLite, held by a long query: the close waits in the
+ * ready list past the release deadline, and abort closes the database on
+ * the loop thread at once. */
+Test(sqlite_faults, a_close_waiting_for_a_thread_is_aborted) {
+  cr_assert_eq(ascope_sqlite_set_concurrency(1), 0);
+  cr_assert_eq(ascope_rt_set_release_timeout(T_rt, 100), 0);
+  struct quick x = {.t.body = quick_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, t_path("x.db"), NULL);
+  cr_assert_eq(ascope_start(s, t_body, t_done, &x), 0);
+  struct hog h = {0};
+  hog_start(&h, "h.db", 600);
+  x.t.t_start = t_now_ms();
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  cr_assert_eq(x.t.done_calls, 1);
+  cr_assert_eq(x.q.first, 1);
+  cr_assert_eq(x.t.status, ASCOPE_ETIMEDOUT);
+  cr_assert(strstr(x.t.msg, "aborted"), "%s", x.t.msg);
+  cr_assert_lt(x.t.t_done - x.t.t_start, 500, "x did not wait for the hog");
+  cr_assert_eq(h.t.status, ASCOPE_ECANCELED);
+  cr_assert_eq(ascope_sqlite_stat("aborted"), 1);
+  cr_assert_eq(ascope_sqlite_stat("connections"), 0);
+}
+
+/* Every libuv thread busy: the close's hop is queued in libuv, where it
+ * cannot be taken back. Abort marks the connection; the hop, when it runs,
+ * closes it, and completes the orphaned release late. */
+Test(sqlite_faults, a_close_queued_in_libuv_is_aborted_and_finished_late) {
+  cr_assert_eq(ascope_rt_set_release_timeout(T_rt, 100), 0);
+  struct quick x = {.t.body = quick_body, .block_pool = 1};
+  cr_assert_eq(t_run_db(&x.t, t_path("x.db"), NULL), ASCOPE_ETIMEDOUT);
+  cr_assert_lt(x.t.t_done - x.t.t_start, 350);
+  cr_assert_eq(ascope_sqlite_stat("aborted"), 1);
+  cr_assert_eq(ascope_sqlite_stat("connections"), 1, "the hop has not run yet");
+  uv_run(ascope_rt_loop(T_rt), UV_RUN_DEFAULT); /* the blockers end, the hop closes */
+  cr_assert_eq(ascope_sqlite_stat("connections"), 0);
+  cr_assert_eq(ascope_sqlite_stat("closed"), 1);
+}
+
+/* ---- release: COMMIT ---------------------------------------------------------------------------
+ */
+
+static void insert_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql_exec(s, ascope_resource(s, 0), "INSERT INTO t VALUES (1)", NULL, NULL, NULL);
+}
+
+/* Rollback journal, and a reader holding its SHARED lock: the COMMIT waits
+ * for an EXCLUSIVE one past the release deadline. The abort cuts the wait;
+ * the transaction rolls back; the connection closes normally. */
+Test(sqlite_faults, a_commit_stuck_on_a_lock_is_aborted_and_rolled_back) {
+  const char *path = t_path("j.db");
+  t_raw(path, "CREATE TABLE t(x)");
+  sqlite3 *reader;
+  sqlite3_stmt *st;
+  cr_assert_eq(sqlite3_open(path, &reader), SQLITE_OK);
+  cr_assert_eq(sqlite3_prepare_v2(reader, "SELECT * FROM sqlite_master", -1, &st, NULL), 0);
+  cr_assert_eq(sqlite3_step(st), SQLITE_ROW); /* a read in progress: SHARED held */
+  cr_assert_eq(ascope_rt_set_release_timeout(T_rt, 100), 0);
+  t_scope t = {.body = insert_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, path, "busy_timeout=20000");
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL);
+  cr_assert_eq(t_run(s, &t), ASCOPE_ETIMEDOUT);
+  cr_assert(strstr(t.msg, "aborted"), "%s", t.msg);
+  cr_assert_lt(t.t_done - t.t_start, 1000);
+  uv_run(ascope_rt_loop(T_rt), UV_RUN_DEFAULT);
+  sqlite3_finalize(st);
+  sqlite3_close(reader);
+  cr_assert_eq(t_raw_int(path, "SELECT count(*) FROM t"), 0, "not committed");
+  cr_assert_eq(ascope_sqlite_stat("closed"), 1);
+  cr_assert_eq(ascope_sqlite_stat("aborted"), 0, "the connection itself closed in time");
+}

@@ -1,0 +1,263 @@
+/* Streams, the `async for`: rows in bounded batches, pause and resume,
+ * stop, errors and cancellation in the middle of a result. */
+#include "sqlite_support.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+TestSuite(sqlite_stream, .init = t_init, .fini = t_fini);
+
+#define SERIES(n)                                                                                  \
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < " #n ") "
+
+struct st {
+  t_scope t;
+  ascope_op *op;
+  ascope_sql *db;
+  int batches, finals, final_status, paused_now, during_pause, resumes;
+  int64_t rows, next, max_batch_rows, disorder;
+  size_t max_memory;
+  int stop_at, fail_at, pause_every, pause_last, resume_inside;
+  char code[64], msg[128];
+  int64_t after_count;
+};
+
+static void resume_later(void *ud) {
+  struct st *x = ud;
+  x->paused_now = 0;
+  x->resumes++;
+  cr_assert_eq(ascope_op_resume(x->op), 0);
+}
+
+static int on_rows(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  struct st *x = ud;
+  if (rows == NULL) { /* the final call */
+    x->finals++;
+    x->final_status = status;
+    if (status < 0) {
+      snprintf(x->code, sizeof x->code, "%s", ascope_sql_errcode(x->db));
+      snprintf(x->msg, sizeof x->msg, "%s", ascope_sql_errmsg(x->db));
+    }
+    return 0;
+  }
+  cr_assert_eq(status, 0);
+  if (x->paused_now) x->during_pause++;
+  x->batches++;
+  size_t n = ascope_rows_count(rows);
+  cr_assert_gt(n, 0);
+  cr_assert_str_eq(ascope_rows_column_name(rows, 0), "x");
+  if ((int64_t)n > x->max_batch_rows) x->max_batch_rows = (int64_t)n;
+  if (ascope_rows_memory(rows) > x->max_memory) x->max_memory = ascope_rows_memory(rows);
+  for (size_t i = 0; i < n; i++) { /* no assertion per row: --full-stats records each */
+    int64_t v = ascope_rows_int64(rows, i, 0);
+    if (v != x->next + 1) x->disorder++;
+    x->next = v;
+  }
+  x->rows += (int64_t)n;
+  if (x->stop_at && x->batches == x->stop_at) return ASCOPE_STOP;
+  if (x->fail_at && x->batches == x->fail_at) return UV_EPROTO;
+  if (x->resume_inside) {
+    cr_assert_eq(ascope_op_resume(x->op), 0); /* before the PAUSE: the PAUSE is void */
+    return ASCOPE_PAUSE;
+  }
+  if ((x->pause_every && x->batches % x->pause_every == 0) || x->pause_last) {
+    x->paused_now = 1;
+    t_after(1, resume_later, x);
+    return ASCOPE_PAUSE;
+  }
+  return ASCOPE_CONTINUE;
+}
+
+static int count_after(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  cr_assert_eq(status, 0);
+  ((struct st *)ud)->after_count = ascope_rows_int64(rows, 0, 0);
+  return 0;
+}
+
+static const char *stream_sql;
+
+static void stream_body(ascope *s, t_scope *t) {
+  struct st *x = (struct st *)t;
+  x->db = ascope_resource(s, 0);
+  cr_assert_eq(ascope_sql_stream(s, x->db, stream_sql, NULL, on_rows, x, &x->op), 0);
+  cr_assert_not_null(x->op);
+}
+
+static int run_stream(struct st *x, const char *sql, const char *options) {
+  stream_sql = sql;
+  x->t.body = stream_body;
+  int status = t_run_db(&x->t, t_path("s.db"), options);
+  cr_assert_eq(x->disorder, 0, "rows arrive in order");
+  return status;
+}
+
+Test(sqlite_stream, rows_in_batches_then_the_end) {
+  struct st x = {0};
+  cr_assert_eq(run_stream(&x, SERIES(1000) "SELECT x FROM c", "batch=100"), 0, "%s", x.t.msg);
+  cr_assert_eq(x.rows, 1000);
+  cr_assert_eq(x.batches, 10);
+  cr_assert_eq(x.max_batch_rows, 100);
+  cr_assert_eq(x.finals, 1);
+  cr_assert_eq(x.final_status, 0);
+}
+
+Test(sqlite_stream, an_empty_result_has_only_the_end) {
+  struct st x = {0};
+  cr_assert_eq(run_stream(&x, "SELECT 1 AS x WHERE 0", NULL), 0);
+  cr_assert_eq(x.batches, 0);
+  cr_assert_eq(x.finals, 1);
+  cr_assert_eq(x.final_status, 0);
+}
+
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
+  if (f) fclose(f);
+  return kb;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#else
+#define SANITIZED 0
+#endif
+
+/* A million rows of ~110 bytes (over 100 MB if it were all held) with a
+ * pause every 50 batches: memory stays that of one batch, and nothing
+ * arrives while paused. */
+Test(sqlite_stream, a_million_rows_with_pause_and_resume_in_bounded_memory) {
+  struct st x = {.pause_every = 50};
+  long rss0 = rss_kb();
+  cr_assert_eq(
+      run_stream(&x, SERIES(1000000) "SELECT x, printf('%0100d', x) AS pad FROM c", "batch=512"), 0,
+      "%s", x.t.msg);
+  long grown_mb = (rss_kb() - rss0) / 1024;
+  cr_assert_eq(x.rows, 1000000);
+  cr_assert_eq(x.next, 1000000);
+  cr_assert_eq(x.finals, 1);
+  cr_assert_eq(x.max_batch_rows, 512);
+  cr_assert_gt(x.resumes, 30);
+  cr_assert_eq(x.during_pause, 0, "a batch arrived while paused");
+  cr_assert_lt(x.max_memory, 256 * 1024, "a batch held %zu bytes", x.max_memory);
+  if (!SANITIZED) cr_assert_lt(grown_mb, 48, "RSS grew %ld MB", grown_mb);
+}
+
+Test(sqlite_stream, big_values_end_a_batch_early) {
+  struct st x = {0};
+  cr_assert_eq(run_stream(&x, SERIES(64) "SELECT x, zeroblob(300000) FROM c", "batch=1000"), 0);
+  cr_assert_eq(x.rows, 64);
+  cr_assert_gt(x.batches, 8, "1 MB of data ends a batch");
+  cr_assert_lt(x.max_memory, 2 * 1024 * 1024);
+}
+
+Test(sqlite_stream, a_paused_last_batch_waits_for_resume) {
+  struct st x = {.pause_last = 1};
+  cr_assert_eq(run_stream(&x, SERIES(15) "SELECT x FROM c", "batch=10"), 0);
+  cr_assert_eq(x.batches, 2);
+  cr_assert_eq(x.resumes, 2);
+  cr_assert_eq(x.finals, 1);
+  cr_assert_eq(x.during_pause, 0);
+}
+
+Test(sqlite_stream, resume_inside_the_callback_voids_its_pause) {
+  struct st x = {.resume_inside = 1};
+  cr_assert_eq(run_stream(&x, SERIES(1000) "SELECT x FROM c", "batch=100"), 0);
+  cr_assert_eq(x.rows, 1000);
+  cr_assert_eq(x.finals, 1);
+}
+
+/* ---- stop, fail, error, cancel ------------------------------------------------------------- */
+
+static void stop_body(ascope *s, t_scope *t) {
+  struct st *x = (struct st *)t;
+  stream_body(s, t);
+  /* Queued behind the stream: runs once it stopped, and can write, so the
+   * stream's statement no longer holds the database. */
+  ascope_sql_exec(s, x->db, "CREATE TABLE w(v); INSERT INTO w VALUES (1)", NULL, NULL, NULL);
+  ascope_sql_query(s, x->db, "SELECT count(*) FROM w", NULL, count_after, x);
+}
+
+Test(sqlite_stream, stop_ends_it_with_ok_and_frees_the_connection) {
+  struct st x = {.stop_at = 3};
+  stream_sql = SERIES(100000) "SELECT x FROM c";
+  x.t.body = stop_body;
+  cr_assert_eq(t_run_db(&x.t, t_path("s.db"), "batch=100"), 0, "%s", x.t.msg);
+  cr_assert_eq(x.batches, 3);
+  cr_assert_eq(x.rows, 300);
+  cr_assert_eq(x.finals, 0, "no call after STOP");
+  cr_assert_eq(x.after_count, 1);
+}
+
+Test(sqlite_stream, a_negative_return_fails_the_scope) {
+  struct st x = {.fail_at = 2};
+  cr_assert_eq(run_stream(&x, SERIES(100000) "SELECT x FROM c", "batch=100"), UV_EPROTO);
+  cr_assert_eq(x.batches, 2);
+  cr_assert_eq(x.finals, 0);
+}
+
+Test(sqlite_stream, an_error_mid_stream_is_the_end_status) {
+  struct st x = {0};
+  cr_assert_eq(
+      run_stream(&x,
+                 SERIES(1000) "SELECT CASE WHEN x = 700 THEN abs(-9223372036854775807 - 1) "
+                              "ELSE x END AS x FROM c",
+                 "batch=256"),
+      0, "the callback handled it");
+  cr_assert_eq(x.rows, 512);
+  cr_assert_eq(x.finals, 1);
+  cr_assert_eq(x.final_status, ASCOPE_EDRIVER);
+  cr_assert_str_eq(x.code, "SQLITE_ERROR");
+  cr_assert(strstr(x.msg, "integer overflow"), "%s", x.msg);
+}
+
+static int pause_forever(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  struct st *x = ud;
+  if (rows == NULL) {
+    x->finals++;
+    x->final_status = status;
+    return status;
+  }
+  x->batches++;
+  return ASCOPE_PAUSE;
+}
+
+static void paused_body(ascope *s, t_scope *t) {
+  struct st *x = (struct st *)t;
+  x->db = ascope_resource(s, 0);
+  ascope_sql_stream(s, x->db, stream_sql, NULL, pause_forever, x, NULL);
+}
+
+Test(sqlite_stream, a_deadline_ends_a_paused_stream) {
+  const char *sqls[] = {SERIES(100000) "SELECT x FROM c", SERIES(5) "SELECT x FROM c"};
+  for (int i = 0; i < 2; i++) { /* paused mid-way, and paused on the last batch */
+    struct st x = {.t.body = paused_body};
+    stream_sql = sqls[i];
+    ascope *s = ascope_new(T_rt);
+    ascope_use_sqlite(s, t_path("s.db"), "batch=100");
+    ascope_set_timeout(s, 100);
+    cr_assert_eq(t_run(s, &x.t), ASCOPE_ETIMEDOUT);
+    cr_assert_eq(x.batches, 1);
+    cr_assert_eq(x.finals, 1);
+    cr_assert_eq(x.final_status, ASCOPE_ECANCELED);
+  }
+}
+
+static void null_cb_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  cr_assert_eq(ascope_sql_stream(s, db, SERIES(5000) "SELECT x FROM c", NULL, NULL, NULL, NULL), 0);
+  ascope_sql_stream(s, db, "SELECT * FROM nowhere", NULL, NULL, NULL, NULL); /* fails the scope */
+}
+
+Test(sqlite_stream, a_null_callback_drains_it_and_fails_on_error) {
+  t_scope t = {.body = null_cb_body};
+  cr_assert_eq(t_run_db(&t, t_path("s.db"), NULL), ASCOPE_EDRIVER);
+  cr_assert_str_eq(t.code, "SQLITE_ERROR");
+}
