@@ -23,7 +23,7 @@
 #include <string.h>
 
 atomic_llong sq_stat_connections, sq_stat_opened, sq_stat_closed, sq_stat_aborted, sq_stat_hops,
-    sq_stat_running, sq_stat_statements, sq_stat_yields;
+    sq_stat_running, sq_stat_statements, sq_stat_yields, sq_stat_busy;
 
 extern const ascope_sql_driver sq_driver;
 
@@ -265,6 +265,7 @@ int64_t ascope_sqlite_stat(const char *name) {
       {"running", &sq_stat_running},
       {"statements", &sq_stat_statements},
       {"yields", &sq_stat_yields},
+      {"busy", &sq_stat_busy},
   };
   for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
     if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);

@@ -153,6 +153,6 @@ const char *sq_code_name(int code);
 
 /* ---- counters ------------------------------------------------------------------------ */
 extern atomic_llong sq_stat_connections, sq_stat_opened, sq_stat_closed, sq_stat_aborted,
-    sq_stat_hops, sq_stat_running, sq_stat_statements, sq_stat_yields;
+    sq_stat_hops, sq_stat_running, sq_stat_statements, sq_stat_yields, sq_stat_busy;
 
 #endif

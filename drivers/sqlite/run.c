@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#define YIELD_NS (2 * 1000 * 1000) /* a busy wait this long gives its thread up if others wait */
+#define YIELD_NS (200 * 1000) /* a busy wait this long gives its thread up if others wait */
 
 void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg) {
   j->status = status;
@@ -66,7 +66,10 @@ int sq_busy_handler(void *ud, int count) {
   struct sq_job *j = c->cur;
   if (j == NULL || (atomic_load(&j->cancelled) && !c->no_cut)) return 0;
   uint64_t now = uv_hrtime();
-  if (count == 0) c->wait_start = now;
+  if (count == 0) {
+    c->wait_start = now;
+    atomic_fetch_add(&sq_stat_busy, 1);
+  }
   if (j->busy_since == 0) j->busy_since = now;
   uint64_t limit = (uint64_t)c->opt.busy_ms * 1000000u, waited = now - j->busy_since;
   if (waited >= limit) return 0;

@@ -41,8 +41,9 @@ ASCOPE_EXTERN int ascope_sqlite_set_concurrency(unsigned n);
 ASCOPE_EXTERN const char *ascope_sqlite_code_name(int code);
 /* Process-wide counters: "connections" (alive), "opened", "closed",
  * "aborted", "hops" (hand-offs to the pool), "running" (hops in flight),
- * "statements" (prepared, alive), "yields" (busy waits given up to let
- * another connection run). */
+ * "statements" (prepared, alive), "busy" (waits for a lock another
+ * connection held), "yields" (of those, given up to let another connection
+ * run; the statement runs again later). */
 ASCOPE_EXTERN int64_t ascope_sqlite_stat(const char *name);
 
 #ifdef __cplusplus
