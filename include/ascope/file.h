@@ -77,7 +77,9 @@ ASCOPE_EXTERN size_t ascope_file_stream_memory(size_t chunk);
 /* Writes all of data (copied: the caller may reuse it at once) at offset, or
  * with offset -1 after the previous write (in mode "a": at the end of the
  * file). Writes and syncs of one file run one at a time, in the order they
- * were called; a partial write is completed. Needs a writable mode. */
+ * were called; a partial write is completed. Reads do not wait for writes:
+ * to read what was written, start the read from the write's callback.
+ * Needs a writable mode. */
 ASCOPE_EXTERN int ascope_file_write(ascope *s, ascope_file *f, const void *data, size_t len,
                                     int64_t offset, ascope_file_cb cb, void *ud);
 
