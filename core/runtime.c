@@ -53,8 +53,16 @@ int ascope_rt_run(ascope_rt *rt) {
   if (rt == NULL) return UV_EINVAL;
   if (rt->depth || rt->freeing) return ASCOPE_EBUSY; /* libuv loops do not nest */
   if (rt->pending == 0) {
-    uv_run(rt->loop, UV_RUN_NOWAIT); /* deliver what other threads posted */
-    return 0;
+    /* Deliver what other threads posted. With nothing pending the async
+     * handle is unreferenced, and libuv does not iterate a loop without a
+     * referenced handle: reference it for this one iteration. */
+    uv_ref((uv_handle_t *)&rt->async);
+    uv_run(rt->loop, UV_RUN_NOWAIT);
+    if (rt->pending == 0) {
+      uv_unref((uv_handle_t *)&rt->async);
+      return 0;
+    }
+    /* a post started a scope: run it like any other */
   }
   while (rt->pending) uv_run(rt->loop, UV_RUN_ONCE);
   return 0;

@@ -14,6 +14,9 @@ void td_reset(void) {
 int td_seq(void) {
   return seq;
 }
+int td_tick(void) {
+  return ++seq;
+}
 int td_live(void) {
   return live;
 }
@@ -135,10 +138,14 @@ static void td_cancel(ascope_res *r) {
 
 static void release_finish(ascope_res *r, td_state *st, int status) {
   st->pending = NULL;
-  st->holding = false;
-  live--;
-  st->spec->release_seq = ++seq;
-  logf_('-', st->spec->name);
+  if (st->holding) { /* not if an abort already closed it */
+    st->holding = false;
+    live--;
+    st->spec->release_seq = ++seq;
+    logf_('-', st->spec->name);
+  } else {
+    st->spec->late_done_calls++;
+  }
   if (status == 0)
     ascope_res_done(r, 0, NULL, NULL);
   else
@@ -178,7 +185,7 @@ static void td_release(ascope_res *r, int outcome) {
 static void td_abort(ascope_res *r) {
   td_state *st = ascope_res_state(r);
   st->spec->abort_calls++;
-  if (st->pending) {
+  if (st->pending && !st->spec->late_after_abort) {
     delay_drop(st->pending);
     st->pending = NULL;
   }
@@ -223,9 +230,11 @@ typedef struct td_opctx {
   td_op_stats *stats;
   struct delay *pending;
   int status;
+  bool finishing; /* in the user's callback: a cancel now has nothing to stop */
 } td_opctx;
 
 static void op_finish(td_opctx *c, int status) {
+  c->finishing = true;
   if (c->stats) c->stats->completed++;
   int rc = status;
   if (c->cb) {
@@ -245,6 +254,8 @@ static void op_late(struct delay *d) {
 
 static void op_cancel(ascope_op *op) {
   td_opctx *c = ascope_op_data(op);
+  /* The callback may cancel its own scope: the operation is already ending. */
+  if (c->finishing) return;
   if (c->stats) c->stats->cancelled++;
   if (c->pending) {
     delay_drop(c->pending);
@@ -286,4 +297,29 @@ int td_op_start(ascope *s, enum td_mode mode, unsigned delay_ms, int fail_status
     break;
   }
   return 0;
+}
+
+/* ---- manual operations ---------------------------------------------------- */
+
+static void manual_cancel(ascope_op *op) {
+  td_manual *m = ascope_op_data(op);
+  m->cancelled++;
+  td_manual_end(m, ASCOPE_ECANCELED);
+}
+
+int td_manual_start(ascope *s, td_manual *m) {
+  m->op = ascope_op_begin(s, &td_driver, manual_cancel, m);
+  if (m->op == NULL) return ASCOPE_ECANCELED;
+  m->started++;
+  return 0;
+}
+
+void td_manual_end(td_manual *m, int status) {
+  ascope_op *op = m->op;
+  if (op == NULL) return;
+  m->op = NULL;
+  m->ended++;
+  m->end_status = status;
+  ascope_op_end(op, status, status ? "TD_MANUAL" : NULL,
+                status ? "the manual operation failed" : NULL);
 }

@@ -21,22 +21,25 @@ typedef struct td_spec {
   const char *name;
   enum td_mode acquire, release;
   unsigned delay_ms;
-  int fail_status;     /* 0: ASCOPE_EDRIVER */
-  bool ignore_cancel;  /* acquire: a cancel that is not honoured */
-  bool no_cancel_hook; /* the driver offers no cancel for this use */
+  int fail_status;       /* 0: ASCOPE_EDRIVER */
+  bool ignore_cancel;    /* acquire: a cancel that is not honoured */
+  bool no_cancel_hook;   /* the driver offers no cancel for this use */
+  bool late_after_abort; /* abort leaves a late release running: it completes after */
   /* filled in */
   int acquire_calls, acquired, release_calls, cancel_calls, abort_calls;
   int release_outcome;
-  int release_seq; /* global order of the release, from 1 */
+  int release_seq;     /* global order of the release, from 1 */
+  int late_done_calls; /* releases completed after an abort */
   int acquire_seq;
 } td_spec;
 
 extern const ascope_driver td_driver;
 extern const ascope_driver td_driver_nocancel; /* the same without a cancel hook */
 
-void td_reset(void); /* clears the global counters and the log */
-int td_seq(void);    /* events so far */
-int td_live(void);   /* acquired and not yet released, across all specs */
+void td_reset(void);      /* clears the global counters and the log */
+int td_seq(void);         /* events so far */
+int td_tick(void);        /* one more event, for the test's own marks: returns its number */
+int td_live(void);        /* acquired and not yet released, across all specs */
 const char *td_log(void); /* "+a +b -b -a": acquires and releases in order */
 
 int td_use(ascope *s, td_spec *spec); /* ascope_use with the right vtable */
@@ -49,5 +52,16 @@ typedef struct td_op_stats {
 } td_op_stats;
 int td_op_start(ascope *s, enum td_mode mode, unsigned delay_ms, int fail_status, td_op_cb cb,
                 void *ud, td_op_stats *stats);
+
+/* A hanging operation the test ends by hand with td_manual_end(); a cancel
+ * from the core ends it with ASCOPE_ECANCELED. No callback: the status given
+ * is what the scope sees. */
+typedef struct td_manual {
+  ascope_op *op; /* NULL once ended */
+  int started, cancelled, ended;
+  int end_status;
+} td_manual;
+int td_manual_start(ascope *s, td_manual *m); /* 0, or ASCOPE_ECANCELED */
+void td_manual_end(td_manual *m, int status); /* nothing if already ended */
 
 #endif
