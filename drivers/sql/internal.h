@@ -89,7 +89,8 @@ struct ascope_sql_req {
   /* a transaction step: no op, an internal completion */
   void (*on_done)(ascope_sql_req *req, int status, const char *code, const char *message);
   void *ctx;
-  ascope_rows rows;
+  ascope_rows *rows; /* made when the driver first asks: a plain exec has none */
+  int64_t changes, last_id;
   _Alignas(max_align_t) unsigned char data[]; /* the driver's req_size bytes */
 };
 ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char *text,

@@ -87,13 +87,15 @@ ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char
     memcpy(t, text, tlen);
     req->text = t;
   }
-  rows_init(&req->rows);
   atomic_fetch_add(&sql_stat_requests, 1);
   return req;
 }
 
 void req_free(ascope_sql_req *req) {
-  rows_fini(&req->rows);
+  if (req->rows) {
+    rows_fini(req->rows);
+    free(req->rows);
+  }
   atomic_fetch_sub(&sql_stat_requests, 1);
   free(req);
 }
@@ -115,7 +117,15 @@ const ascope_sql_params *ascope_sql_req_params(const ascope_sql_req *req) {
 }
 
 ascope_rows *ascope_sql_req_rows(ascope_sql_req *req) {
-  return req ? &req->rows : NULL;
+  if (req == NULL) return NULL;
+  if (req->rows == NULL && (req->rows = malloc(sizeof *req->rows)) != NULL) rows_init(req->rows);
+  return req->rows;
+}
+
+void ascope_sql_req_set_changes(ascope_sql_req *req, int64_t changes, int64_t last_id) {
+  if (req == NULL) return;
+  req->changes = changes;
+  req->last_id = last_id;
 }
 
 /* ---- completing ---------------------------------------------------------------- */
@@ -132,7 +142,15 @@ static void req_end(ascope_sql_req *req, int rc, int status, const char *code, c
 
 /* The callback's last call: the result, or the error, or a stream's end. */
 static void req_final(ascope_sql_req *req, int status, const char *code, const char *msg) {
-  ascope_rows *rows = status == 0 && req->kind != ASCOPE_SQL_STREAM ? &req->rows : NULL;
+  ascope_rows local, *rows = NULL;
+  if (status == 0 && req->kind != ASCOPE_SQL_STREAM) {
+    rows = req->rows;
+    if (rows == NULL) { /* an exec's result: counts only, no allocation */
+      rows_init(&local);
+      rows = &local;
+    }
+    ascope_rows_set_changes(rows, req->changes, req->last_id);
+  }
   int rc = status;
   if (req->cb) {
     struct sql_conn *c = req->conn;
@@ -205,7 +223,7 @@ void ascope_sql_req_batch(ascope_sql_req *req, int last) {
   int rc = ASCOPE_CONTINUE;
   if (req->cb) {
     req->in_cb = true;
-    rc = req->cb(req->scope, 0, &req->rows, req->ud);
+    rc = req->cb(req->scope, 0, req->rows, req->ud);
     req->in_cb = false;
   }
   stream_after_batch(req, rc, last);

@@ -117,10 +117,18 @@ static struct sq_stmt *lookup(struct sq_cache *k, const char *sql, uint64_t h) {
 
 struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **tail, int *rc) {
   struct sq_cache *k = &c->cache;
-  uint64_t h = fnv1a(sql);
-  struct sq_stmt *e = lookup(k, sql, h);
   *rc = SQLITE_OK;
   *tail = "";
+  /* The same statement again and again (a burst of INSERTs) is the common
+   * case: the most recent entry is tried before hashing the text. */
+  struct sq_stmt *e = k->lru.lnext;
+  if (e != &k->lru && strcmp(e->sql, sql) == 0) {
+    lru_unlink(e);
+    e->in_use = true;
+    return e;
+  }
+  uint64_t h = fnv1a(sql);
+  e = lookup(k, sql, h);
   if (e) {
     lru_unlink(e);
     e->in_use = true;

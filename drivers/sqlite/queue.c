@@ -76,19 +76,22 @@ static void answer_one(struct sq_conn *c, struct sq_job *j) {
   free(msg);
 }
 
-/* Delivers every answer so far, in order, one at a time: an answer runs
- * user code, which may cancel jobs (touching the list) or end the scope. */
+/* Delivers every answer so far, in order. The list is taken in one go:
+ * the loop and the hop meet on this mutex once per batch, not per answer.
+ * The jobs taken are out of the queue and not running, so user code run by
+ * an answer (a cancel, the scope's end) cannot touch them through it. */
 void sq_answers(struct sq_conn *c) {
   for (;;) {
     uv_mutex_lock(&c->mu);
     struct sq_job *j = c->ahead;
-    if (j) {
-      c->ahead = j->dnext;
-      if (c->ahead == NULL) c->atail = NULL;
-    }
+    c->ahead = c->atail = NULL;
     uv_mutex_unlock(&c->mu);
     if (j == NULL) return;
-    answer_one(c, j);
+    while (j) {
+      struct sq_job *next = j->dnext; /* j may be gone once answered */
+      answer_one(c, j);
+      j = next;
+    }
   }
 }
 

@@ -113,12 +113,12 @@ static int read_row(ascope_rows *rows, sqlite3_stmt *s) {
 
 /* ---- exec and query --------------------------------------------------------------------- */
 
-static void set_changes(struct sq_conn *c, ascope_rows *rows, int64_t total_before, bool direct) {
+static void set_changes(struct sq_conn *c, struct sq_job *j, int64_t total_before, bool direct) {
   int64_t total = sqlite3_total_changes64(c->db);
   /* sqlite3_changes64 keeps the count of the last INSERT/UPDATE/DELETE, so
    * a statement that changed nothing (DDL, SELECT) reports 0, not that. */
   int64_t n = total == total_before ? 0 : direct ? sqlite3_changes64(c->db) : total - total_before;
-  ascope_rows_set_changes(rows, n, sqlite3_last_insert_rowid(c->db));
+  ascope_sql_req_set_changes(j->req, n, sqlite3_last_insert_rowid(c->db));
 }
 
 /* Several statements, as one exec without parameters: each is prepared when
@@ -144,8 +144,7 @@ static void run_script(struct sq_conn *c, struct sq_job *j, struct sq_stmt *firs
     if (rc != SQLITE_DONE) sq_fail(c, j, rc);
     sqlite3_finalize(s);
   }
-  if (rc == SQLITE_DONE || rc == SQLITE_OK)
-    set_changes(c, ascope_sql_req_rows(j->req), before, false);
+  if (rc == SQLITE_DONE || rc == SQLITE_OK) set_changes(c, j, before, false);
 }
 
 static bool busy_retry(struct sq_conn *c, struct sq_job *j, int rc, bool any_row) {
@@ -154,9 +153,11 @@ static bool busy_retry(struct sq_conn *c, struct sq_job *j, int rc, bool any_row
   return true;
 }
 
+/* Runs one statement to its end. A query copies its rows out; an exec
+ * steps past any and keeps only the counts. */
 static void run_once(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st, bool query) {
-  ascope_rows *rows = ascope_sql_req_rows(j->req);
   if (bind_all(c, j, st) != 0) return;
+  ascope_rows *rows = query ? ascope_sql_req_rows(j->req) : NULL; /* NULL: out of memory */
   if (query && set_columns(rows, st->stmt) != 0) {
     sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
     return;
@@ -171,7 +172,7 @@ static void run_once(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st, bo
     }
   }
   if (rc == SQLITE_DONE)
-    set_changes(c, rows, before, true);
+    set_changes(c, j, before, true);
   else if (busy_retry(c, j, rc, ascope_rows_count(rows) > 0))
     ascope_rows_clear(rows);
   else

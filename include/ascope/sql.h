@@ -161,7 +161,8 @@ ASCOPE_EXTERN int64_t ascope_sql_stat(const char *name);
  * or for a stream with ascope_sql_req_batch(..., last = 1); every answer on
  * the loop thread, possibly from inside the call that asked. Results are
  * built into ascope_sql_req_rows(req) with the ascope_rows_put_* functions,
- * which may run on any one thread at a time. */
+ * which may run on any one thread at a time; an exec needs no rows, only
+ * ascope_sql_req_set_changes(). */
 #define ASCOPE_SQL_ABI 1
 
 typedef struct ascope_sql_req ascope_sql_req;
@@ -216,7 +217,9 @@ ASCOPE_EXTERN void *ascope_sql_req_data(ascope_sql_req *req); /* req_size bytes,
 ASCOPE_EXTERN int ascope_sql_req_kind(const ascope_sql_req *req);
 ASCOPE_EXTERN const char *ascope_sql_req_text(const ascope_sql_req *req);
 ASCOPE_EXTERN const ascope_sql_params *ascope_sql_req_params(const ascope_sql_req *req);
-ASCOPE_EXTERN ascope_rows *ascope_sql_req_rows(ascope_sql_req *req);
+ASCOPE_EXTERN ascope_rows *ascope_sql_req_rows(ascope_sql_req *req); /* made on first call */
+ASCOPE_EXTERN void ascope_sql_req_set_changes(ascope_sql_req *req, int64_t changes,
+                                              int64_t last_id); /* exec's counts */
 /* answers: on the loop thread. code and message are copied. */
 ASCOPE_EXTERN void ascope_sql_req_done(ascope_sql_req *req, int status, const char *code,
                                        const char *message);

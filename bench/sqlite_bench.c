@@ -1,0 +1,288 @@
+/* bench/sqlite_bench: the SQLite driver beside raw synchronous sqlite3, in
+ * one binary, on the same kind of database file (WAL, synchronous=NORMAL).
+ *
+ *   (a) n single-row INSERTs in one transaction, all submitted at once: the
+ *       connection's queue drains them in a few hops;
+ *   (b) n primary-key SELECTs, each started when the previous one finished:
+ *       bound by latency, two thread hand-offs per statement (loop -> pool,
+ *       pool -> loop), whose cost is reported;
+ *   (c) the same SELECTs from 64 concurrent scopes sharing 4 connections.
+ *
+ *   bench/sqlite_bench [n] [cases]    (default 100,000 and "abc")
+ */
+#include <ascope/sqlite.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static long N = 100000;
+static char dir[64];
+static ascope_rt *rt;
+
+static double now_s(void) {
+  return (double)uv_hrtime() / 1e9;
+}
+
+static const char *path(const char *name) {
+  static char buf[4][128];
+  static int k;
+  char *b = buf[k++ & 3];
+  snprintf(b, sizeof buf[0], "%s/%s", dir, name);
+  return b;
+}
+
+static void die(const char *what, const char *why) {
+  fprintf(stderr, "sqlite_bench: %s: %s\n", what, why);
+  exit(1);
+}
+
+static sqlite3 *raw_open(const char *p) {
+  sqlite3 *db;
+  if (sqlite3_open(p, &db) != SQLITE_OK) die("open", sqlite3_errmsg(db));
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+  return db;
+}
+
+static void raw_exec(sqlite3 *db, const char *sql) {
+  char *err = NULL;
+  if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) die(sql, err);
+}
+
+static void report(const char *name, double raw_s, double as_s, long ops, const char *note) {
+  double raw_ops = (double)ops / raw_s, as_ops = (double)ops / as_s;
+  printf("| %-44s | %12.0f | %12.0f | %5.2fx | %s\n", name, raw_ops, as_ops, as_ops / raw_ops,
+         note);
+}
+
+static void done_ok(ascope *s, int status, void *ud) {
+  (void)ud;
+  if (status) die("scope", ascope_err_message(ascope_error(s)));
+}
+
+/* ---- (a) inserts in one transaction ------------------------------------------------------ */
+
+static double raw_inserts(void) {
+  sqlite3 *db = raw_open(path("a-raw.db"));
+  raw_exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v REAL)");
+  double t0 = now_s();
+  sqlite3_stmt *st;
+  raw_exec(db, "BEGIN");
+  sqlite3_prepare_v2(db, "INSERT INTO t(id, name, v) VALUES (?1, ?2, ?3)", -1, &st, NULL);
+  char name[32];
+  for (long i = 0; i < N; i++) {
+    int n = snprintf(name, sizeof name, "name-%ld", i);
+    sqlite3_bind_int64(st, 1, i);
+    sqlite3_bind_text(st, 2, name, n, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, (double)i / 7);
+    if (sqlite3_step(st) != SQLITE_DONE) die("insert", sqlite3_errmsg(db));
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  raw_exec(db, "COMMIT");
+  double t = now_s() - t0;
+  sqlite3_close(db);
+  return t;
+}
+
+static long inserted;
+
+static int on_insert(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  (void)rows;
+  (void)ud;
+  if (status == 0) inserted++;
+  return status;
+}
+
+static void insert_body(ascope *s, void *ud) {
+  (void)ud;
+  ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  char name[32];
+  for (long i = 0; i < N; i++) {
+    int n = snprintf(name, sizeof name, "name-%ld", i);
+    ascope_sql_params_clear(p);
+    ascope_sql_params_add_int64(p, i);
+    ascope_sql_params_add_text(p, name, (size_t)n);
+    ascope_sql_params_add_double(p, (double)i / 7);
+    ascope_sql_exec(s, db, "INSERT INTO t(id, name, v) VALUES ($1, $2, $3)", p, on_insert, NULL);
+  }
+  ascope_sql_params_free(p);
+}
+
+static double ascope_inserts(void) {
+  sqlite3 *db = raw_open(path("a.db"));
+  raw_exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v REAL)");
+  sqlite3_close(db);
+  ascope *s = ascope_new(rt);
+  ascope_use_sqlite(s, path("a.db"), "wal=1 synchronous=normal");
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL);
+  double t0 = now_s();
+  ascope_start(s, insert_body, done_ok, NULL);
+  ascope_rt_run(rt);
+  if (inserted != N) die("inserts", "some did not complete");
+  return now_s() - t0;
+}
+
+/* ---- (b) and (c) primary-key lookups --------------------------------------------------------- */
+
+static void make_kv(const char *p) {
+  sqlite3 *db = raw_open(p);
+  raw_exec(db, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)");
+  raw_exec(db, "BEGIN");
+  sqlite3_stmt *st;
+  sqlite3_prepare_v2(db, "INSERT INTO kv VALUES (?, printf('value-%d', ?1))", -1, &st, NULL);
+  for (long i = 0; i < N; i++) {
+    sqlite3_bind_int64(st, 1, i);
+    sqlite3_step(st);
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  raw_exec(db, "COMMIT");
+  sqlite3_close(db);
+}
+
+static long key(long i) {
+  return (i * 7919) % N; /* every key, out of order */
+}
+
+static double raw_selects(void) {
+  sqlite3 *db = raw_open(path("kv.db"));
+  sqlite3_stmt *st;
+  sqlite3_prepare_v2(db, "SELECT v FROM kv WHERE k = ?", -1, &st, NULL);
+  long found = 0;
+  double t0 = now_s();
+  for (long i = 0; i < N; i++) {
+    sqlite3_bind_int64(st, 1, key(i));
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) > 0) found++;
+    sqlite3_reset(st);
+  }
+  double t = now_s() - t0;
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  if (found != N) die("raw selects", "rows missing");
+  return t;
+}
+
+struct reader {
+  ascope *scope;
+  ascope_sql *db;
+  ascope_sql_params *p;
+  long next, end;
+};
+static long found;
+
+static void select_next(struct reader *r);
+
+static int on_select(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  if (status == 0 && ascope_rows_count(rows) == 1) found++;
+  select_next(ud);
+  return status;
+}
+
+static void select_next(struct reader *r) {
+  if (r->next == r->end) {
+    ascope_sql_params_free(r->p);
+    return;
+  }
+  ascope_sql_params_clear(r->p);
+  ascope_sql_params_add_int64(r->p, key(r->next++));
+  ascope_sql_query(r->scope, r->db, "SELECT v FROM kv WHERE k = $1", r->p, on_select, r);
+}
+
+static void reader_body(ascope *s, void *ud) {
+  struct reader *r = ud;
+  r->scope = s;
+  r->p = ascope_sql_params_new();
+  select_next(r);
+}
+
+#define READERS 64
+#define CONNS 4
+static struct reader readers[READERS];
+
+/* The parent holds the connections; each child reads its share in turn. */
+static void readers_body(ascope *s, void *ud) {
+  int nreaders = *(int *)ud;
+  int nconns = nreaders < CONNS ? nreaders : CONNS;
+  long per = N / nreaders;
+  for (int i = 0; i < nreaders; i++) {
+    readers[i] = (struct reader){.db = ascope_resource(s, (size_t)(i % nconns)),
+                                 .next = i * per,
+                                 .end = i == nreaders - 1 ? N : (i + 1) * per};
+    ascope *c = ascope_child(s);
+    ascope_start(c, reader_body, done_ok, &readers[i]);
+  }
+}
+
+static double ascope_selects(int nreaders) {
+  ascope *s = ascope_new(rt);
+  int nconns = nreaders < CONNS ? nreaders : CONNS;
+  for (int i = 0; i < nconns; i++) ascope_use_sqlite(s, path("kv.db"), "mode=ro");
+  found = 0;
+  double t0 = now_s();
+  ascope_start(s, readers_body, done_ok, &nreaders);
+  ascope_rt_run(rt);
+  double t = now_s() - t0;
+  if (found != N) die("selects", "rows missing");
+  return t;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1) N = atol(argv[1]);
+  const char *cases = argc > 2 ? argv[2] : "abc";
+  if (N < 64) N = 64;
+  snprintf(dir, sizeof dir, "/tmp/ascope-bench-XXXXXX");
+  if (mkdtemp(dir) == NULL) die("mkdtemp", "failed");
+  rt = ascope_rt_new(NULL);
+  printf("sqlite %s, %ld operations per case, files in %s (WAL, synchronous=NORMAL)\n\n",
+         sqlite3_libversion(), N, dir);
+  printf("| %-44s | %12s | %12s | %6s | %s\n", "case", "raw ops/s", "ascope ops/s", "ratio",
+         "notes");
+  printf("|----------------------------------------------|--------------|--------------|--------|"
+         "------\n");
+  char note[128];
+
+  if (strchr(cases, 'a')) {
+    int64_t hops0 = ascope_sqlite_stat("hops");
+    double raw_a = raw_inserts(), as_a = ascope_inserts();
+    snprintf(note, sizeof note, "%lld hops for %ld statements",
+             (long long)(ascope_sqlite_stat("hops") - hops0), N);
+    report("(a) INSERTs in one transaction, all queued", raw_a, as_a, N, note);
+  }
+  if (strchr(cases, 'b') || strchr(cases, 'c')) {
+    make_kv(path("kv.db"));
+    double raw_b = raw_selects();
+    if (strchr(cases, 'b')) {
+      int64_t hops0 = ascope_sqlite_stat("hops");
+      double as_b = ascope_selects(1);
+      double per_handoff_us = (as_b - raw_b) / (double)N / 2 * 1e6;
+      snprintf(note, sizeof note, "%.1f us per thread hand-off (2 per statement), %lld hops",
+               per_handoff_us, (long long)(ascope_sqlite_stat("hops") - hops0));
+      report("(b) PK SELECTs, one after another", raw_b, as_b, N, note);
+    }
+    if (strchr(cases, 'c')) {
+      int64_t hops0 = ascope_sqlite_stat("hops");
+      double as_c = ascope_selects(READERS);
+      snprintf(note, sizeof note, "%d scopes on %d connections, %.1f statements per hop", READERS,
+               CONNS, (double)N / (double)(ascope_sqlite_stat("hops") - hops0));
+      report("(c) PK SELECTs, 64 scopes on 4 connections", raw_b, as_c, N, note);
+    }
+  }
+
+  ascope_rt_free(rt);
+  const char *files[] = {"a-raw.db", "a.db", "kv.db"}, *suffixes[] = {"", "-wal", "-shm"};
+  for (int i = 0; i < 3; i++) {
+    for (int k = 0; k < 3; k++) {
+      char p[160];
+      snprintf(p, sizeof p, "%s%s", path(files[i]), suffixes[k]);
+      unlink(p);
+    }
+  }
+  rmdir(dir);
+  return 0;
+}
