@@ -18,7 +18,6 @@
  */
 #include "internal.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,23 +38,6 @@ static void interrupt_if_running(struct sq_conn *c, struct sq_job *j) {
 
 /* ---- the connection: acquire, release, cancel, abort ------------------------------- */
 
-/* The connection's mutex guards a few pointer moves, taken by the loop and
- * one pool thread at high rates: an adaptive mutex spins briefly before it
- * sleeps, so the two rarely pay a futex round trip for such short holds.
- * uv_mutex_t is pthread_mutex_t on Unix, so uv_mutex_lock still applies. */
-int sq_mutex_init(uv_mutex_t *m) {
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-  pthread_mutexattr_t a;
-  if (pthread_mutexattr_init(&a) != 0) return UV_ENOMEM;
-  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
-  int rc = pthread_mutex_init(m, &a);
-  pthread_mutexattr_destroy(&a);
-  return rc ? UV_ENOMEM : 0;
-#else
-  return uv_mutex_init(m);
-#endif
-}
-
 static void on_answers(uv_async_t *h) {
   sq_answers(h->data);
 }
@@ -75,7 +57,7 @@ static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *opt
     snprintf(msg, msglen, "no database path given");
   } else if ((path == NULL || (c->path = strdup(path)) != NULL) &&
              (c->sched = sq_sched_get(ascope_rt_loop(ascope_res_rt(r)))) != NULL) {
-    if (sq_mutex_init(&c->mu) == 0) {
+    if (uv_mutex_init(&c->mu) == 0) {
       uv_async_init(ascope_rt_loop(ascope_res_rt(r)), &c->async, on_answers); /* cannot fail */
       c->async.data = c;
       uv_unref((uv_handle_t *)&c->async); /* hops keep the loop alive, not this */

@@ -122,8 +122,6 @@ struct sq_conn {
   uint64_t wait_start; /* this busy episode began, ns */
 };
 
-int sq_mutex_init(uv_mutex_t *m); /* adaptive where pthreads have it */
-
 /* ---- scheduling (sched.c) -------------------------------------------------------- */
 struct sq_sched *sq_sched_get(uv_loop_t *loop); /* NULL: out of memory */
 void sq_sched_put(struct sq_sched *s);
