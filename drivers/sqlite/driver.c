@@ -188,7 +188,8 @@ static void sq_req_cancel(ascope_sql *db, ascope_sql_req *req) {
   bool ending = j->kind == JOB_TX && j->tx_action != ASCOPE_SQL_TX_BEGIN;
   uv_mutex_lock(&c->mu);
   atomic_store(&j->cancelled, true);
-  bool drop = j->queued && !j->started && c->running != j && !ending;
+  /* started and st are the hop's: read only when the job is not running */
+  bool drop = c->running != j && j->queued && !j->started && j->st == NULL && !ending;
   if (drop) sq_remove(c, j);
   if (!(ending && j->tx_action == ASCOPE_SQL_TX_ROLLBACK)) interrupt_if_running(c, j);
   j->parked = false;

@@ -247,7 +247,7 @@ static void run_stream(struct sq_conn *c, struct sq_job *j) {
     }
   }
   if (rc != SQLITE_DONE && busy_retry(c, j, rc, j->started)) {
-    sqlite3_reset(j->st->stmt);
+    stream_end(c, j); /* prepared again next time: a job waiting in the queue holds nothing */
     return;
   }
   if (rc != SQLITE_DONE) sq_fail(c, j, rc);
