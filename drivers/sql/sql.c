@@ -122,6 +122,10 @@ ascope_rows *ascope_sql_req_rows(ascope_sql_req *req) {
   return req->rows;
 }
 
+ascope_op *ascope_sql_req_op(ascope_sql_req *req) {
+  return req ? req->op : NULL;
+}
+
 void ascope_sql_req_set_changes(ascope_sql_req *req, int64_t changes, int64_t last_id) {
   if (req == NULL) return;
   req->changes = changes;

@@ -218,6 +218,9 @@ ASCOPE_EXTERN int ascope_sql_req_kind(const ascope_sql_req *req);
 ASCOPE_EXTERN const char *ascope_sql_req_text(const ascope_sql_req *req);
 ASCOPE_EXTERN const ascope_sql_params *ascope_sql_req_params(const ascope_sql_req *req);
 ASCOPE_EXTERN ascope_rows *ascope_sql_req_rows(ascope_sql_req *req); /* made on first call */
+/* The request's operation, for a driver that handles its resume itself
+ * (ascope_op_set_resume); NULL for a transaction step, or once it ended. */
+ASCOPE_EXTERN ascope_op *ascope_sql_req_op(ascope_sql_req *req);
 ASCOPE_EXTERN void ascope_sql_req_set_changes(ascope_sql_req *req, int64_t changes,
                                               int64_t last_id); /* exec's counts */
 /* answers: on the loop thread. code and message are copied. */

@@ -1,0 +1,170 @@
+/* Cancel requests, and keeping a late one from killing the next statement.
+ *
+ * A statement already sent can only be stopped by a cancel request: a new
+ * connection to the server carrying the backend's key, on which the server
+ * signals the backend to cancel whatever it runs *when the signal lands*.
+ * PQcancel does that with blocking calls, so it runs on libuv's threadpool
+ * with its own PGcancel copy.
+ *
+ * The request is aimed at the head of the pipeline, the statement the
+ * backend runs, and only once its results are awaited (anything before it
+ * is answered, so the backend is past it). But the statement may finish
+ * before the signal lands, and then the signal would hit the next one. So
+ * from the moment a cancel request is sent the connection is held: nothing
+ * more is sent until the request has been delivered (PQcancel returned, so
+ * the server has signalled) and every statement in flight has come back
+ * (the backend is idle, where a cancel signal is ignored). Statements that
+ * were already in flight behind the target and fail with query_canceled
+ * (57014) meanwhile were hit by it: they never ran, and if they ran outside
+ * a transaction block they are sent again, once (recv.c).
+ *
+ * If the connection is not back to idle within cancel_timeout, or the
+ * cancel request cannot be delivered, the connection is closed instead.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pg_cancel_job {
+  uv_work_t work;
+  PGcancel *pc;
+  struct pg_conn *c; /* NULL once the connection let go (abort) */
+  int ok;
+  char err[256];
+};
+
+static void cancel_work(uv_work_t *w) {
+  struct pg_cancel_job *j = w->data;
+  j->ok = PQcancel(j->pc, j->err, sizeof j->err);
+}
+
+static void drain_expired(uv_timer_t *t) {
+  struct pg_conn *c = t->data;
+  c->draining = false;
+  char msg[160];
+  snprintf(msg, sizeof msg,
+           "the connection did not come back to idle within %llu ms of a cancel request; "
+           "it was closed",
+           (unsigned long long)c->opt.cancel_ms);
+  pg_break(c, ASCOPE_ECLOSED, "57014", msg);
+}
+
+static void cancel_done(uv_work_t *w, int status) {
+  struct pg_cancel_job *j = w->data;
+  struct pg_conn *c = j->c;
+  PQfreeCancel(j->pc);
+  if (c == NULL) { /* aborted meanwhile: nobody waits */
+    free(j);
+    return;
+  }
+  c->cancel_job = NULL;
+  bool ok = status == 0 && j->ok;
+  char err[300];
+  snprintf(err, sizeof err, "the cancel request could not be delivered: %s",
+           status ? uv_strerror(status) : j->err);
+  free(j);
+  if (c->state == PG_CLOSING) {
+    pg_maybe_done(c);
+    return;
+  }
+  if (!ok && c->state == PG_READY) {
+    char *m = pg_scrub(err, c->secret);
+    pg_break(c, ASCOPE_ECLOSED, "57014", m ? m : "the cancel request could not be delivered");
+    free(m);
+  }
+  pg_kick(c);
+}
+
+int pg_cancel_fire(struct pg_conn *c) {
+  if (c->cancel_job || c->pg == NULL) return 0;
+  struct pg_cancel_job *j = calloc(1, sizeof *j);
+  if (j == NULL) return UV_ENOMEM;
+  if ((j->pc = PQgetCancel(c->pg)) == NULL) {
+    free(j);
+    return UV_ENOMEM;
+  }
+  j->c = c;
+  j->work.data = j;
+  int rc = uv_queue_work(c->loop, &j->work, cancel_work, cancel_done);
+  if (rc) {
+    PQfreeCancel(j->pc);
+    free(j);
+    return rc;
+  }
+  c->cancel_job = j;
+  c->hold = true;
+  atomic_fetch_add(&pg_stat_cancels, 1);
+  if (c->state == PG_READY && !c->draining) {
+    c->draining = true;
+    uv_timer_start(&c->timer, drain_expired, c->opt.cancel_ms, 0);
+  }
+  return 0;
+}
+
+void pg_cancel_detach(struct pg_conn *c) {
+  if (c->cancel_job) c->cancel_job->c = NULL; /* it frees itself when PQcancel returns */
+  c->cancel_job = NULL;
+}
+
+/* The statement the backend runs now is one nobody wants any more: a
+ * cancelled one, a stream stopped, a COPY out given up. */
+static struct pg_req *unwanted_head(struct pg_conn *c) {
+  if (c->solo) {
+    struct pg_req *r = c->solo;
+    return (r->kind == K_COPY_OUT || r->kind == K_SCRIPT) && (r->cancelled || r->stopped) ? r
+                                                                                          : NULL;
+  }
+  struct pg_step *s = pg_step_head(c);
+  if (s == NULL || s->r == NULL || s->kind == ST_SYNC) return NULL;
+  struct pg_req *r = s->r;
+  if (r->kind == K_TX && r->tx_action != ASCOPE_SQL_TX_BEGIN) return NULL; /* COMMIT/ROLLBACK run */
+  return r->cancelled || r->stopped ? r : NULL;
+}
+
+/* Called when the pump waits for input: if the backend is busy with an
+ * unwanted statement, ask the server to stop it. */
+void pg_cancel_maybe(struct pg_conn *c) {
+  if (c->cancel_job || c->pg == NULL || c->state != PG_READY) return;
+  struct pg_req *r = unwanted_head(c);
+  if (r == NULL || r->aimed) return;
+  if (c->solo == NULL && !PQisBusy(c->pg)) return; /* its results are here: no need */
+  r->aimed = true;
+  if (pg_cancel_fire(c) != 0)
+    pg_break(c, ASCOPE_ECLOSED, "57014", "could not start a cancel request");
+}
+
+/* The hold ends when the request was delivered and nothing is in flight;
+ * the statements sent again (victims) go first, before anything queued. */
+void pg_hold_check(struct pg_conn *c) {
+  if (c->cancel_job || c->nsteps || c->solo || c->state != PG_READY) return;
+  if (!c->hold && !c->victims) return;
+  c->hold = false;
+  if (c->draining) {
+    c->draining = false;
+    uv_timer_stop(&c->timer);
+  }
+  struct pg_req *v = c->victims, *last = NULL;
+  c->victims = NULL;
+  while (v) { /* in their order, ahead of everything queued */
+    struct pg_req *next = v->next;
+    pg_req_reset(v);
+    v->retried = true;
+    if (last == NULL) {
+      pg_queue_front(c, v);
+    } else { /* after the previous victim */
+      v->prev = last;
+      v->next = last->next;
+      if (last->next)
+        last->next->prev = v;
+      else
+        c->send_tail = v;
+      last->next = v;
+      v->where = R_QUEUED;
+    }
+    last = v;
+    v = next;
+  }
+  if (c->send_head) pg_sched_flush(c);
+}

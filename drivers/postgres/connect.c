@@ -1,0 +1,112 @@
+/* Connecting without blocking: PQconnectStartParams, then PQconnectPoll
+ * each time the socket is ready the way libpq asked.
+ *
+ * libpq may close its socket and open another during a connect (the next
+ * host of a list, a retry without TLS), so the watch is stopped before each
+ * PQconnectPoll call and set again on whatever socket libpq has after it:
+ * a stopped watch never sees a descriptor libpq closed. A uv_timer bounds
+ * the whole connect, resolution included (libpq's own connect_timeout only
+ * works in its blocking loop).
+ *
+ * Once connected the connection goes into pipeline mode and non-blocking
+ * for good. A failed acquire closes everything it opened before it
+ * completes: the core never releases it.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pg_acquire_fail(struct pg_conn *c, int status, const char *code, const char *msg) {
+  if (c->state == PG_CLOSING) return;
+  c->state = PG_CLOSING;
+  c->fail_status = status;
+  c->fail_code = code;
+  c->fail_msg = pg_scrub(msg, c->secret);
+  uv_timer_stop(&c->timer);
+  pg_unwatch(c);
+  if (c->pg) {
+    PQfinish(c->pg);
+    c->pg = NULL;
+  }
+  pg_dsn_cancel(c); /* lookups still out answer cancelled; the conn waits for them */
+  pg_close_handles(c);
+}
+
+static void connect_expired(uv_timer_t *t) {
+  struct pg_conn *c = t->data;
+  char msg[96];
+  snprintf(msg, sizeof msg, "timeout expired after %llu ms connecting to the server",
+           (unsigned long long)c->connect_ms);
+  pg_acquire_fail(c, ASCOPE_ETIMEDOUT, "08001", msg);
+}
+
+void pg_connect_arm(struct pg_conn *c, uint64_t ms) {
+  c->connect_ms = ms;
+  uv_timer_start(&c->timer, connect_expired, ms, 0);
+}
+
+static void connect_failed(struct pg_conn *c) {
+  char *msg = pg_conn_error(c, "could not connect to the server");
+  pg_acquire_fail(c, ASCOPE_EDRIVER, "08001", msg);
+  free(msg);
+}
+
+static void connected(struct pg_conn *c) {
+  uv_timer_stop(&c->timer);
+  if (PQsetnonblocking(c->pg, 1) != 0 || !PQenterPipelineMode(c->pg)) {
+    connect_failed(c);
+    return;
+  }
+  c->pid = PQbackendPID(c->pg);
+  c->state = PG_READY;
+  c->acquired = true;
+  atomic_fetch_add(&pg_stat_opened, 1);
+  pg_update_poll(c);          /* read from now on: a notification, or the server going away */
+  if (c->state != PG_READY) { /* the socket failed at once */
+    c->state = PG_CONNECTING;
+    connect_failed(c);
+    return;
+  }
+  ascope_res_done(c->res, 0, NULL, NULL);
+}
+
+static void follow(struct pg_conn *c, PostgresPollingStatusType st) {
+  switch (st) {
+  case PGRES_POLLING_READING:
+  case PGRES_POLLING_WRITING:
+    if (pg_watch(c, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) != 0)
+      connect_failed(c);
+    break;
+  case PGRES_POLLING_OK:
+    connected(c);
+    break;
+  default:
+    connect_failed(c);
+    break;
+  }
+}
+
+void pg_connect_poll(struct pg_conn *c) {
+  if (c->watch) { /* libpq may close this socket inside the call */
+    uv_poll_stop(&c->watch->poll);
+    c->watch->events = 0;
+  }
+  follow(c, PQconnectPoll(c->pg));
+}
+
+void pg_connect_start(struct pg_conn *c, const char *const *keys, const char *const *vals) {
+  c->pg = PQconnectStartParams(keys, vals, 0);
+  if (c->pg == NULL) {
+    pg_acquire_fail(c, UV_ENOMEM, NULL, "out of memory connecting");
+    return;
+  }
+  if (PQstatus(c->pg) == CONNECTION_BAD) {
+    connect_failed(c);
+    return;
+  }
+  c->state = PG_CONNECTING;
+  /* As if PQconnectPoll had last answered "writing", as libpq's docs say. */
+  follow(c, PGRES_POLLING_WRITING);
+}

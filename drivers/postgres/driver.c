@@ -1,0 +1,366 @@
+/* The PostgreSQL driver's vtable: a connection's acquire, release, cancel
+ * and abort, the SQL requests' entry points, and the PostgreSQL-only
+ * operations (COPY, LISTEN), which ride on the generic layer's requests so
+ * they register, cancel and report like any statement.
+ *
+ * Everything here runs on the loop thread. The core's resource state holds
+ * only a pointer to the connection (struct pg_conn, on the heap): the
+ * connection outlives the state while its handles close, and after an
+ * abort, until its late completion.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken, pg_stat_cancels,
+    pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements, pg_stat_flushes,
+    pg_stat_max_pipeline;
+
+extern const ascope_sql_driver pg_driver;
+
+/* ---- the connection: acquire, release, cancel, abort --------------------------------- */
+
+static void init_handle(struct pg_conn *c, uv_handle_t *h) {
+  h->data = c;
+  uv_unref(h); /* the scopes keep the loop alive, not an idle connection */
+  c->open_handles++;
+}
+
+static void pg_acquire(ascope_res *res, const void *arg, const char *options) {
+  struct pg_state_mem *st = ascope_res_state(res);
+  ascope_sql_header_init((ascope_sql *)st, &pg_driver);
+  char err[300];
+  struct pg_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    ascope_res_done(res, UV_ENOMEM, NULL, "out of memory");
+    return;
+  }
+  if (pg_options_parse(&c->opt, options, err, sizeof err) != 0) {
+    free(c);
+    ascope_res_done(res, UV_EINVAL, NULL, err);
+    return;
+  }
+  atomic_fetch_add(&pg_stat_connections, 1);
+  c->res = res;
+  c->loop = ascope_rt_loop(ascope_res_rt(res));
+  c->state = PG_RESOLVING;
+  pg_cache_init(&c->cache, c->opt.cache);
+  uv_timer_init(c->loop, &c->timer); /* these cannot fail */
+  uv_check_init(c->loop, &c->check);
+  uv_prepare_init(c->loop, &c->prepare);
+  init_handle(c, (uv_handle_t *)&c->timer);
+  init_handle(c, (uv_handle_t *)&c->check);
+  init_handle(c, (uv_handle_t *)&c->prepare);
+  st->c = c;
+  int rc = pg_dsn_start(c, arg, err, sizeof err);
+  if (rc) pg_acquire_fail(c, rc, rc == UV_EINVAL ? NULL : "08001", err);
+}
+
+static void pg_acquire_cancel(ascope_res *res) {
+  struct pg_conn *c = ((struct pg_state_mem *)ascope_res_state(res))->c;
+  if (c->state == PG_RESOLVING || c->state == PG_CONNECTING)
+    pg_acquire_fail(c, ASCOPE_ECANCELED, NULL, "cancelled while connecting");
+}
+
+static void pg_release(ascope_res *res, int outcome) {
+  (void)outcome; /* a connection closes the same way whatever happened */
+  pg_close(((struct pg_state_mem *)ascope_res_state(res))->c, false);
+}
+
+/* The release deadline passed: close now (PQfinish, the watch closed),
+ * without waiting for a cancel request still out; the release completes
+ * when the handles have closed. */
+static void pg_abort(ascope_res *res) {
+  pg_close(((struct pg_state_mem *)ascope_res_state(res))->c, true);
+}
+
+/* Pools: an idle connection, in no transaction, that the server has not
+ * dropped as far as libpq knows. */
+static int pg_check(ascope_res *res) {
+  struct pg_conn *c = ((struct pg_state_mem *)ascope_res_state(res))->c;
+  bool ok = c->state == PG_READY && PQstatus(c->pg) == CONNECTION_OK && c->nsteps == 0 &&
+            c->send_head == NULL && c->solo == NULL && c->listeners == NULL && !c->hold &&
+            PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+  return ok ? 0 : ASCOPE_ECLOSED;
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
+static void take_special(struct pg_conn *c, struct pg_req *r) {
+  struct pg_special *sp = c->special;
+  c->special = NULL;
+  r->kind = sp->kind;
+  r->fill = sp->fill;
+  r->fill_ud = sp->fill_ud;
+  r->data = sp->data;
+  r->len = sp->len;
+  r->op = ascope_sql_req_op(r->req);
+  if (sp->kind == K_COPY_IN) ascope_op_set_resume(r->op, pg_copy_resume);
+  if (sp->op) *sp->op = r->op;
+}
+
+/* What PostgreSQL cannot take is refused before anything is queued. */
+static int params_ok(const ascope_sql_params *p) {
+  size_t n = ascope_sql_params_count(p);
+  if (n > 65535) return UV_E2BIG;
+  for (size_t i = 0; i < n; i++) {
+    size_t len;
+    const void *b = ascope_sql_params_bytes(p, i, &len);
+    int t = ascope_sql_params_type(p, i);
+    if (t == ASCOPE_SQL_TEXT && memchr(b, '\0', len)) return UV_EINVAL; /* text has no NUL */
+    if (t == ASCOPE_SQL_BLOB && len > INT32_MAX) return UV_E2BIG;
+  }
+  return 0;
+}
+
+static int pg_submit(ascope_sql *db, ascope_sql_req *req) {
+  struct pg_conn *c = pg_conn_of(db);
+  struct pg_req *r = ascope_sql_req_data(req);
+  if (c->state != PG_READY || c->closing) return ASCOPE_ECLOSED;
+  int rc = params_ok(ascope_sql_req_params(req));
+  if (rc) return rc;
+  r->req = req;
+  r->c = c;
+  switch (ascope_sql_req_kind(req)) {
+  case ASCOPE_SQL_QUERY:
+    r->kind = K_QUERY;
+    break;
+  case ASCOPE_SQL_STREAM:
+    r->kind = K_STREAM;
+    break;
+  default:
+    r->kind = ascope_sql_params_count(ascope_sql_req_params(req)) == 0 &&
+                      pg_sql_is_script(ascope_sql_req_text(req))
+                  ? K_SCRIPT
+                  : K_EXEC;
+    break;
+  }
+  if (c->special) {
+    const char *channel = c->special->channel;
+    take_special(c, r);
+    if (channel && (r->channel = strdup(channel)) == NULL) return UV_ENOMEM;
+  }
+  pg_queue(c, r);
+  pg_sched_flush(c);
+  return 0;
+}
+
+static int pg_tx_hook(ascope_sql *db, ascope_sql_req *req, int action, unsigned depth,
+                      const char *options) {
+  struct pg_conn *c = pg_conn_of(db);
+  struct pg_req *r = ascope_sql_req_data(req);
+  r->req = req;
+  r->c = c;
+  r->kind = K_TX;
+  if (pg_tx_plan(r, action, depth, options) != 0) return UV_EINVAL;
+  if (c->state != PG_READY || c->closing) return ASCOPE_ECLOSED;
+  pg_queue(c, r);
+  pg_sched_flush(c);
+  return 0;
+}
+
+static void remove_victim(struct pg_conn *c, struct pg_req *r) {
+  for (struct pg_req **pp = &c->victims; *pp; pp = &(*pp)->next) {
+    if (*pp == r) {
+      *pp = r->next;
+      return;
+    }
+  }
+}
+
+/* Answers r at once, with user code guarded from re-entering the pump. */
+static void answer_now(struct pg_conn *c, struct pg_req *r) {
+  bool was = c->pumping;
+  c->pumping = true;
+  pg_answer(c, r);
+  c->pumping = was;
+  if (!was) pg_kick(c);
+}
+
+/* Queued: it goes at once (a COMMIT becomes a ROLLBACK; a ROLLBACK stays).
+ * Sent: the pump sees it and, when the backend runs it, sends a cancel
+ * request (cancel.c). A listener stops listening. */
+static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
+  struct pg_conn *c = pg_conn_of(db);
+  struct pg_req *r = ascope_sql_req_data(req);
+  if (r->cancelled) return;
+  r->cancelled = true;
+  switch (r->where) {
+  case R_QUEUED:
+    if (r->kind == K_TX && r->tx_action != ASCOPE_SQL_TX_BEGIN) {
+      pg_tx_cancel_queued(r);
+      return;
+    }
+    if (r->kind == K_LISTEN && r->unlisten) return; /* its UNLISTEN must go */
+    pg_unqueue(c, r);
+    pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled before it was sent");
+    answer_now(c, r);
+    return;
+  case R_VICTIM:
+    if (r->syncs) break; /* still in the pipeline */
+    remove_victim(c, r);
+    pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled");
+    answer_now(c, r);
+    return;
+  case R_LISTENING: {
+    bool was = c->pumping;
+    c->pumping = true;
+    pg_listen_end(c, r);
+    c->pumping = was;
+    if (!was) pg_kick(c);
+    return;
+  }
+  default:
+    break;
+  }
+  pg_kick(c);
+}
+
+static void pg_more(ascope_sql *db, ascope_sql_req *req) {
+  struct pg_conn *c = pg_conn_of(db);
+  struct pg_req *r = ascope_sql_req_data(req);
+  r->batch_out = false;
+  pg_kick(c);
+}
+
+static void pg_stop(ascope_sql *db, ascope_sql_req *req) {
+  struct pg_conn *c = pg_conn_of(db);
+  struct pg_req *r = ascope_sql_req_data(req);
+  r->stopped = true;
+  r->batch_out = false;
+  if (r->where == R_LISTENING) {
+    bool was = c->pumping;
+    c->pumping = true;
+    pg_listen_end(c, r);
+    c->pumping = was;
+  }
+  pg_kick(c);
+}
+
+/* ---- the driver ------------------------------------------------------------------------------ */
+
+const ascope_sql_driver pg_driver = {
+    .base =
+        {
+            .abi = ASCOPE_DRIVER_ABI,
+            .name = "postgres",
+            .state_size = sizeof(struct pg_state_mem),
+            .acquire = pg_acquire,
+            .release = pg_release,
+            .cancel = pg_acquire_cancel,
+            .abort = pg_abort,
+            .check = pg_check,
+        },
+    .tx = ASCOPE_SQL_TX_DRIVER("postgres"),
+    .sql_abi = ASCOPE_SQL_ABI,
+    .req_size = sizeof(struct pg_req),
+    .submit = pg_submit,
+    .tx_hook = pg_tx_hook,
+    .cancel = pg_req_cancel,
+    .more = pg_more,
+    .stop = pg_stop,
+};
+
+const ascope_sql_driver *ascope_postgres(void) {
+  return &pg_driver;
+}
+
+int ascope_use_postgres(ascope *s, const char *dsn, const char *options) {
+  return ascope_use_sql(s, &pg_driver, dsn, options);
+}
+
+/* ---- PostgreSQL-only operations ----------------------------------------------------------------
+ */
+
+static struct pg_conn *ours(ascope_sql *db) {
+  const char *name = ascope_sql_driver_name(db);
+  return name && strcmp(name, "postgres") == 0 ? pg_conn_of(db) : NULL;
+}
+
+/* Starts a generic request whose submit picks up sp. */
+static int start_special(ascope *s, ascope_sql *db, struct pg_special *sp, const char *sql,
+                         ascope_sql_cb cb, void *ud, ascope_op **op, bool stream) {
+  struct pg_conn *c = ours(db);
+  if (op) *op = NULL;
+  if (c == NULL || sql == NULL) return UV_EINVAL;
+  c->special = sp;
+  int rc = stream ? ascope_sql_stream(s, db, sql, NULL, cb, ud, op)
+                  : ascope_sql_exec(s, db, sql, NULL, cb, ud);
+  c->special = NULL; /* also when the generic layer refused before submit */
+  if (rc && op) *op = NULL;
+  return rc;
+}
+
+int ascope_postgres_copy_in(ascope *s, ascope_sql *db, const char *sql, ascope_pg_fill_fn fill,
+                            void *fill_ud, ascope_sql_cb cb, void *ud, ascope_op **op) {
+  if (op) *op = NULL;
+  if (fill == NULL) return UV_EINVAL;
+  struct pg_special sp = {.kind = K_COPY_IN, .fill = fill, .fill_ud = fill_ud, .op = op};
+  int rc = start_special(s, db, &sp, sql, cb, ud, NULL, false);
+  if (rc && op) *op = NULL;
+  return rc;
+}
+
+int ascope_postgres_copy_in_buffer(ascope *s, ascope_sql *db, const char *sql, const void *data,
+                                   size_t len, ascope_sql_cb cb, void *ud) {
+  if (data == NULL && len) return UV_EINVAL;
+  struct pg_special sp = {.kind = K_COPY_IN, .data = data ? data : "", .len = len};
+  return start_special(s, db, &sp, sql, cb, ud, NULL, false);
+}
+
+int ascope_postgres_copy_out(ascope *s, ascope_sql *db, const char *sql, ascope_sql_cb cb, void *ud,
+                             ascope_op **op) {
+  struct pg_special sp = {.kind = K_COPY_OUT};
+  return start_special(s, db, &sp, sql, cb, ud, op, true);
+}
+
+int ascope_postgres_listen(ascope *s, ascope_sql *db, const char *channel, ascope_sql_cb cb,
+                           void *ud, ascope_op **op) {
+  struct pg_conn *c = ours(db);
+  if (op) *op = NULL;
+  if (c == NULL || channel == NULL || *channel == '\0') return UV_EINVAL;
+  if (c->state != PG_READY || c->pg == NULL) return ASCOPE_ECLOSED;
+  char *q = PQescapeIdentifier(c->pg, channel, strlen(channel));
+  if (q == NULL) return UV_ENOMEM;
+  size_t n = strlen(q) + 8;
+  char small[192], *sql = n <= sizeof small ? small : malloc(n);
+  if (sql == NULL) {
+    PQfreemem(q);
+    return UV_ENOMEM;
+  }
+  snprintf(sql, n, "LISTEN %s", q);
+  PQfreemem(q);
+  struct pg_special sp = {.kind = K_LISTEN, .channel = channel};
+  int rc = start_special(s, db, &sp, sql, cb, ud, op, true);
+  if (sql != small) free(sql);
+  return rc;
+}
+
+int ascope_postgres_backend_pid(ascope_sql *db) {
+  struct pg_conn *c = ours(db);
+  return c && c->state == PG_READY ? c->pid : 0;
+}
+
+int64_t ascope_postgres_stat(const char *name) {
+  static const struct {
+    const char *name;
+    atomic_llong *v;
+  } stats[] = {
+      {"connections", &pg_stat_connections},
+      {"opened", &pg_stat_opened},
+      {"closed", &pg_stat_closed},
+      {"broken", &pg_stat_broken},
+      {"cancels", &pg_stat_cancels},
+      {"retried", &pg_stat_retried},
+      {"prepared", &pg_stat_prepared},
+      {"deallocated", &pg_stat_deallocated},
+      {"statements", &pg_stat_statements},
+      {"flushes", &pg_stat_flushes},
+      {"max_pipeline", &pg_stat_max_pipeline},
+  };
+  for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
+    if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
+  return UV_EINVAL;
+}

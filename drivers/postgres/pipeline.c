@@ -1,0 +1,89 @@
+/* The two queues of a connection: requests not yet sent, and the steps of
+ * those sent.
+ *
+ * The send queue is a plain FIFO of requests: the order they were asked in
+ * is the order they go out, so a COMMIT never overtakes the body's INSERT.
+ * A request sent becomes a few steps in a ring — an optional Prepare, the
+ * Execute, and the Sync that closes its own pipeline segment — in exactly
+ * the order libpq will return their results, which is how a result finds
+ * its request without any lookup.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void pg_queue(struct pg_conn *c, struct pg_req *r) {
+  r->next = NULL;
+  r->prev = c->send_tail;
+  if (c->send_tail)
+    c->send_tail->next = r;
+  else
+    c->send_head = r;
+  c->send_tail = r;
+  r->where = R_QUEUED;
+}
+
+void pg_queue_front(struct pg_conn *c, struct pg_req *r) {
+  r->prev = NULL;
+  r->next = c->send_head;
+  if (c->send_head)
+    c->send_head->prev = r;
+  else
+    c->send_tail = r;
+  c->send_head = r;
+  r->where = R_QUEUED;
+}
+
+void pg_unqueue(struct pg_conn *c, struct pg_req *r) {
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    c->send_head = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  else
+    c->send_tail = r->prev;
+  r->next = r->prev = NULL;
+  r->where = R_NEW;
+}
+
+struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r,
+                             struct pg_stmt *st) {
+  if (c->nsteps == c->step_cap) {
+    size_t cap = c->step_cap ? c->step_cap * 2 : 64;
+    struct pg_step *s = malloc(cap * sizeof *s);
+    if (s == NULL) return NULL;
+    for (size_t i = 0; i < c->nsteps; i++) s[i] = c->steps[(c->step_head + i) % c->step_cap];
+    free(c->steps);
+    c->steps = s;
+    c->step_head = 0;
+    c->step_cap = cap;
+  }
+  struct pg_step *s = &c->steps[(c->step_head + c->nsteps) % c->step_cap];
+  s->kind = kind;
+  s->fresh = true;
+  s->named = false;
+  s->r = r;
+  s->st = st;
+  if (st) st->refs++;
+  c->nsteps++;
+  if (kind != ST_SYNC) return s;
+  /* statements in flight: one sync point each */
+  long long now = (long long)++c->inflight, max = atomic_load(&pg_stat_max_pipeline);
+  while (now > max && !atomic_compare_exchange_weak(&pg_stat_max_pipeline, &max, now)) {
+  }
+  return s;
+}
+
+struct pg_step *pg_step_head(struct pg_conn *c) {
+  return c->nsteps ? &c->steps[c->step_head] : NULL;
+}
+
+void pg_step_pop(struct pg_conn *c) {
+  struct pg_step *s = &c->steps[c->step_head];
+  if (s->st) pg_cache_unref(c, s->st);
+  if (s->kind == ST_SYNC) c->inflight--;
+  c->step_head = (c->step_head + 1) % c->step_cap;
+  c->nsteps--;
+}

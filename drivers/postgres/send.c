@@ -1,0 +1,158 @@
+/* Sending: what the scopes queued goes out at the end of the loop iteration.
+ *
+ * Requests are only queued when asked for. The connection's check handle
+ * (after the loop's I/O callbacks, where results lead the scopes to ask for
+ * more) and prepare handle (before the loop blocks, for what bodies and
+ * timers asked) send the whole queue in one go, so what 64 scopes ask for
+ * in one iteration is one round of sends, however it was asked.
+ *
+ * Each statement is followed by its own sync point. In pipeline mode
+ * everything up to a sync runs as one implicit transaction and an error
+ * skips the rest of it: one sync per statement is what keeps each scope's
+ * statement apart from its neighbours', so a failure or rollback of one
+ * never takes another with it. (libpq 17's PQsendPipelineSync queues the
+ * sync without writing; libpq 15's PQpipelineSync writes at each one.)
+ *
+ * Nothing goes out while a stream is in flight (it holds the connection
+ * until it ends), while a COPY or script runs outside the pipeline, or
+ * while a cancel request may still land (see cancel.c).
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int send_sync(struct pg_conn *c) {
+#ifdef LIBPQ_HAS_SEND_PIPELINE_SYNC
+  return PQsendPipelineSync(c->pg);
+#else
+  return PQpipelineSync(c->pg);
+#endif
+}
+
+static void send_failed(struct pg_conn *c) {
+  char *msg = pg_conn_error(c, "could not send to the server");
+  pg_break(c, ASCOPE_ECLOSED, "08006", msg);
+  free(msg);
+}
+
+/* The statement, then its sync point. -1: the connection broke. */
+static int sync_point(struct pg_conn *c, struct pg_req *r) {
+  if (!send_sync(c) || pg_step_push(c, ST_SYNC, r, NULL) == NULL) return -1;
+  if (r) r->syncs++;
+  atomic_fetch_add(&pg_stat_statements, 1);
+  return 0;
+}
+
+int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
+  if (c->pg == NULL || c->state != PG_READY) return 0;
+  char sql[48];
+  snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
+  if (!PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) ||
+      pg_step_push(c, ST_EXEC, NULL, NULL) == NULL || sync_point(c, NULL) != 0)
+    return -1; /* the caller's next send finds the connection broken */
+  atomic_fetch_add(&pg_stat_deallocated, 1);
+  return 0;
+}
+
+/* One statement of r, through the cache: a text seen before is prepared
+ * (Prepare and Execute in one segment), one prepared is only executed, one
+ * new or whose Prepare is still on its way goes unnamed. 1: not sent, r
+ * failed locally; -1: the connection broke. */
+static int send_stmt(struct pg_conn *c, struct pg_req *r, const char *sql,
+                     const ascope_sql_params *p, bool cacheable) {
+  char err[160];
+  int n = p ? pg_params_encode(c, p, err, sizeof err) : 0;
+  if (n < 0) {
+    pg_req_fail(r, n, NULL, err);
+    return 1;
+  }
+  struct pg_stmt *st = cacheable ? pg_cache_get(c, sql, c->ptypes, n) : NULL;
+  if (c->state != PG_READY) return -1; /* an eviction's DEALLOCATE failed */
+  bool named = st && st->state == STMT_READY;
+  if (st && st->state == STMT_SEEN && st->seen) {
+    if (!PQsendPrepare(c->pg, st->name, sql, n, n ? c->ptypes : NULL) ||
+        pg_step_push(c, ST_PREPARE, r, st) == NULL)
+      return -1;
+    st->state = STMT_PREPARING;
+    named = true;
+  }
+  if (st) st->seen = true;
+  int fmt = named && !c->opt.text_only && st->binary == 1;
+  r->binary = fmt;
+  int ok = named ? PQsendQueryPrepared(c->pg, st->name, n, c->pvals, c->plens, c->pfmts, fmt)
+                 : PQsendQueryParams(c->pg, sql, n, n ? c->ptypes : NULL, c->pvals, c->plens,
+                                     c->pfmts, fmt);
+  struct pg_step *step = ok ? pg_step_push(c, ST_EXEC, r, st) : NULL;
+  if (step == NULL) return -1;
+  step->named = named;
+  return sync_point(c, r);
+}
+
+/* Sends r whole; 0 when it is in the pipeline. */
+static int send_req(struct pg_conn *c, struct pg_req *r) {
+  int rc = 0;
+  r->where = R_SENT;
+  if (r->kind == K_TX) {
+    for (unsigned i = 0; rc == 0 && i < r->nsql; i++) rc = send_stmt(c, r, r->sql[i], NULL, true);
+  } else {
+    const char *sql = ascope_sql_req_text(r->req);
+    if (r->kind == K_LISTEN && r->unlisten) sql = r->sqlbuf;
+    rc = send_stmt(c, r, sql, ascope_sql_req_params(r->req), r->kind != K_LISTEN);
+  }
+  if (rc < 0) send_failed(c);
+  return rc;
+}
+
+/* A request that failed before anything of it was sent is answered now. */
+static void answer_unsent(struct pg_conn *c, struct pg_req *r) {
+  if (r->syncs == 0) {
+    pg_answer(c, r);
+    return;
+  }
+  r->where = R_SENT; /* part of it went: its sync points answer it */
+}
+
+void pg_flush_sends(struct pg_conn *c) {
+  if (c->state != PG_READY || c->pg == NULL) return;
+  bool sent = false;
+  c->pumping = true; /* an answer given here runs user code: hold re-entry */
+  while (c->send_head && !c->barrier && !c->solo && !c->hold && !c->victims &&
+         c->state == PG_READY && !c->closing) {
+    struct pg_req *r = c->send_head;
+    if (pg_is_solo(r)) {
+      if (c->nsteps) break; /* it waits for the pipeline to drain */
+      pg_unqueue(c, r);
+      if (pg_solo_start(c, r) != 0) break;
+      sent = true;
+      break;
+    }
+    pg_unqueue(c, r);
+    int rc = send_req(c, r);
+    if (rc < 0) break;
+    if (rc > 0) {
+      answer_unsent(c, r);
+      continue;
+    }
+    sent = true;
+    if (r->kind == K_STREAM) c->barrier = r; /* the stream holds the connection */
+  }
+  if (sent && c->state == PG_READY) {
+    atomic_fetch_add(&pg_stat_flushes, 1);
+    pg_flush_out(c);
+  }
+  c->pumping = false;
+  pg_kick(c); /* results may already be there; and whatever the answers asked for */
+}
+
+int pg_flush_out(struct pg_conn *c) {
+  if (c->pg == NULL || c->state != PG_READY) return -1;
+  int rc = PQflush(c->pg);
+  if (rc < 0) {
+    send_failed(c);
+    return -1;
+  }
+  pg_update_poll(c);
+  return 0;
+}
