@@ -171,6 +171,34 @@ void t_after(uint64_t ms, void (*fn)(void *ud), void *ud) {
   uv_timer_start(&a->t, after_fire, ms, 0);
 }
 
+struct when {
+  bool (*cond)(void *ud);
+  void (*fn)(void *ud);
+  void *ud;
+};
+
+static void when_check(void *ud) {
+  struct when *w = ud;
+  if (!w->cond(w->ud)) {
+    t_after(2, when_check, w);
+    return;
+  }
+  w->fn(w->ud);
+  free(w);
+}
+
+void t_when(bool (*cond)(void *ud), void (*fn)(void *ud), void *ud) {
+  struct when *w = malloc(sizeof *w);
+  cr_assert_not_null(w);
+  *w = (struct when){cond, fn, ud};
+  t_after(2, when_check, w);
+}
+
+bool t_busy_waiting(void *ud) {
+  (void)ud;
+  return ascope_sqlite_stat("busy") > 0;
+}
+
 struct block {
   uv_work_t w;
   uint64_t ms;

@@ -44,6 +44,10 @@ char *t_raw_text(const char *path, const char *sql);  /* one text, malloc'd */
 
 /* The loop's own timer: fn(ud) after ms. Closed after it fires. */
 void t_after(uint64_t ms, void (*fn)(void *ud), void *ud);
+/* fn(ud) as soon as cond(ud) holds, checked every 2 ms on the loop: for
+ * "cancel once the statement is waiting", whatever the machine's speed. */
+void t_when(bool (*cond)(void *ud), void (*fn)(void *ud), void *ud);
+bool t_busy_waiting(void *ud); /* a statement has met a lock: stat "busy" > 0 */
 /* Occupies n of libuv's pool threads for ms each (plain uv_queue_work). */
 void t_block_pool(int n, uint64_t ms);
 

@@ -38,10 +38,6 @@ static void interrupt_if_running(struct sq_conn *c, struct sq_job *j) {
 
 /* ---- the connection: acquire, release, cancel, abort ------------------------------- */
 
-static void on_answers(uv_async_t *h) {
-  sq_answers(h->data);
-}
-
 /* A connection with its options parsed, not yet queued. NULL and a status
  * and message in *status, *msg when it cannot be made. */
 static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *options, int *status,
@@ -57,12 +53,7 @@ static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *opt
     snprintf(msg, msglen, "no database path given");
   } else if ((path == NULL || (c->path = strdup(path)) != NULL) &&
              (c->sched = sq_sched_get(ascope_rt_loop(ascope_res_rt(r)))) != NULL) {
-    if (uv_mutex_init(&c->mu) == 0) {
-      uv_async_init(ascope_rt_loop(ascope_res_rt(r)), &c->async, on_answers); /* cannot fail */
-      c->async.data = c;
-      uv_unref((uv_handle_t *)&c->async); /* hops keep the loop alive, not this */
-      return c;
-    }
+    if (uv_mutex_init(&c->mu) == 0) return c;
     sq_sched_put(c->sched);
   }
   free(c->path);
@@ -87,10 +78,7 @@ static void sq_acquire(ascope_res *r, const void *arg, const char *options) {
   sq_cache_init(&c->cache, c->opt.cache);
   st->c = c;
   atomic_fetch_add(&sq_stat_connections, 1);
-  uv_mutex_lock(&c->mu);
-  sq_push(c, &c->open_job);
-  uv_mutex_unlock(&c->mu);
-  sq_wake(c);
+  sq_enqueue(c, &c->open_job);
 }
 
 /* An open still waiting for a thread is dropped; one running finishes and
@@ -116,11 +104,8 @@ static void sq_cancel(ascope_res *r) {
 static void sq_release(ascope_res *r, int outcome) {
   (void)outcome; /* a connection closes the same way whatever happened */
   struct sq_conn *c = ((struct sq_state *)ascope_res_state(r))->c;
+  sq_enqueue(c, &c->close_job); /* behind everything queued or staged */
   c->closing = true;
-  uv_mutex_lock(&c->mu);
-  sq_push(c, &c->close_job);
-  uv_mutex_unlock(&c->mu);
-  sq_wake(c);
 }
 
 /* The release deadline passed. With no hop on the connection, close it here
@@ -148,14 +133,7 @@ static void sq_abort(ascope_res *r) {
 /* ---- requests ------------------------------------------------------------------------ */
 
 static int enqueue(struct sq_conn *c, struct sq_job *j) {
-  if (c->closing || c->dead) return ASCOPE_ECLOSED;
-  uv_mutex_lock(&c->mu);
-  bool ok = !c->aborted;
-  if (ok) sq_push(c, j);
-  uv_mutex_unlock(&c->mu);
-  if (!ok) return ASCOPE_ECLOSED;
-  sq_wake(c);
-  return 0;
+  return c->closing ? ASCOPE_ECLOSED : sq_enqueue(c, j);
 }
 
 static int sq_submit(ascope_sql *db, ascope_sql_req *req) {
@@ -186,6 +164,11 @@ static void sq_req_cancel(ascope_sql *db, ascope_sql_req *req) {
   struct sq_conn *c = conn_of(db);
   struct sq_job *j = ascope_sql_req_data(req);
   bool ending = j->kind == JOB_TX && j->tx_action != ASCOPE_SQL_TX_BEGIN;
+  if (!ending && sq_unstage(c, j)) { /* still on the loop's side: nothing to stop */
+    atomic_store(&j->cancelled, true);
+    ascope_sql_req_done(req, ASCOPE_ECANCELED, NULL, "cancelled before it ran");
+    return;
+  }
   uv_mutex_lock(&c->mu);
   atomic_store(&j->cancelled, true);
   /* started and st are the hop's: read only when the job is not running */

@@ -68,6 +68,7 @@ struct sq_job {               /* a request's driver data, or the connection's ow
   ascope_sql_req *req;
   enum sq_kind kind;
   bool queued;      /* (mu) in the queue */
+  bool staged;      /* (loop) in the connection's stage, not yet in the queue */
   bool parked;      /* (mu) a stream's batch is out: wait for more or stop */
   bool stop;        /* (mu) end the stream */
   bool started;     /* (worker) a stream holds its statement */
@@ -85,7 +86,10 @@ struct sq_job {               /* a request's driver data, or the connection's ow
 };
 
 /* ---- connections --------------------------------------------------------------- */
-enum sq_where { W_IDLE, W_READY, W_RUNNING };
+/* IDLE: no work item; READY: waiting for a thread; RUNNING: a hop in
+ * flight; AFTER: its completion is being delivered (no hop in flight, so a
+ * new one may start at once). */
+enum sq_where { W_IDLE, W_READY, W_RUNNING, W_AFTER };
 struct sq_state { /* the resource state: what ascope_resource() returns */
   ascope_sql_header hdr;
   struct sq_conn *c;
@@ -97,13 +101,16 @@ struct sq_conn {
   sqlite3 *db;                  /* (mu) written; read by the worker freely */
   bool aborted;                 /* (mu) force-closed: the worker closes, answers ECLOSED */
   struct sq_job *ahead, *atail; /* (mu) answered jobs, waiting for the loop */
-  uv_async_t async;             /* wakes the loop for answers while a hop goes on */
   /* loop */
   struct sq_sched *sched;
   enum sq_where where;
-  struct sq_conn *rprev, *rnext; /* the scheduler's ready list */
+  struct sq_conn *rprev, *rnext; /* the scheduler's ready list, then its running list */
   ascope_res *res;
-  bool closing;    /* the close job is queued: new requests are refused */
+  bool closing;                 /* the close job is queued: new requests are refused */
+  struct sq_job *shead, *stail; /* jobs staged while a hop runs (linked by next, prev) */
+  unsigned nstaged;
+  struct sq_conn *sprev, *snext; /* the scheduler's list of connections with a stage */
+  bool listed;
   bool opened;     /* the open succeeded */
   bool dead;       /* open failed, closed or aborted: freed at the end of the hop */
   int dead_status; /* what the acquire or release completes with */
@@ -125,17 +132,22 @@ struct sq_conn {
 /* ---- scheduling (sched.c) -------------------------------------------------------- */
 struct sq_sched *sq_sched_get(uv_loop_t *loop); /* NULL: out of memory */
 void sq_sched_put(struct sq_sched *s);
-void sq_wake(struct sq_conn *c);               /* runnable jobs queued: make sure a hop comes */
+void sq_wake(struct sq_conn *c);       /* runnable jobs queued: make sure a hop comes */
+void sq_stage_list(struct sq_conn *c); /* publish c's stage before the loop sleeps */
+void sq_stage_unlist(struct sq_conn *c);
 void sq_unready(struct sq_conn *c);            /* leave the ready list (cancel, abort) */
 unsigned sq_sched_waiting(struct sq_sched *s); /* connections waiting for a thread */
 
 /* ---- the queue (queue.c) ----------------------------------------------------------- */
-void sq_push(struct sq_conn *c, struct sq_job *j);   /* (mu) held */
-void sq_remove(struct sq_conn *c, struct sq_job *j); /* (mu) held */
-bool sq_runnable(struct sq_conn *c);                 /* (mu) held */
-void sq_answers(struct sq_conn *c);                  /* on the loop: deliver what is answered */
-void sq_flush(struct sq_conn *c, int status);        /* answer every queued request */
-void sq_conn_free(struct sq_conn *c); /* no hop may run; the memory goes with the async handle */
+void sq_push(struct sq_conn *c, struct sq_job *j);    /* (mu) held */
+int sq_enqueue(struct sq_conn *c, struct sq_job *j);  /* on the loop: every job goes this way */
+void sq_publish(struct sq_conn *c);                   /* the stage into the queue */
+bool sq_unstage(struct sq_conn *c, struct sq_job *j); /* a staged job leaves: true if it was */
+void sq_remove(struct sq_conn *c, struct sq_job *j);  /* (mu) held */
+bool sq_runnable(struct sq_conn *c);                  /* (mu) held */
+void sq_answers(struct sq_conn *c);                   /* on the loop: deliver what is answered */
+void sq_flush(struct sq_conn *c, int status);         /* answer every queued request */
+void sq_conn_free(struct sq_conn *c);                 /* no hop may run */
 
 /* ---- running, on a pool thread (run.c, stmt.c) -------------------------------------- */
 void sq_run(struct sq_conn *c, struct sq_job *j);

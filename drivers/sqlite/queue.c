@@ -37,6 +37,81 @@ void sq_remove(struct sq_conn *c, struct sq_job *j) {
   j->queued = false;
 }
 
+/* ---- the stage ------------------------------------------------------------------------
+ *
+ * While a hop runs, the loop and the pool thread would meet on the mutex for
+ * every statement: one pushing, one taking. Jobs started then wait in a stage
+ * only the loop touches, and go into the queue in batches — every
+ * STAGE_BATCH jobs, before the loop next sleeps (sq_stage_list), and when the
+ * hop ends — so a burst costs one lock per batch. Order is kept: once
+ * anything is staged, everything after it is staged too. */
+#define STAGE_BATCH 64
+
+static void stage_push(struct sq_conn *c, struct sq_job *j) {
+  j->next = NULL;
+  j->prev = c->stail;
+  if (c->stail)
+    c->stail->next = j;
+  else
+    c->shead = j;
+  c->stail = j;
+  j->staged = true;
+  c->nstaged++;
+}
+
+bool sq_unstage(struct sq_conn *c, struct sq_job *j) {
+  if (!j->staged) return false;
+  if (j->prev)
+    j->prev->next = j->next;
+  else
+    c->shead = j->next;
+  if (j->next)
+    j->next->prev = j->prev;
+  else
+    c->stail = j->prev;
+  j->next = j->prev = NULL;
+  j->staged = false;
+  c->nstaged--;
+  return true;
+}
+
+void sq_publish(struct sq_conn *c) {
+  if (c->shead == NULL) return;
+  uv_mutex_lock(&c->mu);
+  for (struct sq_job *j = c->shead; j; j = j->next) {
+    j->staged = false;
+    j->queued = true;
+  }
+  c->shead->prev = c->tail;
+  if (c->tail)
+    c->tail->next = c->shead;
+  else
+    c->head = c->shead;
+  c->tail = c->stail;
+  uv_mutex_unlock(&c->mu);
+  c->shead = c->stail = NULL;
+  c->nstaged = 0;
+  sq_stage_unlist(c);
+  sq_wake(c);
+}
+
+int sq_enqueue(struct sq_conn *c, struct sq_job *j) {
+  if (c->dead || c->aborted) return ASCOPE_ECLOSED; /* aborted: the loop's own write */
+  if (c->where == W_RUNNING || c->shead) {
+    stage_push(c, j);
+    if (c->nstaged >= STAGE_BATCH)
+      sq_publish(c);
+    else
+      sq_stage_list(c);
+    return 0;
+  }
+  uv_mutex_lock(&c->mu); /* no hop: nobody to meet on the mutex */
+  sq_push(c, j);
+  uv_mutex_unlock(&c->mu);
+  sq_wake(c);
+  return 0;
+}
+
 bool sq_runnable(struct sq_conn *c) {
   return c->head && !c->head->parked;
 }
@@ -97,6 +172,7 @@ void sq_answers(struct sq_conn *c) {
 
 /* Answers every queued request with status: the connection is gone. */
 void sq_flush(struct sq_conn *c, int status) {
+  sq_publish(c); /* the stage goes the same way, after the queue */
   uv_mutex_lock(&c->mu);
   struct sq_job *list = NULL, **tail = &list;
   while (c->head) {
@@ -117,12 +193,9 @@ void sq_flush(struct sq_conn *c, int status) {
   }
 }
 
-static void conn_closed(uv_handle_t *h) {
-  free(h->data);
-}
-
 void sq_conn_free(struct sq_conn *c) {
   sq_unready(c);
+  sq_stage_unlist(c);
   if (c->opened) atomic_fetch_add(&sq_stat_closed, 1);
   atomic_fetch_sub(&sq_stat_connections, 1);
   free(c->open_job.msg);
@@ -131,5 +204,5 @@ void sq_conn_free(struct sq_conn *c) {
   free(c->path);
   uv_mutex_destroy(&c->mu);
   sq_sched_put(c->sched);
-  uv_close((uv_handle_t *)&c->async, conn_closed); /* no hop runs: nothing can send to it */
+  free(c);
 }

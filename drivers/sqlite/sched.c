@@ -21,6 +21,11 @@
 
 struct sq_sched {
   uv_loop_t *loop;
+  uv_prepare_t prepare;  /* publishes stages before the loop sleeps */
+  uv_timer_t poll;       /* collects answers while hops run */
+  int handles;           /* open handles: the memory goes with the last */
+  struct sq_conn *xhead; /* running connections */
+  struct sq_conn *shead; /* connections with a stage */
   struct sq_sched *next; /* registry */
   unsigned refs;         /* connections */
   unsigned running;      /* hops in flight */
@@ -37,6 +42,10 @@ static void reg_init(void) {
   if (uv_mutex_init(&reg_mu) != 0) abort();
 }
 
+static void on_prepare(uv_prepare_t *h);
+
+/* Called on the loop's thread (an acquire), so the prepare handle can be
+ * made here; the registry's mutex is for other loops' threads. */
 struct sq_sched *sq_sched_get(uv_loop_t *loop) {
   uv_once(&reg_once, reg_init);
   uv_mutex_lock(&reg_mu);
@@ -44,6 +53,14 @@ struct sq_sched *sq_sched_get(uv_loop_t *loop) {
   while (s && s->loop != loop) s = s->next;
   if (s == NULL && (s = calloc(1, sizeof *s)) != NULL) {
     s->loop = loop;
+    uv_prepare_init(loop, &s->prepare);
+    s->prepare.data = s;
+    uv_prepare_start(&s->prepare, on_prepare);
+    uv_unref((uv_handle_t *)&s->prepare); /* it never keeps the loop alive */
+    uv_timer_init(loop, &s->poll);
+    s->poll.data = s;
+    uv_unref((uv_handle_t *)&s->poll); /* nor this: hops in flight do */
+    s->handles = 2;
     s->next = registry;
     registry = s;
   }
@@ -52,15 +69,51 @@ struct sq_sched *sq_sched_get(uv_loop_t *loop) {
   return s;
 }
 
+static void sched_closed(uv_handle_t *h) {
+  struct sq_sched *s = h->data;
+  if (--s->handles == 0) free(s);
+}
+
 void sq_sched_put(struct sq_sched *s) {
   uv_mutex_lock(&reg_mu);
   if (--s->refs == 0) {
     struct sq_sched **pp = &registry;
     while (*pp != s) pp = &(*pp)->next;
     *pp = s->next;
-    free(s);
+    uv_close((uv_handle_t *)&s->prepare, sched_closed);
+    uv_close((uv_handle_t *)&s->poll, sched_closed);
   }
   uv_mutex_unlock(&reg_mu);
+}
+
+/* ---- stages ---------------------------------------------------------------------- */
+
+void sq_stage_list(struct sq_conn *c) {
+  if (c->listed) return;
+  struct sq_sched *s = c->sched;
+  c->sprev = NULL;
+  c->snext = s->shead;
+  if (s->shead) s->shead->sprev = c;
+  s->shead = c;
+  c->listed = true;
+}
+
+void sq_stage_unlist(struct sq_conn *c) {
+  if (!c->listed) return;
+  if (c->sprev)
+    c->sprev->snext = c->snext;
+  else
+    c->sched->shead = c->snext;
+  if (c->snext) c->snext->sprev = c->sprev;
+  c->sprev = c->snext = NULL;
+  c->listed = false;
+}
+
+/* The loop is about to sleep: whatever was staged this iteration goes to
+ * its hop now, rather than after the hop ends. */
+static void on_prepare(uv_prepare_t *h) {
+  struct sq_sched *s = h->data;
+  while (s->shead) sq_publish(s->shead); /* sq_publish unlists it */
 }
 
 unsigned sq_sched_waiting(struct sq_sched *s) {
@@ -75,10 +128,11 @@ int ascope_sqlite_set_concurrency(unsigned n) {
 
 /* ---- the hop, on a pool thread ------------------------------------------------ */
 
-/* Answers are queued under the mutex as jobs finish. When the hop goes on
- * to another job the loop is woken for them at once: a quick statement
- * queued before a slow one completes (and a failure can cancel the slow
- * one) without waiting for the hop to end. */
+/* Answers are queued under the mutex as jobs finish. The loop collects them
+ * while the hop goes on (on_poll), so a quick statement queued before a slow
+ * one completes — and a failure can cancel the slow one — without waiting
+ * for the hop to end. The hop never wakes the loop per answer: for a burst
+ * that would cost a system call and a loop wake-up per statement. */
 static void answer(struct sq_conn *c, struct sq_job *j) {
   j->dnext = NULL;
   if (c->atail)
@@ -106,10 +160,8 @@ static void hop_work(uv_work_t *w) {
       j->parked = true;
     else
       sq_remove(c, j);
-    bool wake = c->ahead == NULL;
     answer(c, j);
     if (++n % 32 == 0 && uv_hrtime() - t0 > HOP_NS && sq_sched_waiting(c->sched)) break;
-    if (wake && !c->aborted && sq_runnable(c)) uv_async_send(&c->async);
   }
   bool close = c->aborted && c->db;
   uv_mutex_unlock(&c->mu);
@@ -120,13 +172,44 @@ static void hop_work(uv_work_t *w) {
 
 static void hop_after(uv_work_t *w, int status);
 
+#define POLL_MS 1 /* how often answers are collected while hops run */
+
+static void on_poll(uv_timer_t *t) {
+  struct sq_sched *s = t->data;
+  for (struct sq_conn *c = s->xhead, *next; c; c = next) {
+    next = c->rnext; /* answers run user code; only hop_after takes c off the list */
+    sq_answers(c);
+  }
+}
+
+/* The running list reuses the ready list's links: a connection is on one
+ * or the other. */
+static void running_add(struct sq_sched *s, struct sq_conn *c) {
+  c->rprev = NULL;
+  c->rnext = s->xhead;
+  if (s->xhead) s->xhead->rprev = c;
+  s->xhead = c;
+  if (s->running++ == 0) uv_timer_start(&s->poll, on_poll, POLL_MS, POLL_MS);
+  atomic_fetch_add(&sq_stat_running, 1);
+}
+
+static void running_remove(struct sq_sched *s, struct sq_conn *c) {
+  if (c->rprev)
+    c->rprev->rnext = c->rnext;
+  else
+    s->xhead = c->rnext;
+  if (c->rnext) c->rnext->rprev = c->rprev;
+  c->rprev = c->rnext = NULL;
+  if (--s->running == 0) uv_timer_stop(&s->poll);
+  atomic_fetch_sub(&sq_stat_running, 1);
+}
+
 static void pump(struct sq_sched *s) {
   while (s->running < atomic_load(&max_running) && s->rhead) {
     struct sq_conn *c = s->rhead;
     sq_unready(c);
     c->where = W_RUNNING;
-    s->running++;
-    atomic_fetch_add(&sq_stat_running, 1);
+    running_add(s, c);
     uv_queue_work(s->loop, &c->work, hop_work, hop_after);
   }
 }
@@ -148,7 +231,8 @@ void sq_unready(struct sq_conn *c) {
 }
 
 void sq_wake(struct sq_conn *c) {
-  if (c->where != W_IDLE || c->dead) return; /* a running hop re-checks when it ends */
+  /* a running hop re-checks when it ends */
+  if ((c->where != W_IDLE && c->where != W_AFTER) || c->dead) return;
   uv_mutex_lock(&c->mu);
   bool go = !c->aborted && sq_runnable(c);
   uv_mutex_unlock(&c->mu);
@@ -181,13 +265,19 @@ static void conn_finish(struct sq_conn *c) {
   free(msg);
 }
 
+/* A hop ended. Its answers run user code, which may queue more and start
+ * the next hop at once (AFTER lets it: the pool thread is done with c), so
+ * a body submitting a burst from here overlaps with its execution. Then,
+ * unless that happened: an aborted connection is flushed, a finished one
+ * freed, and one with work left goes back to the scheduler. */
 static void hop_after(uv_work_t *w, int status) {
   (void)status; /* work is never cancelled with uv_cancel */
   struct sq_conn *c = w->data;
   struct sq_sched *s = c->sched;
-  s->running--;
-  atomic_fetch_sub(&sq_stat_running, 1);
-  sq_answers(c); /* may run user code that queues more: it waits for the next hop */
+  running_remove(s, c);
+  c->where = W_AFTER;
+  sq_answers(c);
+  if (c->where != W_AFTER) return; /* the next hop is on its way or waiting for a thread */
   uv_mutex_lock(&c->mu);
   bool aborted = c->aborted;
   uv_mutex_unlock(&c->mu);
@@ -195,13 +285,13 @@ static void hop_after(uv_work_t *w, int status) {
     sq_flush(c, ASCOPE_ECLOSED);
     c->dead = true;
   }
+  c->where = W_IDLE;
   if (c->dead) {
-    c->where = W_IDLE;
     pump(s); /* before conn_finish, which may free the scheduler with the last connection */
     conn_finish(c);
     return;
   }
-  c->where = W_IDLE;
+  sq_publish(c); /* what was staged while the hop ran */
   sq_wake(c);
   pump(s);
 }
