@@ -157,6 +157,10 @@ static void scope_timer(ascope *s, uv_timer_cb cb, uint64_t ms) {
     s->timer.data = s;
     s->timer_inited = true;
   }
+  /* libuv counts from the loop's cached time, which lags by however long
+   * the program (or this loop turn: a long body, a long drain) has been
+   * busy; a deadline is "ms from now", so read the clock. */
+  uv_update_time(s->rt->loop);
   uv_timer_start(&s->timer, cb, ms, 0);
 }
 

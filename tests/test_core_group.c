@@ -384,7 +384,8 @@ Test(group, parent_deadline_cancels_children) {
   cr_assert_eq(ascope_set_timeout(p, 10), 0);
   cr_assert_eq(ascope_set_mode(p, ASCOPE_COLLECT_ALL), 0);
   rec pr = {.body = parent_body, .arg = &f};
-  cr_assert_eq(rec_start(p, &pr), 0);
+  tu_deferred d;
+  rec_start_in_loop(&d, p, &pr);
   cr_assert_eq(ascope_rt_run(rt), 0);
   assert_done(&pr, ASCOPE_ETIMEDOUT);
   cr_assert_eq(pr.nerr, 1);

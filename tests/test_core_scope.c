@@ -553,7 +553,8 @@ Test(scope, deadline_during_acquire) {
   uv_loop_t *loop = ascope_rt_loop(rt);
   uv_update_time(loop);
   uint64_t t0 = uv_now(loop);
-  cr_assert_eq(rec_start(s, &r), 0);
+  tu_deferred d;
+  rec_start_in_loop(&d, s, &r);
   cr_assert_eq(ascope_rt_run(rt), 0);
   cr_assert_geq(uv_now(loop) - t0, 19);
   assert_done(&r, ASCOPE_ETIMEDOUT);
@@ -575,7 +576,8 @@ Test(scope, deadline_during_acquire_without_cancel_hook) {
   ascope *s = scope_with(sp, 2);
   cr_assert_eq(ascope_set_timeout(s, 10), 0);
   rec r = {0};
-  cr_assert_eq(rec_start(s, &r), 0);
+  tu_deferred d;
+  rec_start_in_loop(&d, s, &r);
   cr_assert_eq(ascope_rt_run(rt), 0);
   assert_done(&r, ASCOPE_ETIMEDOUT);
   cr_assert_eq(r.body_calls, 0);
@@ -591,7 +593,8 @@ Test(scope, deadline_during_acquire_cancel_ignored) {
   ascope *s = scope_with(sp, 2);
   cr_assert_eq(ascope_set_timeout(s, 10), 0);
   rec r = {0};
-  cr_assert_eq(rec_start(s, &r), 0);
+  tu_deferred d;
+  rec_start_in_loop(&d, s, &r);
   cr_assert_eq(ascope_rt_run(rt), 0);
   assert_done(&r, ASCOPE_ETIMEDOUT);
   cr_assert_eq(sp[1].cancel_calls, 1);
@@ -605,7 +608,8 @@ Test(scope, deadline_during_body) {
   cr_assert_eq(ascope_set_timeout(s, 20), 0);
   td_op_stats st = {0};
   rec r = {.body = body_hang, .arg = &st};
-  cr_assert_eq(rec_start(s, &r), 0);
+  tu_deferred d;
+  rec_start_in_loop(&d, s, &r);
   cr_assert_eq(ascope_rt_run(rt), 0);
   assert_done(&r, ASCOPE_ETIMEDOUT);
   cr_assert_eq(r.body_calls, 1);
@@ -636,6 +640,98 @@ Test(scope, deadline_not_reached) {
   assert_released(sp, 1, 0);
 }
 
+/* "A deadline ms after ascope_start": counted from the call, even when the
+ * loop's cached time is stale (the program was busy since the loop last
+ * ran). Here the loop time is 60 ms old at start; a 40 ms deadline must not
+ * cut short a body that needs 5 ms. */
+static void body_short_op(ascope *s, rec *r) {
+  td_op_stats *st = r->arg;
+  cr_assert_eq(td_op_start(s, TD_OK_LATE, 5, 0, NULL, NULL, st), 0);
+}
+
+Test(scope, deadline_counts_from_start_not_from_stale_loop_time) {
+  uv_loop_t *loop = ascope_rt_loop(rt);
+  uv_update_time(loop);
+  uv_sleep(60); /* busy elsewhere: the loop's cached time falls behind */
+  td_spec sp[1] = {{.name = "a"}};
+  ascope *s = scope_with(sp, 1);
+  cr_assert_eq(ascope_set_timeout(s, 40), 0);
+  td_op_stats st = {0};
+  rec r = {.body = body_short_op, .arg = &st};
+  cr_assert_eq(rec_start(s, &r), 0);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  assert_done(&r, 0);
+  cr_assert_eq(r.body_calls, 1);
+  cr_assert_eq(st.completed, 1);
+}
+
+/* The same for the release timeout: a release that needs 5 ms of a 40 ms
+ * bound is not aborted because the loop's clock lagged when it began. */
+static void body_busy(ascope *s, rec *r) {
+  (void)s;
+  (void)r;
+  uv_sleep(60); /* a long body: the release starts in the same loop turn */
+}
+
+/* A driver whose release completes 5 ms of real time after it began, as
+ * I/O would (its timer reads the clock, not the loop's cached time). */
+struct rt_state {
+  uv_timer_t timer;
+  ascope_res *res;
+  int aborted;
+};
+
+static void rt_acquire(ascope_res *r, const void *arg, const char *options) {
+  (void)arg;
+  (void)options;
+  ascope_res_done(r, 0, NULL, NULL);
+}
+
+static void rt_closed(uv_handle_t *h) {
+  struct rt_state *st = h->data;
+  ascope_res_done(st->res, 0, NULL, NULL); /* the handle is closed: the state may go */
+}
+
+static void rt_fire(uv_timer_t *t) {
+  uv_close((uv_handle_t *)t, rt_closed);
+}
+
+static void rt_release(ascope_res *r, int outcome) {
+  (void)outcome;
+  struct rt_state *st = ascope_res_state(r);
+  st->res = r;
+  uv_loop_t *loop = ascope_rt_loop(ascope_res_rt(r));
+  uv_timer_init(loop, &st->timer);
+  st->timer.data = st;
+  uv_update_time(loop);
+  uv_timer_start(&st->timer, rt_fire, 5, 0);
+}
+
+static int realtime_aborts;
+static void rt_abort(ascope_res *r) {
+  (void)r;
+  realtime_aborts++;
+}
+
+static const ascope_driver realtime_driver = {.abi = ASCOPE_DRIVER_ABI,
+                                              .name = "realtime",
+                                              .state_size = sizeof(struct rt_state),
+                                              .acquire = rt_acquire,
+                                              .release = rt_release,
+                                              .abort = rt_abort};
+
+Test(scope, release_timeout_counts_from_release_start) {
+  realtime_aborts = 0;
+  cr_assert_eq(ascope_rt_set_release_timeout(rt, 40), 0);
+  ascope *s = ascope_new(rt);
+  cr_assert_eq(ascope_use(s, &realtime_driver, NULL, NULL), 0);
+  rec r = {.body = body_busy};
+  cr_assert_eq(rec_start(s, &r), 0);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  cr_assert_eq(realtime_aborts, 0, "the release was aborted before its bound");
+  assert_done(&r, 0);
+}
+
 Test(scope, timeout_zero_means_none) {
   td_spec sp[1] = {{.name = "a"}};
   ascope *s = scope_with(sp, 1);
@@ -656,7 +752,8 @@ Test(scope, deadline_does_not_cover_release_completion) {
   ascope *s = scope_with(sp, 2);
   cr_assert_eq(ascope_set_timeout(s, 15), 0);
   rec r = {0};
-  cr_assert_eq(rec_start(s, &r), 0);
+  tu_deferred d;
+  rec_start_in_loop(&d, s, &r);
   cr_assert_eq(ascope_rt_run(rt), 0);
   assert_done(&r, 0);
   assert_released(sp, 2, 0);
@@ -670,7 +767,8 @@ Test(scope, deadline_stops_at_release_start) {
   ascope *s = scope_with(sp, 1);
   cr_assert_eq(ascope_set_timeout(s, 15), 0);
   rec r = {0};
-  cr_assert_eq(rec_start(s, &r), 0);
+  tu_deferred d;
+  rec_start_in_loop(&d, s, &r);
   cr_assert_eq(ascope_rt_run(rt), 0);
   assert_done(&r, 0);
   assert_released(sp, 1, 0);

@@ -209,30 +209,40 @@ Test(sync, cancelled_waiter_leaves_queue_next_still_served) {
   ascope_lock_free(l);
 }
 
+static struct waiter tl_h, tl_w[3];
+static ascope_lock *tl_lock;
+
+static void launch_timed_out(void *ud) {
+  (void)ud;
+  start_waiter(&tl_h, 100, tl_lock, NULL, 0);
+  for (int i = 0; i < 3; i++)
+    start_waiter(&tl_w[i], i, tl_lock, NULL, i == 0 ? 10 : 0); /* the head of the queue times out */
+}
+
 Test(sync, timed_out_waiter_leaves_queue_next_still_served) {
   reset_counts();
-  ascope_lock *l = ascope_lock_new(rt);
-  static struct waiter h, w[3];
-  memset(&h, 0, sizeof h);
-  memset(w, 0, sizeof w);
-  h.op = TD_OK_LATE;
-  h.op_ms = 40;
-  start_waiter(&h, 100, l, NULL, 0);
+  tl_lock = ascope_lock_new(rt);
+  struct waiter *w = tl_w;
+  memset(&tl_h, 0, sizeof tl_h);
+  memset(tl_w, 0, sizeof tl_w);
+  tl_h.op = TD_OK_LATE;
+  tl_h.op_ms = 40;
   static const char *names[3] = {"w0", "w1", "w2"};
-  for (int i = 0; i < 3; i++) {
-    w[i].pre.name = names[i];
-    start_waiter(&w[i], i, l, NULL, i == 0 ? 10 : 0); /* the head of the queue times out */
-  }
+  for (int i = 0; i < 3; i++) w[i].pre.name = names[i];
+  /* started from inside the loop, so all are queued before any deadline */
+  cr_assert_eq(ascope_rt_post(rt, launch_timed_out, NULL), 0);
   cr_assert_eq(ascope_rt_run(rt), 0);
+  assert_done(&tl_h.r, 0);
   assert_done(&w[0].r, ASCOPE_ETIMEDOUT);
   cr_assert_eq(w[0].r.body_calls, 0);
   cr_assert_eq(w[0].pre.release_outcome, ASCOPE_ETIMEDOUT);
+  cr_assert_lt(w[0].r.done_seq, tl_h.r.done_seq, "the waiter did not leave before the holder");
   assert_done(&w[1].r, 0);
   assert_done(&w[2].r, 0);
   cr_assert_eq(norder, 3);
   cr_assert_eq(order[1], 1);
   cr_assert_eq(order[2], 2);
-  ascope_lock_free(l);
+  ascope_lock_free(tl_lock);
 }
 
 /* The holder's done cancels the waiter the lock was just handed to (granted,
