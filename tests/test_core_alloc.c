@@ -10,6 +10,8 @@
 #include "test_driver.h"
 #include "test_util.h"
 
+TestSuite(alloc, .timeout = 60); /* a hang fails the test instead of stalling the run */
+
 /* ---- the counting allocator ------------------------------------------------------ */
 
 static long calls;       /* malloc + realloc calls so far */

@@ -19,7 +19,7 @@ static void teardown(void) {
   cr_assert_eq(td_live(), 0);
 }
 
-TestSuite(api, .init = setup, .fini = teardown);
+TestSuite(api, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- ascope_start ------------------------------------------------------------ */
 
@@ -525,6 +525,8 @@ Test(api, allocator_fixed_while_a_runtime_lives) {
 }
 
 /* No runtime exists here: the allocator can be set. */
+TestSuite(allocator, .timeout = 60);
+
 Test(allocator, arguments) {
   cr_assert_eq(ascope_set_allocator(malloc, realloc, NULL), UV_EINVAL);
   cr_assert_eq(ascope_set_allocator(NULL, realloc, free), UV_EINVAL);

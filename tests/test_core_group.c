@@ -22,7 +22,7 @@ static void teardown(void) {
   cr_assert_eq(td_live(), 0, "%d resources still held", td_live());
 }
 
-TestSuite(group, .init = setup, .fini = teardown);
+TestSuite(group, .init = setup, .fini = teardown, .timeout = 60);
 
 /* What a child does in its body. */
 enum act { ACT_NONE, ACT_OK_LATE, ACT_FAIL_LATE, ACT_HANG, ACT_FAIL_SELF };

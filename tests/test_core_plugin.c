@@ -10,6 +10,7 @@
 #error "PLUGIN_DIR is defined by tests/CMakeLists.txt"
 #endif
 
+TestSuite(plugin, .timeout = 60); /* a hang fails the test instead of stalling the run */
 static void has(const char *text, const char *part) {
   cr_assert(strstr(text, part) != NULL, "'%s' does not mention '%s'", text, part);
 }

@@ -23,7 +23,7 @@ static void teardown(void) {
   cr_assert_eq(ascope_rt_free(rt), 0);
 }
 
-TestSuite(post, .init = setup, .fini = teardown);
+TestSuite(post, .init = setup, .fini = teardown, .timeout = 60);
 
 /* Loop-thread state: only touched by posted functions and the test body. */
 static unsigned char seen[THREADS][PER_THREAD];

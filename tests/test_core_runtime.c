@@ -7,6 +7,8 @@
 #include "test_driver.h"
 #include "test_util.h"
 
+TestSuite(runtime, .timeout = 60); /* a hang fails the test instead of stalling the run */
+
 /* ---- on the caller's loop ------------------------------------------------------------ */
 
 struct app {

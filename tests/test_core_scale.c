@@ -20,7 +20,7 @@ static void teardown(void) {
   cr_assert_eq(td_live(), 0, "%d resources still held", td_live());
 }
 
-TestSuite(scale, .init = setup, .fini = teardown);
+TestSuite(scale, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- 1,000 deep ---------------------------------------------------------------- */
 

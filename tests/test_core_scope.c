@@ -24,7 +24,7 @@ static void teardown(void) {
   cr_assert_eq(td_live(), 0, "%d resources still held", td_live());
 }
 
-TestSuite(scope, .init = setup, .fini = teardown);
+TestSuite(scope, .init = setup, .fini = teardown, .timeout = 60);
 
 /* Every spec was acquired once and released once, told `outcome`. */
 static void assert_released(td_spec *sp, int n, int outcome) {

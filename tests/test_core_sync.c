@@ -20,7 +20,7 @@ static void teardown(void) {
   cr_assert_eq(td_live(), 0, "%d resources still held", td_live());
 }
 
-TestSuite(sync, .init = setup, .fini = teardown);
+TestSuite(sync, .init = setup, .fini = teardown, .timeout = 60);
 
 /* Holders right now (body entered, done not yet run) and the most seen. */
 static int holders, max_holders;

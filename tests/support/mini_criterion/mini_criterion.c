@@ -71,8 +71,8 @@ int main(int argc, char **argv) {
       return 1;
     }
     if (pid == 0) {
-      alarm(300);
       const struct mc_suite_opts *o = suite_of(t->suite);
+      alarm(o && o->timeout > 0 ? (unsigned)o->timeout : 300);
       if (o && o->init) o->init();
       t->fn();
       if (o && o->fini) o->fini();

@@ -9,7 +9,7 @@
  * libcriterion) before running a test — Criterion issue #274.
  *
  * This header implements the part of Criterion's API the core tests use:
- * Test(), TestSuite() with .init/.fini, and the cr_assert* macros with an
+ * Test(), TestSuite() with .init/.fini/.timeout, and the cr_assert* macros with an
  * optional printf-style message. Like Criterion, each test runs in its own
  * forked process (so static state and the allocator hook start fresh), the
  * suite's init runs before it and its fini after it; an assertion failure
@@ -26,6 +26,7 @@
 struct mc_suite_opts {
   void (*init)(void);
   void (*fini)(void);
+  double timeout; /* seconds; 0: 300 */
 };
 
 void mc_register_test(const char *suite, const char *name, void (*fn)(void));
