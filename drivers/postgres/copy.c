@@ -113,7 +113,8 @@ static int next_chunk(struct pg_conn *c, struct pg_req *r) {
 
 void pg_copy_feed(struct pg_conn *c) {
   struct pg_req *r = c->solo;
-  if (r == NULL || r->kind != K_COPY_IN || !r->copying || r->copy_ended || r->fill_paused) return;
+  if (r == NULL || r->kind != K_COPY_IN || !r->copying || r->copy_ended) return;
+  if (r->fill_paused && !r->cancelled) return; /* the source will resume it */
   for (;;) {
     if (r->cancelled) {
       PQputCopyEnd(c->pg, "cancelled by the client");

@@ -187,6 +187,7 @@ static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
   struct pg_req *r = ascope_sql_req_data(req);
   if (r->cancelled) return;
   r->cancelled = true;
+  r->batch_out = false; /* a paused stream is paused no more: it ends */
   switch (r->where) {
   case R_QUEUED:
     if (r->kind == K_TX && r->tx_action != ASCOPE_SQL_TX_BEGIN) {
