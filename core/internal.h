@@ -184,6 +184,10 @@ struct ascope_rt {
 };
 void rt_enter(ascope_rt *rt);
 void rt_leave(ascope_rt *rt); /* the outermost leave drains the run queue */
+/* The leave of a call the user makes (cancel, fail, discard, lock free):
+ * from outside every callback it leaves the drain to the next loop
+ * iteration, so such a call never runs a `done` before it returns. */
+void rt_leave_user(ascope_rt *rt);
 void rt_enqueue(ascope_rt *rt, ascope *s);
 void rt_pending(ascope_rt *rt, int delta);
 void scope_step(ascope *s);

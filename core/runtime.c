@@ -152,6 +152,11 @@ void rt_leave(ascope_rt *rt) {
   rt->depth--;
 }
 
+void rt_leave_user(ascope_rt *rt) {
+  if (--rt->depth == 0 && rt->runq_head && !uv_is_active((uv_handle_t *)&rt->idle))
+    uv_idle_start(&rt->idle, on_idle);
+}
+
 static void on_idle(uv_idle_t *h) {
   ascope_rt *rt = h->data;
   rt_enter(rt);

@@ -193,7 +193,7 @@ void ascope_discard(ascope *s) {
     scope_kick(p);
   }
   scope_recycle(s);
-  rt_leave(rt);
+  rt_leave_user(rt);
 }
 
 void *ascope_resource(ascope *s, size_t index) {
@@ -309,7 +309,7 @@ void ascope_fail(ascope *s, int status, const char *message) {
   if (status >= 0) status = UV_EINVAL; /* a failure must carry a failure status */
   rt_enter(s->rt);
   scope_fail(s, status, NULL, NULL, message ? message : "failed by ascope_fail()");
-  rt_leave(s->rt);
+  rt_leave_user(s->rt);
 }
 
 void ascope_cancel(ascope *s) {
@@ -317,7 +317,7 @@ void ascope_cancel(ascope *s) {
   s->cancel_self = true;
   rt_enter(s->rt);
   scope_fail(s, ASCOPE_ECANCELED, NULL, NULL, "cancelled");
-  rt_leave(s->rt);
+  rt_leave_user(s->rt);
 }
 
 /* ---- the state machine -------------------------------------------------- */
@@ -362,8 +362,11 @@ static void release_last(ascope *s) {
   s->cur = r;
   r->phase = RES_RELEASING;
   s->inflight = true;
-  if (s->rt->release_timeout_ms) scope_timer(s, on_release_timeout, s->rt->release_timeout_ms);
   r->drv->release(r, s->status);
+  /* Most releases complete inside the call: only one still in flight needs
+   * its bound, and the common case pays for no timer. */
+  if (s->inflight && r->phase == RES_RELEASING && s->rt->release_timeout_ms)
+    scope_timer(s, on_release_timeout, s->rt->release_timeout_ms);
 }
 
 static void notify_parent(ascope *s) {

@@ -124,7 +124,7 @@ static void semaphore_close(struct ascope_sem *sem) {
     ascope_res_done(w->res, ASCOPE_ECLOSED, NULL, "the lock or semaphore was freed");
   }
   if (sem->held == 0) ascope__free(sem);
-  rt_leave(rt);
+  rt_leave_user(rt);
 }
 
 ascope_sem *ascope_sem_new(ascope_rt *rt, unsigned permits) {

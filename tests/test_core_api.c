@@ -534,3 +534,59 @@ Test(allocator, arguments) {
   cr_assert_eq(ascope_set_allocator(malloc, realloc, free), 0);
   cr_assert_eq(ascope_set_allocator(NULL, NULL, NULL), 0);
 }
+
+/* ---- calls from outside every callback ---------------------------------------- */
+
+/* ascope_cancel / ascope_fail made from a plain libuv callback (outside the
+ * core) must not run the scope's done before they return: the handle stays
+ * valid for the rest of the caller's code, as a uv_close callback never runs
+ * inside uv_close. */
+struct outside {
+  ascope *s;
+  rec r;
+  int use_fail;
+  int done_before_return; /* done had run when the call returned */
+};
+
+static void cancel_from_outside(void *ud) {
+  struct outside *o = ud;
+  if (o->use_fail)
+    ascope_fail(o->s, UV_EIO, "from outside");
+  else
+    ascope_cancel(o->s);
+  o->done_before_return = o->r.done_calls;
+}
+
+static void hang_body(ascope *s, rec *r) {
+  (void)r;
+  td_op_start(s, TD_HANG, 0, 0, NULL, NULL, NULL);
+}
+
+static void outside_run(int use_fail) {
+  static struct outside o;
+  static tu_timer t;
+  static td_spec sp;
+  memset(&o, 0, sizeof o);
+  memset(&t, 0, sizeof t);
+  sp = (td_spec){.name = "a"};
+  o.use_fail = use_fail;
+  o.r.body = hang_body;
+  o.s = ascope_new(rt);
+  cr_assert_eq(td_use(o.s, &sp), 0);
+  cr_assert_eq(rec_start(o.s, &o.r), 0);
+  tu_after(ascope_rt_loop(rt), &t, 5, cancel_from_outside, &o);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  cr_assert_eq(t.fired, 1);
+  cr_assert_eq(o.done_before_return, 0, "done ran inside the call");
+  assert_done(&o.r, use_fail ? UV_EIO : ASCOPE_ECANCELED);
+  cr_assert_eq(sp.release_calls, 1);
+  cr_assert_eq(sp.release_outcome, use_fail ? UV_EIO : ASCOPE_ECANCELED);
+}
+
+Test(api, cancel_from_outside_never_runs_done_before_returning) {
+  outside_run(0);
+}
+
+Test(api, fail_from_outside_never_runs_done_before_returning) {
+  outside_run(1);
+}
