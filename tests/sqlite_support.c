@@ -10,13 +10,6 @@
 ascope_rt *T_rt;
 static char dir[256];
 
-void t_init(void) {
-  snprintf(dir, sizeof dir, "/tmp/ascope-sqlite-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-  T_rt = ascope_rt_new(NULL);
-  cr_assert_not_null(T_rt);
-}
-
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -24,11 +17,24 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
   return remove(path);
 }
 
+/* Also at exit: a failed assertion may end the test's process before .fini. */
+static void rm_dir(void) {
+  if (dir[0]) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void t_init(void) {
+  snprintf(dir, sizeof dir, "/tmp/ascope-sqlite-XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+  atexit(rm_dir);
+  T_rt = ascope_rt_new(NULL);
+  cr_assert_not_null(T_rt);
+}
+
 void t_fini(void) {
   if (T_rt) cr_assert_eq(ascope_rt_free(T_rt), 0);
   T_rt = NULL;
   t_check_clean();
-  if (dir[0]) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  rm_dir();
 }
 
 const char *t_path(const char *name) {
