@@ -261,6 +261,34 @@ Test(postgres, parameters_are_bound_never_spliced) {
   cr_assert_str_eq(p.echoed, "abc");
 }
 
+/* A parameter bigger than the socket's buffers: libpq writes it as the
+ * socket drains (the watch waits for writable), and it arrives whole. */
+struct big {
+  t_scope t;
+  t_cb len, md5;
+};
+
+static void big_body(ascope *s, t_scope *t) {
+  struct big *b = (struct big *)t;
+  size_t n = 24u << 20;
+  unsigned char *data = malloc(n);
+  for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i * 7 + (i >> 13));
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_blob(p, data, n);
+  free(data);
+  ascope_sql_query(s, ascope_resource(s, 0), "SELECT length($1)", p, t_cb_fn, &b->len);
+  ascope_sql_query(s, ascope_resource(s, 0), "SELECT get_byte($1, 12345678)", p, t_cb_fn, &b->md5);
+  ascope_sql_params_free(p);
+}
+
+Test(postgres, a_parameter_larger_than_the_socket_buffers) {
+  struct big b = {.t.body = big_body};
+  cr_assert_eq(t_run_db(&b.t, NULL), 0, "%s", b.t.msg);
+  cr_assert_eq(b.len.first, 24 << 20);
+  size_t i = 12345678;
+  cr_assert_eq(b.md5.first, (unsigned char)(i * 7 + (i >> 13)));
+}
+
 struct nul {
   t_scope t;
   int rc;
