@@ -1,0 +1,6 @@
+# bench/pg_bench: the PostgreSQL driver beside raw libpq against the same
+# server in the same run (sequential queries; 64 scopes in flight on one
+# connection beside raw pipeline mode). Needs ASCOPE_PG_DSN (scripts/pg-start).
+pkg_check_modules(LIBPQ_B REQUIRED IMPORTED_TARGET libpq)
+add_executable(pg_bench ${CMAKE_CURRENT_SOURCE_DIR}/pg_bench.c)
+target_link_libraries(pg_bench PRIVATE ascope-postgres PkgConfig::LIBPQ_B)
