@@ -15,8 +15,8 @@
 #include <string.h>
 
 atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken, pg_stat_cancels,
-    pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements, pg_stat_flushes,
-    pg_stat_max_pipeline;
+    pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements, pg_stat_syncs,
+    pg_stat_flushes, pg_stat_max_pipeline;
 
 extern const ascope_sql_driver pg_driver;
 
@@ -200,7 +200,7 @@ static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
     answer_now(c, r);
     return;
   case R_VICTIM:
-    if (r->syncs) break; /* still in the pipeline */
+    if (r->syncs || r->in_seg) break; /* still in the pipeline */
     remove_victim(c, r);
     pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled");
     answer_now(c, r);
@@ -349,17 +349,12 @@ int64_t ascope_postgres_stat(const char *name) {
     const char *name;
     atomic_llong *v;
   } stats[] = {
-      {"connections", &pg_stat_connections},
-      {"opened", &pg_stat_opened},
-      {"closed", &pg_stat_closed},
-      {"broken", &pg_stat_broken},
-      {"cancels", &pg_stat_cancels},
-      {"retried", &pg_stat_retried},
-      {"prepared", &pg_stat_prepared},
-      {"deallocated", &pg_stat_deallocated},
-      {"statements", &pg_stat_statements},
-      {"flushes", &pg_stat_flushes},
-      {"max_pipeline", &pg_stat_max_pipeline},
+      {"connections", &pg_stat_connections}, {"opened", &pg_stat_opened},
+      {"closed", &pg_stat_closed},           {"broken", &pg_stat_broken},
+      {"cancels", &pg_stat_cancels},         {"retried", &pg_stat_retried},
+      {"prepared", &pg_stat_prepared},       {"deallocated", &pg_stat_deallocated},
+      {"statements", &pg_stat_statements},   {"syncs", &pg_stat_syncs},
+      {"flushes", &pg_stat_flushes},         {"max_pipeline", &pg_stat_max_pipeline},
   };
   for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
     if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);

@@ -30,6 +30,7 @@ struct pg_options {
   unsigned cache;
   unsigned batch;
   bool text_only;
+  bool batch_sync; /* sync=batch: one sync point per round of sending */
 };
 int pg_options_parse(struct pg_options *o, const char *s, char *err, size_t errlen);
 /* "BEGIN ISOLATION LEVEL ..." into buf; UV_EINVAL for a bad option. */
@@ -120,6 +121,7 @@ struct pg_req {               /* the driver's data in each generic request */
   bool aimed;     /* a cancel request was sent for it */
   bool retried;   /* sent again once after another's cancel hit it */
   bool unlisten;  /* a listener ending: its UNLISTEN is in flight */
+  bool in_seg;    /* sent in a round sharing one sync point (sync=batch) */
   int status;     /* the first failure */
   char code[6];
   char *msg;
@@ -193,6 +195,7 @@ struct pg_conn {
   uv_prepare_t prepare; /* ... or before the loop blocks */
   unsigned open_handles;
   bool flush_armed;
+  int io_failed; /* the watch reported a socket error */
   /* connecting */
   struct pg_dns *dns;
   uint64_t connect_ms;
@@ -205,7 +208,12 @@ struct pg_conn {
   struct pg_req *send_head, *send_tail;
   struct pg_step *steps; /* a ring */
   size_t step_head, nsteps, step_cap;
-  size_t inflight;        /* statements sent, their sync point not back yet */
+  size_t inflight; /* statements sent, their results not all in */
+  /* sync=batch: statements sent since the last sync point, and those of
+   * them whose results are in, waiting for it */
+  unsigned seg_open;
+  struct pg_req *seg_head, *seg_tail;
+  bool seg_failed;
   struct pg_req *barrier; /* a stream in flight: nothing is sent behind it */
   struct pg_req *solo;    /* the COPY or script running outside the pipeline */
   struct pg_req *victims; /* hit by another's cancel request: to be sent again */
@@ -315,6 +323,6 @@ bool pg_sql_is_script(const char *sql); /* more than one statement */
  */
 extern atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken,
     pg_stat_cancels, pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements,
-    pg_stat_flushes, pg_stat_max_pipeline;
+    pg_stat_syncs, pg_stat_flushes, pg_stat_max_pipeline;
 
 #endif

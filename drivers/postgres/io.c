@@ -130,6 +130,10 @@ static void lost(struct pg_conn *c) {
 
 void pg_update_poll(struct pg_conn *c) {
   if (c->state != PG_READY || c->pg == NULL) return;
+  if (c->io_failed && PQstatus(c->pg) != CONNECTION_BAD) { /* libpq did not notice */
+    pg_break(c, ASCOPE_ECLOSED, "08006", uv_strerror(c->io_failed));
+    return;
+  }
   int events = read_paused(c) ? 0 : UV_READABLE;
   int out = PQstatus(c->pg) == CONNECTION_BAD ? -1 : PQflush(c->pg); /* 1: output is waiting */
   if (out < 0) {
@@ -172,17 +176,20 @@ void pg_kick(struct pg_conn *c) {
   pump(c);
 }
 
+/* A connection that ends may leave the server's last words (57P01 for a
+ * terminated backend) in the socket or in libpq's buffer: on a socket
+ * error, a failed write or a read that meets the end, libpq is still made
+ * to read, the pump takes what it parsed, and only then does
+ * pg_update_poll() see the loss and break the connection. */
 static void io_ready(struct pg_conn *c, int status, int events) {
-  if (status < 0) {
-    pg_break(c, ASCOPE_ECLOSED, "08006", uv_strerror(status));
-    return;
+  if (status < 0) { /* POLLERR: libuv stopped the watch */
+    c->io_failed = status;
+    if (c->watch) c->watch->events = 0;
+    events = UV_READABLE;
   }
-  if ((events & UV_WRITABLE) && PQflush(c->pg) < 0) {
-    lost(c);
-    return;
-  }
+  if ((events & UV_WRITABLE) && PQflush(c->pg) < 0) events |= UV_READABLE;
   if ((events & UV_WRITABLE) && c->solo && c->solo->kind == K_COPY_IN) pg_copy_feed(c);
-  if ((events & UV_READABLE) && c->state == PG_READY && !PQconsumeInput(c->pg)) lost(c);
+  if (events & UV_READABLE) PQconsumeInput(c->pg);
 }
 
 static void on_poll(uv_poll_t *p, int status, int events) {
@@ -226,7 +233,11 @@ void pg_sched_flush(struct pg_conn *c) {
 /* Takes every request off the connection, in order: the pipeline's, the
  * solo one, the victims, the queue. Listeners are answered apart. */
 static struct pg_req *take_all(struct pg_conn *c) {
-  struct pg_req *list = NULL, **tail = &list;
+  struct pg_req *list = c->seg_head, **tail = &list;
+  for (struct pg_req *r = list; r; r = r->next) r->where = R_NEW;
+  while (*tail) tail = &(*tail)->next;
+  c->seg_head = c->seg_tail = NULL;
+  c->seg_open = 0;
   while (c->nsteps) {
     struct pg_req *r = pg_step_head(c)->r;
     pg_step_pop(c);

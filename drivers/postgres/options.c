@@ -69,6 +69,10 @@ static int apply(struct pg_options *o, const char *key, const char *val) {
     o->text_only = false;
   else if (!strcmp(key, "results") && val && !strcmp(val, "text"))
     o->text_only = true;
+  else if (!strcmp(key, "sync") && val && !strcmp(val, "statement"))
+    o->batch_sync = false;
+  else if (!strcmp(key, "sync") && val && !strcmp(val, "batch"))
+    o->batch_sync = true;
   else
     return -1;
   return 0;

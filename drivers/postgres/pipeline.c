@@ -68,8 +68,7 @@ struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r,
   s->st = st;
   if (st) st->refs++;
   c->nsteps++;
-  if (kind != ST_SYNC) return s;
-  /* statements in flight: one sync point each */
+  if (kind != ST_EXEC) return s; /* statements in flight: one Execute each */
   long long now = (long long)++c->inflight, max = atomic_load(&pg_stat_max_pipeline);
   while (now > max && !atomic_compare_exchange_weak(&pg_stat_max_pipeline, &max, now)) {
   }
@@ -83,7 +82,7 @@ struct pg_step *pg_step_head(struct pg_conn *c) {
 void pg_step_pop(struct pg_conn *c) {
   struct pg_step *s = &c->steps[c->step_head];
   if (s->st) pg_cache_unref(c, s->st);
-  if (s->kind == ST_SYNC) c->inflight--;
+  if (s->kind == ST_EXEC) c->inflight--;
   c->step_head = (c->step_head + 1) % c->step_cap;
   c->nsteps--;
 }

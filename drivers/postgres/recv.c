@@ -47,6 +47,7 @@ void pg_req_reset(struct pg_req *r) {
   r->code[0] = '\0';
   r->changes = 0;
   r->syncs = 0;
+  r->in_seg = false;
   r->cols_set = false;
   r->aimed = false;
   ascope_rows_clear(ascope_sql_req_rows(r->req));
@@ -72,6 +73,7 @@ static void fail_from(struct pg_conn *c, struct pg_req *r, const PGresult *res) 
   int status = ASCOPE_EDRIVER;
   if (strcmp(code, "57014") == 0 && (r->cancelled || r->stopped)) status = ASCOPE_ECANCELED;
   if (strcmp(code, "57014") == 0 && c->hold) mark_victim(r);
+  if (r->in_seg) c->seg_failed = true; /* its whole round rolled back */
   pg_req_fail_own(r, status, code, msg);
 }
 
@@ -172,8 +174,11 @@ static void exec_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
     break;
   case PGRES_EMPTY_QUERY:
     break;
-  case PGRES_PIPELINE_ABORTED: /* its Prepare failed: that error is already r's */
-    pg_req_fail(r, ASCOPE_EDRIVER, NULL, "not run: its pipeline segment had failed");
+  case PGRES_PIPELINE_ABORTED:
+    if (r->in_seg) /* another statement of its round failed: it is sent again */
+      c->seg_failed = true;
+    else /* its Prepare failed: that error is already r's */
+      pg_req_fail(r, ASCOPE_EDRIVER, NULL, "not run: its pipeline segment had failed");
     break;
   case PGRES_COPY_IN:
     /* A COPY FROM STDIN sent as a plain statement: refuse the data. */
@@ -190,6 +195,8 @@ static void exec_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
     snprintf(code, sizeof code, "%s", state ? state : "");
     /* its prepared statement is gone (DEALLOCATE ALL, DISCARD ALL): again */
     if (s->named && strcmp(code, "26000") == 0) mark_victim(r);
+    /* VACUUM and the like, in a shared round: again, alone */
+    if (r->in_seg && strcmp(code, "25001") == 0) mark_victim(r);
     fail_from(c, r, res);
     bool current = s->st && s->st->state == STMT_READY; /* not forgotten already */
     if (current && s->named && strcmp(code, "26000") == 0) pg_cache_forget(c, s->st, false);
@@ -231,6 +238,37 @@ static void req_finished(struct pg_conn *c, struct pg_req *r) {
   pg_answer(c, r);
 }
 
+/* sync=batch: the statements of a round whose sync point came back. If
+ * one failed, the round's implicit transaction rolled back: the others are
+ * sent again, each with its own sync point; the one that failed is
+ * answered with its error. */
+static void segment_finished(struct pg_conn *c) {
+  struct pg_req *list = c->seg_head;
+  bool failed = c->seg_failed;
+  c->seg_head = c->seg_tail = NULL;
+  c->seg_failed = false;
+  while (list) {
+    struct pg_req *r = list;
+    list = r->next;
+    r->next = NULL;
+    r->in_seg = false;
+    if (failed && r->status == 0 && r->cancelled)
+      pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled");
+    else if (failed && r->status == 0)
+      r->where = R_VICTIM;
+    req_finished(c, r);
+  }
+}
+
+static void seg_append(struct pg_conn *c, struct pg_req *r) {
+  r->next = NULL;
+  if (c->seg_tail)
+    c->seg_tail->next = r;
+  else
+    c->seg_head = r;
+  c->seg_tail = r;
+}
+
 static void sync_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
   if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) { /* an error outside any statement */
     if (s->r) fail_from(c, s->r, res);
@@ -238,6 +276,7 @@ static void sync_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
   }
   struct pg_req *r = s->r;
   pg_step_pop(c);
+  if (c->seg_head) segment_finished(c); /* every sync point ends an implicit transaction */
   if (r && --r->syncs == 0) req_finished(c, r);
 }
 
@@ -246,7 +285,10 @@ static void on_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
   case ST_PREPARE:
   case ST_EXEC:
     if (res == NULL) {
-      pg_step_pop(c); /* this command's results are all in */
+      struct pg_req *r = s->r;
+      bool last = s->kind == ST_EXEC;
+      pg_step_pop(c);                               /* this command's results are all in */
+      if (last && r && r->in_seg) seg_append(c, r); /* it waits for its round's sync */
       return;
     }
     if (s->kind == ST_PREPARE)

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SEGMENT_MAX 256 /* sync=batch: statements sharing one sync point at most */
+
 static int send_sync(struct pg_conn *c) {
 #ifdef LIBPQ_HAS_SEND_PIPELINE_SYNC
   return PQsendPipelineSync(c->pg);
@@ -41,8 +43,15 @@ static void send_failed(struct pg_conn *c) {
 static int sync_point(struct pg_conn *c, struct pg_req *r) {
   if (!send_sync(c) || pg_step_push(c, ST_SYNC, r, NULL) == NULL) return -1;
   if (r) r->syncs++;
-  atomic_fetch_add(&pg_stat_statements, 1);
+  atomic_fetch_add(&pg_stat_syncs, 1);
+  c->seg_open = 0; /* a sync point ends whatever segment was open */
   return 0;
+}
+
+/* sync=batch: the statements sent since the last sync point get theirs. */
+static int close_segment(struct pg_conn *c) {
+  if (c->seg_open == 0 || c->state != PG_READY) return 0;
+  return sync_point(c, NULL);
 }
 
 int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
@@ -61,7 +70,7 @@ int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
  * new or whose Prepare is still on its way goes unnamed. 1: not sent, r
  * failed locally; -1: the connection broke. */
 static int send_stmt(struct pg_conn *c, struct pg_req *r, const char *sql,
-                     const ascope_sql_params *p, bool cacheable) {
+                     const ascope_sql_params *p, bool cacheable, bool shared) {
   char err[160];
   int n = p ? pg_params_encode(c, p, err, sizeof err) : 0;
   if (n < 0) {
@@ -87,27 +96,41 @@ static int send_stmt(struct pg_conn *c, struct pg_req *r, const char *sql,
   struct pg_step *step = ok ? pg_step_push(c, ST_EXEC, r, st) : NULL;
   if (step == NULL) return -1;
   step->named = named;
-  return sync_point(c, r);
+  atomic_fetch_add(&pg_stat_statements, 1);
+  if (!shared) return sync_point(c, r);
+  r->in_seg = true; /* its segment's sync point answers it (recv.c) */
+  c->seg_open++;
+  return 0;
+}
+
+/* sync=batch shares a sync point between plain statements sent in one
+ * round; transaction steps, streams, LISTEN and statements sent again
+ * after a failed round keep their own. */
+static bool shares_sync(struct pg_conn *c, const struct pg_req *r) {
+  return c->opt.batch_sync && (r->kind == K_EXEC || r->kind == K_QUERY) && !r->retried;
 }
 
 /* Sends r whole; 0 when it is in the pipeline. */
 static int send_req(struct pg_conn *c, struct pg_req *r) {
-  int rc = 0;
+  bool shared = shares_sync(c, r);
+  int rc = shared ? 0 : close_segment(c);
   r->where = R_SENT;
-  if (r->kind == K_TX) {
-    for (unsigned i = 0; rc == 0 && i < r->nsql; i++) rc = send_stmt(c, r, r->sql[i], NULL, true);
-  } else {
+  if (rc == 0 && r->kind == K_TX) {
+    for (unsigned i = 0; rc == 0 && i < r->nsql; i++)
+      rc = send_stmt(c, r, r->sql[i], NULL, true, false);
+  } else if (rc == 0) {
     const char *sql = ascope_sql_req_text(r->req);
     if (r->kind == K_LISTEN && r->unlisten) sql = r->sqlbuf;
-    rc = send_stmt(c, r, sql, ascope_sql_req_params(r->req), r->kind != K_LISTEN);
+    rc = send_stmt(c, r, sql, ascope_sql_req_params(r->req), r->kind != K_LISTEN, shared);
   }
+  if (rc == 0 && c->seg_open >= SEGMENT_MAX) rc = close_segment(c);
   if (rc < 0) send_failed(c);
   return rc;
 }
 
 /* A request that failed before anything of it was sent is answered now. */
 static void answer_unsent(struct pg_conn *c, struct pg_req *r) {
-  if (r->syncs == 0) {
+  if (r->syncs == 0 && !r->in_seg) {
     pg_answer(c, r);
     return;
   }
@@ -122,6 +145,10 @@ void pg_flush_sends(struct pg_conn *c) {
          c->state == PG_READY && !c->closing) {
     struct pg_req *r = c->send_head;
     if (pg_is_solo(r)) {
+      if (close_segment(c) != 0) {
+        send_failed(c);
+        break;
+      }
       if (c->nsteps) break; /* it waits for the pipeline to drain */
       pg_unqueue(c, r);
       if (pg_solo_start(c, r) != 0) break;
@@ -138,6 +165,7 @@ void pg_flush_sends(struct pg_conn *c) {
     sent = true;
     if (r->kind == K_STREAM) c->barrier = r; /* the stream holds the connection */
   }
+  if (close_segment(c) != 0) send_failed(c);
   if (sent && c->state == PG_READY) {
     atomic_fetch_add(&pg_stat_flushes, 1);
     pg_flush_out(c);

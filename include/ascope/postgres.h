@@ -7,8 +7,9 @@
  *
  * Every connection is in pipeline mode: statements from any number of scopes
  * sharing it are sent without waiting for one another, each followed by its
- * own sync point, so a failing statement fails only its own operation.
- * Statements queued during one loop iteration are sent together at its end.
+ * own sync point (by default), so a failing statement fails only its own
+ * operation. Statements queued during one loop iteration are sent together
+ * at its end.
  *
  * Target: a libpq connection string, "host=... dbname=..." or
  * "postgresql://...": multi-host lists, target_session_attrs and every other
@@ -27,6 +28,16 @@
  *                        all have a binary form (bool, integers, floats,
  *                        bytea, text types) asks for binary results; text:
  *                        always text
+ *   sync=statement|batch statement (default): each statement has its own
+ *                        sync point, so its own implicit transaction and
+ *                        error scope. batch: the plain statements (exec,
+ *                        query) sent in one round share one, for speed: they
+ *                        run in one implicit transaction, and if one fails
+ *                        the others are rolled back and sent again, each
+ *                        with its own sync point (so each still succeeds or
+ *                        fails alone, but effects outside the transaction,
+ *                        as nextval() or a session advisory lock, may
+ *                        happen twice). docs/drivers/postgres.md.
  * Transaction options (ascope_use_sql_tx): isolation=read_committed|
  * repeatable_read|serializable, read_only=0|1, deferrable=0|1.
  *
@@ -102,9 +113,9 @@ ASCOPE_EXTERN int ascope_postgres_backend_pid(ascope_sql *db);
  * "broken" (lost or closed after a failed cancel), "cancels" (cancel
  * requests sent), "retried" (statements another's cancel request hit, sent
  * again), "prepared" (statements prepared on a server), "deallocated",
- * "statements" (sent), "flushes" (rounds of sending: what one loop iteration
- * queued goes out in one), "max_pipeline" (the most statements ever in
- * flight on one connection). */
+ * "statements" (sent), "syncs" (sync points sent), "flushes" (rounds of
+ * sending: what one loop iteration queued goes out in one), "max_pipeline"
+ * (the most statements ever in flight on one connection). */
 ASCOPE_EXTERN int64_t ascope_postgres_stat(const char *name);
 
 #ifdef __cplusplus
