@@ -626,6 +626,88 @@ Test(postgres, savepoints_roll_back_a_child_and_keep_the_parent) {
   cr_assert_eq(balance(2), 0);
 }
 
+/* A savepoint whose work had an error its callback handled: the child's
+ * outcome is ok, so its RELEASE runs, fails (the block is aborted), and is
+ * followed by ROLLBACK TO: the child hears 25P02, the parent goes on. */
+struct relfail {
+  t_scope t, kid;
+  t_cb after;
+};
+
+static int handled(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s, (void)rows, (void)ud;
+  cr_assert_eq(status, ASCOPE_EDRIVER);
+  return 0;
+}
+
+static void relfail_kid(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_sql_tx_db(ascope_resource(s, 0));
+  ascope_sql_exec(s, db, t_sql("UPDATE %s SET balance = 0 WHERE id = 1", t_name("acct")), NULL,
+                  NULL, NULL);
+  ascope_sql_exec(s, db, t_sql("UPDATE %s SET balance = -1 WHERE id = 2", t_name("acct")), NULL,
+                  handled, NULL);
+}
+
+static struct relfail *the_relfail;
+
+static void relfail_kid_done(ascope *s, int status, void *ud) {
+  t_done(s, status, ud);
+}
+
+static void relfail_body(ascope *s, t_scope *t) {
+  struct relfail *r = (struct relfail *)t;
+  the_relfail = r;
+  ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_exec(s, db, t_sql("UPDATE %s SET balance = 55 WHERE id = 1", t_name("acct")), NULL,
+                  NULL, NULL);
+  r->kid.body = relfail_kid;
+  ascope *k = ascope_child(s);
+  ascope_use_sql_tx(k, db, NULL);
+  ascope_start(k, t_body, relfail_kid_done, &r->kid);
+}
+
+Test(postgres, a_savepoint_whose_release_fails_is_rolled_back) {
+  setup_accounts();
+  struct relfail r = {.t.body = relfail_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL);
+  ascope_use_postgres(s, t_dsn(), NULL);
+  ascope_use_sql_tx_at(s, ascope_postgres(), 0, NULL);
+  cr_assert_eq(t_run(s, &r.t), 0, "%s", r.t.msg);
+  cr_assert_eq(r.kid.status, ASCOPE_EDRIVER);
+  cr_assert_str_eq(r.kid.code, "25P02", "%s", r.kid.msg);
+  cr_assert_eq(balance(1), 55, "the parent's work committed, the child's undone");
+}
+
+/* COPY through the plain statement calls is refused with a pointer to the
+ * COPY functions, and the connection goes on. */
+struct plaincopy {
+  t_scope t;
+  t_cb in, out, after;
+};
+
+static void plaincopy_body(ascope *s, t_scope *t) {
+  struct plaincopy *p = (struct plaincopy *)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  p->in.db = p->out.db = db;
+  ascope_sql_exec(s, db, t_sql("CREATE TABLE %s(id int)", t_name("pcopy")), NULL, NULL, NULL);
+  ascope_sql_exec(s, db, t_sql("COPY %s FROM STDIN", t_name("pcopy")), NULL, t_cb_fn, &p->in);
+  ascope_sql_query(s, db, t_sql("COPY %s TO STDOUT", t_name("pcopy")), NULL, t_cb_fn, &p->out);
+  ascope_sql_query(s, db, "SELECT 3", NULL, t_cb_fn, &p->after);
+}
+
+Test(postgres, copy_through_exec_is_refused) {
+  struct plaincopy p = {.t.body = plaincopy_body};
+  cr_assert_eq(t_run_db(&p.t, NULL), 0, "%s", p.t.msg);
+  cr_assert_neq(p.in.status, 0);
+  cr_assert(strstr(p.in.msg, "ascope_postgres_copy_in"), "%s", p.in.msg);
+  cr_assert_neq(p.out.status, 0);
+  cr_assert(strstr(p.out.msg, "ascope_postgres_copy_out"), "%s", p.out.msg);
+  cr_assert_eq(p.after.status, 0);
+  cr_assert_eq(p.after.first, 3);
+}
+
 /* ---- connection strings -------------------------------------------------------------------------
  */
 

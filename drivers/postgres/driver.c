@@ -141,6 +141,11 @@ static int pg_submit(ascope_sql *db, ascope_sql_req *req) {
     const char *channel = c->special->channel;
     take_special(c, r);
     if (channel && (r->channel = strdup(channel)) == NULL) return UV_ENOMEM;
+  } else if (pg_sql_is_copy(ascope_sql_req_text(req))) {
+    /* COPY runs outside the pipeline: to or from a file it works as any
+     * statement; with STDIN or STDOUT it fails, pointing to the COPY calls */
+    if (ascope_sql_params_count(ascope_sql_req_params(req))) return UV_EINVAL;
+    r->kind = K_SCRIPT;
   }
   pg_queue(c, r);
   pg_sched_flush(c);

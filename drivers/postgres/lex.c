@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 /* Past a '...' literal whose opening quote is at s; backslashes escape when
  * escapes is set (E'...'). */
@@ -99,4 +100,16 @@ bool pg_sql_is_script(const char *sql) {
     s++;
   }
   return false;
+}
+
+bool pg_sql_is_copy(const char *sql) {
+  const char *s = sql;
+  for (;;) { /* past blanks and comments */
+    while (isspace((unsigned char)*s)) s++;
+    const char *t =
+        (s[0] == '-' && s[1] == '-') || (s[0] == '/' && s[1] == '*') ? skip_token(s, sql) : s;
+    if (t == s) break;
+    s = t;
+  }
+  return strncasecmp(s, "copy", 4) == 0 && !isalnum((unsigned char)s[4]) && s[4] != '_';
 }
