@@ -286,6 +286,43 @@ Test(postgres_pipeline, a_child_times_out_and_the_parent_goes_on) {
   cr_assert_lt(sh.t.t_done - sh.t.t_start, 3000);
 }
 
+/* cancel_timeout bounds how long the cancelled statement takes to come
+ * back, not the other scopes' work in flight behind it. */
+struct longer {
+  t_scope t, kid;
+  t_cb kidq, slow, after;
+  ascope_sql *db;
+};
+
+static void longer_kid(ascope *s, t_scope *t) {
+  struct longer *l = (struct longer *)((char *)t - offsetof(struct longer, kid));
+  ascope_sql_query(s, l->db, LONG_SLEEP, NULL, t_cb_fn, &l->kidq);
+}
+
+static void longer_body(ascope *s, t_scope *t) {
+  struct longer *l = (struct longer *)t;
+  l->db = ascope_resource(s, 0);
+  l->kid.body = longer_kid;
+  ascope *k = ascope_child(s);
+  ascope_set_timeout(k, 100);
+  ascope_start(k, t_body, t_done, &l->kid);
+  /* behind the child's statement: 600 ms of the parent's own work */
+  ascope_sql_query(s, l->db, "SELECT 6 FROM pg_sleep(0.6)", NULL, t_cb_fn, &l->slow);
+}
+
+Test(postgres_pipeline, cancel_timeout_bounds_only_the_cancelled_statement) {
+  struct longer l = {.t.body = longer_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL);
+  ascope_use_postgres(s, t_dsn(), "cancel_timeout=200");
+  cr_assert_eq(t_run(s, &l.t), 0, "%s", l.t.msg);
+  cr_assert_eq(l.kid.status, ASCOPE_ETIMEDOUT);
+  cr_assert_eq(l.kidq.status, ASCOPE_ECANCELED);
+  cr_assert_eq(l.slow.status, 0, "the parent's statement ran to its end");
+  cr_assert_eq(l.slow.first, 6);
+  cr_assert_eq(ascope_postgres_stat("broken"), 0);
+}
+
 /* The race a late cancel request makes: a short statement cancelled just
  * as it may finish, another scope's statement right behind it. Over many
  * rounds the cancel lands on every side of the boundary; the statement

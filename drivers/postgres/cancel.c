@@ -77,7 +77,7 @@ static void cancel_done(uv_work_t *w, int status) {
   pg_kick(c);
 }
 
-int pg_cancel_fire(struct pg_conn *c) {
+int pg_cancel_fire(struct pg_conn *c, struct pg_req *target) {
   if (c->cancel_job || c->pg == NULL) return 0;
   struct pg_cancel_job *j = calloc(1, sizeof *j);
   if (j == NULL) return UV_ENOMEM;
@@ -96,11 +96,23 @@ int pg_cancel_fire(struct pg_conn *c) {
   c->cancel_job = j;
   c->hold = true;
   atomic_fetch_add(&pg_stat_cancels, 1);
-  if (c->state == PG_READY && !c->draining) {
+  /* The target must come back within cancel_timeout; what else is in
+   * flight is other scopes' work, and takes the time it takes. */
+  c->cancel_target = target;
+  if (target && c->state == PG_READY) {
     c->draining = true;
     uv_timer_start(&c->timer, drain_expired, c->opt.cancel_ms, 0);
   }
   return 0;
+}
+
+void pg_cancel_answered(struct pg_conn *c, struct pg_req *r) {
+  if (c->cancel_target != r) return;
+  c->cancel_target = NULL;
+  if (c->draining) {
+    c->draining = false;
+    uv_timer_stop(&c->timer);
+  }
 }
 
 void pg_cancel_detach(struct pg_conn *c) {
@@ -131,7 +143,7 @@ void pg_cancel_maybe(struct pg_conn *c) {
   if (r == NULL || r->aimed) return;
   if (c->solo == NULL && !PQisBusy(c->pg)) return; /* its results are here: no need */
   r->aimed = true;
-  if (pg_cancel_fire(c) != 0)
+  if (pg_cancel_fire(c, r) != 0)
     pg_break(c, ASCOPE_ECLOSED, "57014", "could not start a cancel request");
 }
 
@@ -141,10 +153,6 @@ void pg_hold_check(struct pg_conn *c) {
   if (c->cancel_job || c->nsteps || c->solo || c->state != PG_READY) return;
   if (!c->hold && !c->victims) return;
   c->hold = false;
-  if (c->draining) {
-    c->draining = false;
-    uv_timer_stop(&c->timer);
-  }
   struct pg_req *v = c->victims, *last = NULL;
   c->victims = NULL;
   while (v) { /* in their order, ahead of everything queued */

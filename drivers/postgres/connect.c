@@ -60,15 +60,14 @@ static void connected(struct pg_conn *c) {
     return;
   }
   c->pid = PQbackendPID(c->pg);
-  c->state = PG_READY;
-  c->acquired = true;
-  atomic_fetch_add(&pg_stat_opened, 1);
-  pg_update_poll(c);          /* read from now on: a notification, or the server going away */
-  if (c->state != PG_READY) { /* the socket failed at once */
-    c->state = PG_CONNECTING;
+  /* read from now on: a notification, or the server going away */
+  if (pg_watch(c, UV_READABLE) != 0) {
     connect_failed(c);
     return;
   }
+  c->state = PG_READY;
+  c->acquired = true;
+  atomic_fetch_add(&pg_stat_opened, 1);
   ascope_res_done(c->res, 0, NULL, NULL);
 }
 

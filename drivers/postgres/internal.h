@@ -222,7 +222,8 @@ struct pg_conn {
   /* cancel requests */
   struct pg_cancel_job *cancel_job;
   bool hold;     /* a cancel request was sent: send nothing until back to idle */
-  bool draining; /* the timer counts cancel_timeout */
+  bool draining; /* the timer counts cancel_timeout for cancel_target */
+  struct pg_req *cancel_target;
   /* the pump */
   bool pumping, again;
   bool closing; /* release or abort asked while pumping: finish after */
@@ -306,7 +307,8 @@ bool pg_listeners_paused(struct pg_conn *c);
 
 /* ---- cancel requests (cancel.c) -------------------------------------------------------------- */
 void pg_cancel_maybe(struct pg_conn *c); /* the head of the pipeline is cancelled: ask the server */
-int pg_cancel_fire(struct pg_conn *c);
+int pg_cancel_fire(struct pg_conn *c, struct pg_req *target); /* target: NULL at close */
+void pg_cancel_answered(struct pg_conn *c, struct pg_req *r); /* r is answered or sent again */
 void pg_cancel_detach(struct pg_conn *c);
 void pg_hold_check(struct pg_conn *c); /* the hold ends once idle and delivered */
 

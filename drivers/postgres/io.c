@@ -307,7 +307,7 @@ static void finish_close(struct pg_conn *c) {
   /* Something still runs on the server (a stopped stream, a statement of
    * a failed scope): a cancel request stops it there, so the backend does
    * not run on for a client that is gone. */
-  if (busy && c->cancel_job == NULL && !c->aborting) pg_cancel_fire(c);
+  if (busy && c->cancel_job == NULL && !c->aborting) pg_cancel_fire(c, NULL);
   if (c->aborting) pg_cancel_detach(c);
   fail_all(c, ASCOPE_ECLOSED, "08006", "the connection was closed");
   pg_unwatch(c);
@@ -331,6 +331,11 @@ void pg_close_handles(struct pg_conn *c) {
 void pg_close(struct pg_conn *c, bool abort) {
   c->closing = true;
   c->aborting = c->aborting || abort;
+  if (c->state == PG_CLOSING) { /* an abort of a release under way: stop waiting */
+    if (abort) pg_cancel_detach(c);
+    pg_maybe_done(c);
+    return;
+  }
   if (c->pumping) return; /* the pump finishes it */
   finish_close(c);
 }

@@ -81,6 +81,7 @@ static void fail_from(struct pg_conn *c, struct pg_req *r, const PGresult *res) 
 
 void pg_answer(struct pg_conn *c, struct pg_req *r) {
   if (c->barrier == r) c->barrier = NULL;
+  pg_cancel_answered(c, r);
   if (r->prior_msg && r->status && strcmp(r->code, "25P02") == 0) {
     free(r->msg); /* sent again into an aborted block: the first error tells why */
     r->msg = r->prior_msg;
@@ -157,7 +158,11 @@ static void exec_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
   ExecStatusType st = PQresultStatus(res);
   if (s->st && s->st->binary < 0 && (st == PGRES_TUPLES_OK || st == PGRES_SINGLE_TUPLE))
     s->st->binary = pg_types_binary(res);
-  if (r == NULL) return; /* the driver's own: DEALLOCATE */
+  if (r == NULL) { /* the driver's own: DEALLOCATE */
+    /* its failure rolls back what shares its sync point (sync=batch) */
+    if (st == PGRES_FATAL_ERROR) c->seg_failed = true;
+    return;
+  }
   switch (st) {
   case PGRES_SINGLE_TUPLE:
   case PGRES_TUPLES_OK:
@@ -218,6 +223,7 @@ static void prepare_result(struct pg_conn *c, struct pg_step *s, PGresult *res) 
 
 /* The request's last sync point is back: its outcome is final. */
 static void req_finished(struct pg_conn *c, struct pg_req *r) {
+  pg_cancel_answered(c, r);
   if (r->where == R_VICTIM) {
     r->next = NULL; /* it did nothing: again, once, when the pipeline is idle */
     struct pg_req **pp = &c->victims;
@@ -276,7 +282,10 @@ static void sync_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
   }
   struct pg_req *r = s->r;
   pg_step_pop(c);
-  if (c->seg_head) segment_finished(c); /* every sync point ends an implicit transaction */
+  if (c->seg_head) /* every sync point ends an implicit transaction */
+    segment_finished(c);
+  else
+    c->seg_failed = false;
   if (r && --r->syncs == 0) req_finished(c, r);
 }
 
