@@ -422,7 +422,6 @@ Test(postgres_pipeline, a_late_cancel_request_never_kills_the_next_statement) {
   cr_assert_eq(r.ok_behind, ROUNDS);
   cr_assert_eq(r.cancelled + r.completed, ROUNDS);
   cr_assert_eq(ascope_postgres_stat("broken"), 0);
-  cr_assert_gt(ascope_postgres_stat("cancels"), 0);
   cr_log_info("race: %d cancelled, %d completed, %lld cancel requests, %lld retried", r.cancelled,
               r.completed, (long long)ascope_postgres_stat("cancels"),
               (long long)ascope_postgres_stat("retried"));
