@@ -118,6 +118,41 @@ Test(postgres_pipeline, a_failing_statement_fails_only_its_own_scope) {
   }
 }
 
+/* Many connections at once on one loop, each with its own pipeline. */
+static int count_many(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  struct child *c = ud;
+  if (status) return status;
+  if (ascope_rows_int64(rows, 0, 0) == c->index) c->checked++;
+  return 0;
+}
+
+static void conn_body(ascope *s, t_scope *t) {
+  struct child *c = (struct child *)t;
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_int64(p, c->index);
+  for (int q = 0; q < 50; q++)
+    ascope_sql_query(s, ascope_resource(s, 0), "SELECT $1::int8", p, count_many, c);
+  ascope_sql_params_free(p);
+}
+
+Test(postgres_pipeline, twenty_connections_at_once) {
+  static struct child kids[20];
+  for (int i = 0; i < 20; i++) {
+    kids[i] = (struct child){.t.body = conn_body, .index = i};
+    ascope *s = ascope_new(T_rt);
+    ascope_use_postgres(s, t_dsn(), NULL);
+    cr_assert_eq(ascope_start(s, t_body, t_done, &kids[i]), 0);
+  }
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  for (int i = 0; i < 20; i++) {
+    cr_assert_eq(kids[i].t.done_calls, 1);
+    cr_assert_eq(kids[i].t.status, 0, "%s", kids[i].t.msg);
+    cr_assert_eq(kids[i].checked, 50);
+  }
+  cr_assert_eq(ascope_postgres_stat("opened"), 20);
+}
+
 /* ---- sync=batch: one sync point per round ----------------------------------------------- */
 
 Test(postgres_pipeline, sync_batch_shares_one_sync_point_per_round) {

@@ -12,6 +12,8 @@
  * statement apart from its neighbours', so a failure or rollback of one
  * never takes another with it. (libpq 17's PQsendPipelineSync queues the
  * sync without writing; libpq 15's PQpipelineSync writes at each one.)
+ * With sync=batch the plain statements of a round share one sync point
+ * instead, and recv.c sends a failed round's other statements again.
  *
  * Nothing goes out while a stream is in flight (it holds the connection
  * until it ends), while a COPY or script runs outside the pipeline, or
