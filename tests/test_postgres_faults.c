@@ -8,6 +8,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,4 +364,133 @@ Test(postgres_faults, statements_on_a_closing_connection_are_refused) {
   t_scope t = {.body = stopped_stream_body};
   cr_assert_eq(t_run_db(&t, "batch=10"), 0, "%s", t.msg);
   cr_assert_geq(ascope_postgres_stat("cancels"), 1);
+}
+
+/* ---- a cancel request that cannot be delivered ------------------------------------------- */
+
+/* A proxy in front of the server: it forwards the first connection (the
+ * driver's), and holds every later one (a cancel request's) open without
+ * reading it, so PQcancel waits for ever -- until the proxy stops. */
+struct proxy {
+  int listen_fd, port, server_port;
+  int held[8], nheld;
+  pthread_t thread;
+  volatile int stop;
+};
+
+static int connect_server(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  return fd;
+}
+
+static void *proxy_run(void *ud) {
+  struct proxy *p = ud;
+  int client = -1, server = -1;
+  bool forwarded = false; /* only ever the first connection */
+  char buf[65536];
+  while (!p->stop) {
+    struct pollfd fds[3] = {{p->listen_fd, POLLIN, 0}, {client, POLLIN, 0}, {server, POLLIN, 0}};
+    if (poll(fds, 3, 20) <= 0) continue;
+    if (fds[0].revents & POLLIN) {
+      int fd = accept(p->listen_fd, NULL, NULL);
+      if (!forwarded) {
+        forwarded = true;
+        client = fd;
+        server = connect_server(p->server_port);
+      } else if (p->nheld < 8) {
+        p->held[p->nheld++] = fd; /* a cancel request: never answered */
+      } else {
+        close(fd);
+      }
+    }
+    for (int i = 1; i < 3; i++) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        close(client);
+        close(server);
+        client = server = -1;
+        break;
+      }
+      for (ssize_t off = 0, k; off < n; off += k)
+        if ((k = send(i == 1 ? server : client, buf + off, (size_t)(n - off), MSG_NOSIGNAL)) <= 0)
+          break;
+    }
+  }
+  if (client >= 0) close(client);
+  if (server >= 0) close(server);
+  for (int i = 0; i < p->nheld; i++) close(p->held[i]);
+  return NULL;
+}
+
+static const char *proxy_start(struct proxy *p) {
+  p->listen_fd = blackhole(&p->port);
+  const char *s = strstr(t_dsn(), "port=");
+  p->server_port = atoi(s + 5);
+  pthread_create(&p->thread, NULL, proxy_run, p);
+  static char dsn[1200];
+  char *d = strdup(t_dsn()), *out = dsn;
+  size_t cap = sizeof dsn;
+  for (char *tok = strtok(d, " "); tok; tok = strtok(NULL, " ")) {
+    if (!strncmp(tok, "port=", 5)) continue;
+    int k = snprintf(out, cap, "%s ", tok);
+    out += k;
+    cap -= (size_t)k;
+  }
+  snprintf(out, cap, "port=%d", p->port);
+  free(d);
+  return dsn;
+}
+
+static void proxy_stop(struct proxy *p) {
+  p->stop = 1;
+  pthread_join(p->thread, NULL);
+  close(p->listen_fd);
+}
+
+static void short_sleep_body(ascope *s, t_scope *t) {
+  struct op *o = (struct op *)t;
+  o->q.db = ascope_resource(s, 0);
+  ascope_sql_query(s, o->q.db, "SELECT pg_sleep(3)", NULL, t_cb_fn, &o->q);
+}
+
+Test(postgres_faults, a_connection_a_cancel_cannot_bring_back_is_closed) {
+  static struct proxy p;
+  const char *dsn = proxy_start(&p);
+  struct op o = {.t.body = short_sleep_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_postgres(s, dsn, "cancel_timeout=300");
+  ascope_set_timeout(s, 100);
+  cr_assert_eq(t_run(s, &o.t), ASCOPE_ETIMEDOUT);
+  cr_assert_eq(o.q.status, ASCOPE_ECLOSED, "%d %s", o.q.status, o.q.msg);
+  cr_assert(strstr(o.q.msg, "cancel"), "%s", o.q.msg);
+  uint64_t took = o.t.t_done - o.t.t_start;
+  cr_assert_geq(took, 390);
+  cr_assert_lt(took, 2000, "took %llu ms", (unsigned long long)took);
+  cr_assert_eq(ascope_postgres_stat("broken"), 1);
+  proxy_stop(&p); /* PQcancel returns, its job ends */
+}
+
+static void stop_then_release(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql_stream(s, ascope_resource(s, 0), "SELECT g FROM generate_series(1, 5000000) g", NULL,
+                    stop_at_once, NULL, NULL);
+}
+
+Test(postgres_faults, a_release_waiting_on_a_cancel_request_is_aborted) {
+  static struct proxy p;
+  const char *dsn = proxy_start(&p);
+  cr_assert_eq(ascope_rt_set_release_timeout(T_rt, 200), 0);
+  t_scope t = {.body = stop_then_release};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_postgres(s, dsn, "batch=10");
+  cr_assert_eq(t_run(s, &t), ASCOPE_ETIMEDOUT);
+  cr_assert(strstr(t.msg, "release did not complete"), "%s", t.msg);
+  cr_assert_lt(t.t_done - t.t_start, 2000);
+  cr_assert_eq(ascope_postgres_stat("aborted"), 1);
+  proxy_stop(&p);
 }

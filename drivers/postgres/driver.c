@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken, pg_stat_cancels,
-    pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements, pg_stat_syncs,
-    pg_stat_flushes, pg_stat_max_pipeline;
+atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken, pg_stat_aborted,
+    pg_stat_cancels, pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements,
+    pg_stat_syncs, pg_stat_flushes, pg_stat_max_pipeline;
 
 extern const ascope_sql_driver pg_driver;
 
@@ -73,6 +73,7 @@ static void pg_release(ascope_res *res, int outcome) {
  * without waiting for a cancel request still out; the release completes
  * when the handles have closed. */
 static void pg_abort(ascope_res *res) {
+  atomic_fetch_add(&pg_stat_aborted, 1);
   pg_close(((struct pg_state_mem *)ascope_res_state(res))->c, true);
 }
 
@@ -354,12 +355,19 @@ int64_t ascope_postgres_stat(const char *name) {
     const char *name;
     atomic_llong *v;
   } stats[] = {
-      {"connections", &pg_stat_connections}, {"opened", &pg_stat_opened},
-      {"closed", &pg_stat_closed},           {"broken", &pg_stat_broken},
-      {"cancels", &pg_stat_cancels},         {"retried", &pg_stat_retried},
-      {"prepared", &pg_stat_prepared},       {"deallocated", &pg_stat_deallocated},
-      {"statements", &pg_stat_statements},   {"syncs", &pg_stat_syncs},
-      {"flushes", &pg_stat_flushes},         {"max_pipeline", &pg_stat_max_pipeline},
+      {"connections", &pg_stat_connections},
+      {"opened", &pg_stat_opened},
+      {"closed", &pg_stat_closed},
+      {"broken", &pg_stat_broken},
+      {"aborted", &pg_stat_aborted},
+      {"cancels", &pg_stat_cancels},
+      {"retried", &pg_stat_retried},
+      {"prepared", &pg_stat_prepared},
+      {"deallocated", &pg_stat_deallocated},
+      {"statements", &pg_stat_statements},
+      {"syncs", &pg_stat_syncs},
+      {"flushes", &pg_stat_flushes},
+      {"max_pipeline", &pg_stat_max_pipeline},
   };
   for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
     if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);

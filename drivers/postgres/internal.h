@@ -325,7 +325,7 @@ bool pg_sql_is_copy(const char *sql);   /* a COPY statement */
 /* ---- counters ----------------------------------------------------------------------------------
  */
 extern atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken,
-    pg_stat_cancels, pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements,
-    pg_stat_syncs, pg_stat_flushes, pg_stat_max_pipeline;
+    pg_stat_aborted, pg_stat_cancels, pg_stat_retried, pg_stat_prepared, pg_stat_deallocated,
+    pg_stat_statements, pg_stat_syncs, pg_stat_flushes, pg_stat_max_pipeline;
 
 #endif
