@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,7 +376,7 @@ struct proxy {
   int listen_fd, port, server_port;
   int held[8], nheld;
   pthread_t thread;
-  volatile int stop;
+  atomic_int stop; /* set by the test's thread, read by the proxy's */
 };
 
 static int connect_server(int port) {
@@ -392,7 +393,7 @@ static void *proxy_run(void *ud) {
   int client = -1, server = -1;
   bool forwarded = false; /* only ever the first connection */
   char buf[65536];
-  while (!p->stop) {
+  while (!atomic_load(&p->stop)) {
     struct pollfd fds[3] = {{p->listen_fd, POLLIN, 0}, {client, POLLIN, 0}, {server, POLLIN, 0}};
     if (poll(fds, 3, 20) <= 0) continue;
     if (fds[0].revents & POLLIN) {
@@ -447,7 +448,7 @@ static const char *proxy_start(struct proxy *p) {
 }
 
 static void proxy_stop(struct proxy *p) {
-  p->stop = 1;
+  atomic_store(&p->stop, 1);
   pthread_join(p->thread, NULL);
   close(p->listen_fd);
 }

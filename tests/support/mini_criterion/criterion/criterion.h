@@ -71,5 +71,11 @@ void mc_fail(const char *file, int line, const char *expr, const char *fmt, ...)
       mc_fail(__FILE__, __LINE__, #a " == " #b, "" __VA_ARGS__);                                   \
     }                                                                                              \
   } while (0)
+#define cr_assert_fail(...) mc_fail(__FILE__, __LINE__, "cr_assert_fail", "" __VA_ARGS__)
+#define cr_log_info(...)                                                                           \
+  do {                                                                                             \
+    fprintf(stderr, "[----] " __VA_ARGS__);                                                        \
+    fputc('\n', stderr);                                                                           \
+  } while (0)
 
 #endif
