@@ -289,7 +289,7 @@ void pg_break(struct pg_conn *c, int status, const char *code, const char *msg) 
   if (c->state != PG_READY) return;
   c->state = PG_BROKEN;
   atomic_fetch_add(&pg_stat_broken, 1);
-  pg_unwatch(c); /* libpq may have closed the socket already */
+  pg_unwatch(c);       /* libpq may have closed the socket already */
   pg_cancel_detach(c); /* a cancel request still out concerns nothing now */
   bool was = c->pumping;
   c->pumping = true;
