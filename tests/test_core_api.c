@@ -3,6 +3,9 @@
  * ascope_op_begin on a scope that takes no more work, status names. */
 #include <criterion/criterion.h>
 
+#include <ascope/driver.h>
+#include <stdint.h>
+
 #include "test_driver.h"
 #include "test_util.h"
 
@@ -589,4 +592,40 @@ Test(api, cancel_from_outside_never_runs_done_before_returning) {
 
 Test(api, fail_from_outside_never_runs_done_before_returning) {
   outside_run(1);
+}
+
+/* ---- options strings ------------------------------------------------------------ */
+
+Test(allocator, option_strings_tokenize_and_parse) {
+  char buf[16], *key, *val;
+  const char *s = " a=1,b=off\tbare  toolongkey=abcdefghijk";
+  cr_assert_not_null(s = ascope_opt_next(s, buf, sizeof buf, &key, &val));
+  cr_assert_str_eq(key, "a");
+  cr_assert_str_eq(val, "1");
+  cr_assert_not_null(s = ascope_opt_next(s, buf, sizeof buf, &key, &val));
+  cr_assert_str_eq(key, "b");
+  int b = -1;
+  cr_assert_eq(ascope_opt_bool(val, &b), 0);
+  cr_assert_eq(b, 0);
+  cr_assert_not_null(s = ascope_opt_next(s, buf, sizeof buf, &key, &val));
+  cr_assert_str_eq(key, "bare");
+  cr_assert_null(val);
+  cr_assert_not_null(s = ascope_opt_next(s, buf, sizeof buf, &key, &val));
+  cr_assert_eq(strlen(key) + (val ? strlen(val) + 1 : 0), sizeof buf - 1, "cut to the buffer");
+  cr_assert_null(ascope_opt_next(s, buf, sizeof buf, &key, &val));
+
+  uint64_t u = 7;
+  cr_assert_eq(ascope_opt_uint("42", 100, &u), 0);
+  cr_assert_eq(u, 42);
+  cr_assert_eq(ascope_opt_uint("101", 100, &u), UV_EINVAL);
+  cr_assert_eq(ascope_opt_uint("-1", 100, &u), UV_EINVAL);
+  cr_assert_eq(ascope_opt_uint(" 1", 100, &u), UV_EINVAL);
+  cr_assert_eq(ascope_opt_uint("1x", 100, &u), UV_EINVAL);
+  cr_assert_eq(ascope_opt_uint("99999999999999999999999", UINT64_MAX, &u), UV_EINVAL);
+  cr_assert_eq(ascope_opt_uint(NULL, 100, &u), UV_EINVAL);
+  cr_assert_eq(u, 42, "a failed parse leaves *out alone");
+  cr_assert_eq(ascope_opt_bool("maybe", &b), UV_EINVAL);
+  cr_assert_eq(ascope_opt_bool(NULL, &b), UV_EINVAL);
+  cr_assert_eq(ascope_opt_bool("yes", &b), 0);
+  cr_assert_eq(b, 1);
 }

@@ -18,52 +18,15 @@ static const struct pg_options defaults = {
     .text_only = false,
 };
 
-/* The next "key=value" token: key and value point into buf. */
-static const char *next_pair(const char *s, char *buf, size_t cap, char **key, char **val) {
-  while (*s == ' ' || *s == ',' || *s == '\t') s++;
-  if (*s == '\0') return NULL;
-  size_t n = strcspn(s, " ,\t");
-  size_t m = n < cap - 1 ? n : cap - 1;
-  memcpy(buf, s, m);
-  buf[m] = '\0';
-  *key = buf;
-  char *eq = strchr(buf, '=');
-  *val = eq ? eq + 1 : NULL;
-  if (eq) *eq = '\0';
-  return s + n;
-}
-
-static int parse_u64(const char *v, uint64_t max, uint64_t *out) {
-  if (v == NULL || *v < '0' || *v > '9') return -1;
-  char *end;
-  unsigned long long n = strtoull(v, &end, 10);
-  if (*end || n > max) return -1;
-  *out = n;
-  return 0;
-}
-
-static int parse_bool(const char *v, bool *out) {
-  if (v == NULL) return -1;
-  if (!strcmp(v, "1") || !strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes")) {
-    *out = true;
-    return 0;
-  }
-  if (!strcmp(v, "0") || !strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no")) {
-    *out = false;
-    return 0;
-  }
-  return -1;
-}
-
 static int apply(struct pg_options *o, const char *key, const char *val) {
   uint64_t u;
-  if (!strcmp(key, "connect_timeout") && parse_u64(val, 86400000, &u) == 0 && u > 0)
+  if (!strcmp(key, "connect_timeout") && ascope_opt_uint(val, 86400000, &u) == 0 && u > 0)
     o->connect_ms = u;
-  else if (!strcmp(key, "cancel_timeout") && parse_u64(val, 86400000, &u) == 0 && u > 0)
+  else if (!strcmp(key, "cancel_timeout") && ascope_opt_uint(val, 86400000, &u) == 0 && u > 0)
     o->cancel_ms = u;
-  else if (!strcmp(key, "cache") && parse_u64(val, 100000, &u) == 0)
+  else if (!strcmp(key, "cache") && ascope_opt_uint(val, 100000, &u) == 0)
     o->cache = (unsigned)u;
-  else if (!strcmp(key, "batch") && parse_u64(val, 1000000, &u) == 0 && u > 0)
+  else if (!strcmp(key, "batch") && ascope_opt_uint(val, 1000000, &u) == 0 && u > 0)
     o->batch = (unsigned)u;
   else if (!strcmp(key, "results") && val && !strcmp(val, "auto"))
     o->text_only = false;
@@ -81,7 +44,7 @@ static int apply(struct pg_options *o, const char *key, const char *val) {
 int pg_options_parse(struct pg_options *o, const char *s, char *err, size_t errlen) {
   *o = defaults;
   char buf[128], *key, *val;
-  while (s && (s = next_pair(s, buf, sizeof buf, &key, &val)) != NULL) {
+  while (s && (s = ascope_opt_next(s, buf, sizeof buf, &key, &val)) != NULL) {
     if (apply(o, key, val) != 0) {
       snprintf(err, errlen, "bad postgres option \"%s%s%s\"", key, val ? "=" : "", val ? val : "");
       return UV_EINVAL;
@@ -97,17 +60,17 @@ int pg_tx_begin_sql(const char *s, char *out, size_t cap) {
   static const char *const sql_levels[] = {"READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"};
   int level = -1, ro = -1, def = -1;
   char buf[128], *key, *val;
-  while (s && (s = next_pair(s, buf, sizeof buf, &key, &val)) != NULL) {
-    bool b;
+  while (s && (s = ascope_opt_next(s, buf, sizeof buf, &key, &val)) != NULL) {
+    int b;
     if (!strcmp(key, "use")) continue; /* the generic layer's */
     if (!strcmp(key, "isolation")) {
       level = -1;
       for (int i = 0; val && i < 3; i++)
         if (!strcmp(val, levels[i])) level = i;
       if (level < 0) return UV_EINVAL;
-    } else if (!strcmp(key, "read_only") && parse_bool(val, &b) == 0) {
+    } else if (!strcmp(key, "read_only") && ascope_opt_bool(val, &b) == 0) {
       ro = b;
-    } else if (!strcmp(key, "deferrable") && parse_bool(val, &b) == 0) {
+    } else if (!strcmp(key, "deferrable") && ascope_opt_bool(val, &b) == 0) {
       def = b;
     } else {
       return UV_EINVAL;

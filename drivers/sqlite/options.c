@@ -20,43 +20,6 @@ static const struct sq_options defaults = {
     .batch = 256,
 };
 
-/* The next "key=value" token: key and value point into buf. */
-static const char *next_pair(const char *s, char *buf, size_t cap, char **key, char **val) {
-  while (*s == ' ' || *s == ',' || *s == '\t') s++;
-  if (*s == '\0') return NULL;
-  size_t n = strcspn(s, " ,\t");
-  size_t m = n < cap - 1 ? n : cap - 1;
-  memcpy(buf, s, m);
-  buf[m] = '\0';
-  *key = buf;
-  char *eq = strchr(buf, '=');
-  *val = eq ? eq + 1 : NULL;
-  if (eq) *eq = '\0';
-  return s + n;
-}
-
-static int parse_uint(const char *v, unsigned max, unsigned *out) {
-  if (v == NULL || *v < '0' || *v > '9') return -1;
-  char *end;
-  unsigned long n = strtoul(v, &end, 10);
-  if (*end || n > max) return -1;
-  *out = (unsigned)n;
-  return 0;
-}
-
-static int parse_bool(const char *v, bool *out) {
-  if (v == NULL) return -1;
-  if (!strcmp(v, "1") || !strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes")) {
-    *out = true;
-    return 0;
-  }
-  if (!strcmp(v, "0") || !strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no")) {
-    *out = false;
-    return 0;
-  }
-  return -1;
-}
-
 static int parse_pick(const char *v, const char *const *names, int n) {
   for (int i = 0; v && i < n; i++)
     if (!strcmp(v, names[i])) return i;
@@ -66,20 +29,20 @@ static int parse_pick(const char *v, const char *const *names, int n) {
 static int apply(struct sq_options *o, const char *key, const char *val) {
   static const char *const modes[] = {"rwc", "rw", "ro", "memory"};
   static const char *const syncs[] = {"off", "normal", "full"};
-  bool b;
-  unsigned u;
+  int b;
+  uint64_t u;
   int k;
   if (!strcmp(key, "mode") && (k = parse_pick(val, modes, 4)) >= 0)
     o->mode = (enum sq_mode)k;
-  else if (!strcmp(key, "wal") && parse_bool(val, &b) == 0)
+  else if (!strcmp(key, "wal") && ascope_opt_bool(val, &b) == 0)
     o->wal = b;
-  else if (!strcmp(key, "busy_timeout") && parse_uint(val, 86400000, &u) == 0)
+  else if (!strcmp(key, "busy_timeout") && ascope_opt_uint(val, 86400000, &u) == 0)
     o->busy_ms = u;
-  else if (!strcmp(key, "cache") && parse_uint(val, 100000, &u) == 0)
+  else if (!strcmp(key, "cache") && ascope_opt_uint(val, 100000, &u) == 0)
     o->cache = u;
-  else if (!strcmp(key, "batch") && parse_uint(val, 1000000, &u) == 0 && u > 0)
+  else if (!strcmp(key, "batch") && ascope_opt_uint(val, 1000000, &u) == 0 && u > 0)
     o->batch = u;
-  else if (!strcmp(key, "foreign_keys") && parse_bool(val, &b) == 0)
+  else if (!strcmp(key, "foreign_keys") && ascope_opt_bool(val, &b) == 0)
     o->foreign_keys = b;
   else if (!strcmp(key, "synchronous") && (k = parse_pick(val, syncs, 3)) >= 0)
     o->synchronous = k;
@@ -91,7 +54,7 @@ static int apply(struct sq_options *o, const char *key, const char *val) {
 int sq_options_parse(struct sq_options *o, const char *s, char *err, size_t errlen) {
   *o = defaults;
   char buf[128], *key, *val;
-  while (s && (s = next_pair(s, buf, sizeof buf, &key, &val)) != NULL) {
+  while (s && (s = ascope_opt_next(s, buf, sizeof buf, &key, &val)) != NULL) {
     if (apply(o, key, val) != 0) {
       snprintf(err, errlen, "bad sqlite option \"%s%s%s\"", key, val ? "=" : "", val ? val : "");
       return UV_EINVAL;
@@ -104,7 +67,7 @@ int sq_tx_options_parse(const char *s, enum sq_begin *mode) {
   static const char *const begins[] = {"deferred", "immediate", "exclusive"};
   char buf[128], *key, *val;
   *mode = BEGIN_DEFERRED;
-  while (s && (s = next_pair(s, buf, sizeof buf, &key, &val)) != NULL) {
+  while (s && (s = ascope_opt_next(s, buf, sizeof buf, &key, &val)) != NULL) {
     int k;
     if (!strcmp(key, "use")) continue; /* the generic layer's */
     if (strcmp(key, "begin") || (k = parse_pick(val, begins, 3)) < 0) return UV_EINVAL;

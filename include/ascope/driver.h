@@ -48,6 +48,16 @@ ASCOPE_EXTERN ascope *ascope_op_scope(ascope_op *op);
 ASCOPE_EXTERN void ascope_op_set_resume(ascope_op *op, void (*resume)(ascope_op *op));
 ASCOPE_EXTERN void ascope_op_end(ascope_op *op, int status, const char *code, const char *message);
 
+/* Options strings: "key=value" pairs separated by spaces, tabs or commas,
+ * the form every driver's options take. ascope_opt_next copies the next
+ * pair into buf (cut to cap - 1 bytes), points key and value into it (value
+ * NULL for a bare "key") and returns where to go on, or NULL at the end.
+ * The value parsers return 0, or UV_EINVAL and leave *out alone. */
+ASCOPE_EXTERN const char *ascope_opt_next(const char *s, char *buf, size_t cap, char **key,
+                                          char **value);
+ASCOPE_EXTERN int ascope_opt_bool(const char *value, int *out); /* 1/0 on/off true/false yes/no */
+ASCOPE_EXTERN int ascope_opt_uint(const char *value, uint64_t max, uint64_t *out); /* decimal */
+
 /* Plugins: a shared object exports
  *   const ascope_driver *ascope_driver_entry(void);
  * ascope_driver_load() returns NULL and writes the reason to errbuf on a
