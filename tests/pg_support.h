@@ -14,7 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-extern ascope_rt *T_rt;
+#include "scope_record.h"
+
 void t_init(void); /* TestSuite(name, .init = t_init, .fini = t_fini) */
 void t_fini(void); /* frees the runtime, checks for leaks */
 const char *t_dsn(void);
@@ -23,23 +24,8 @@ const char *t_name(const char *base);
 /* printf into one of 8 rotating buffers (SQL with the test's table names). */
 const char *t_sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* What a scope saw. Embed it first in a test's own context. */
-typedef struct t_scope {
-  int body_calls, done_calls, status;
-  char driver[32], code[64], msg[512]; /* the first error */
-  int nerr;                            /* length of the error chain */
-  int err_status[4];
-  char err_code[4][64];
-  void (*body)(ascope *s, struct t_scope *t);
-  uint64_t t_start, t_done; /* ms */
-} t_scope;
-void t_body(ascope *s, void *ud);
-void t_done(ascope *s, int status, void *ud);
-/* Starts s with t_body/t_done, runs the loop, asserts done ran once; the status. */
-int t_run(ascope *s, t_scope *t);
 /* A scope on one connection (the test DSN, options), body run, run to the end. */
 int t_run_db(t_scope *t, const char *options);
-uint64_t t_now_ms(void);
 
 /* The raw libpq oracle, synchronous, on its own connection. */
 void t_raw(const char *sql);        /* asserts success */

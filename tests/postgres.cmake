@@ -10,6 +10,7 @@ endif()
 foreach(t test_postgres test_postgres_pipeline test_postgres_stream test_postgres_faults)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c)
     ascope_test(${t} ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c ${CMAKE_CURRENT_SOURCE_DIR}/pg_support.c
+      ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c
       LIBS ascope-postgres PkgConfig::LIBPQ_T LABELS "postgres;tsan" ${_pg_test_opts})
   endif()
 endforeach()

@@ -9,6 +9,7 @@ endif()
 foreach(t test_sqlite test_sqlite_tx test_sqlite_stream test_sqlite_faults test_sqlite_load)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c)
     ascope_test(${t} ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c ${CMAKE_CURRENT_SOURCE_DIR}/sqlite_support.c
+      ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c
       LIBS ascope-sqlite PkgConfig::SQLITE3 LABELS "sqlite;tsan" ${_sqlite_test_opts})
   endif()
 endforeach()

@@ -45,10 +45,6 @@ const char *t_path(const char *name) {
   return b;
 }
 
-uint64_t t_now_ms(void) {
-  return uv_hrtime() / 1000000u;
-}
-
 void t_check_clean(void) {
   cr_assert_eq(ascope_sqlite_stat("connections"), 0, "a connection was leaked");
   cr_assert_eq(ascope_sqlite_stat("running"), 0, "a hop is still running");
@@ -60,44 +56,6 @@ void t_check_clean(void) {
 }
 
 /* ---- scopes -------------------------------------------------------------------------- */
-
-void t_body(ascope *s, void *ud) {
-  t_scope *t = ud;
-  t->body_calls++;
-  if (t->body) t->body(s, t);
-}
-
-static void copy(char *dst, size_t cap, const char *src) {
-  snprintf(dst, cap, "%s", src ? src : "");
-}
-
-void t_done(ascope *s, int status, void *ud) {
-  t_scope *t = ud;
-  t->done_calls++;
-  t->status = status;
-  t->t_done = t_now_ms();
-  const ascope_err *e = ascope_error(s);
-  cr_assert((status == 0) == (e == NULL));
-  if (e) {
-    copy(t->driver, sizeof t->driver, ascope_err_driver(e));
-    copy(t->code, sizeof t->code, ascope_err_code(e));
-    copy(t->msg, sizeof t->msg, ascope_err_message(e));
-  }
-  for (t->nerr = 0; e; e = ascope_err_next(e), t->nerr++) {
-    if (t->nerr >= 4) continue;
-    t->err_status[t->nerr] = ascope_err_status(e);
-    copy(t->err_code[t->nerr], sizeof t->err_code[0], ascope_err_code(e));
-  }
-}
-
-int t_run(ascope *s, t_scope *t) {
-  cr_assert_not_null(s);
-  t->t_start = t_now_ms();
-  cr_assert_eq(ascope_start(s, t_body, t_done, t), 0);
-  cr_assert_eq(ascope_rt_run(T_rt), 0);
-  cr_assert_eq(t->done_calls, 1, "done ran %d times", t->done_calls);
-  return t->status;
-}
 
 int t_run_db(t_scope *t, const char *path, const char *options) {
   ascope *s = ascope_new(T_rt);
@@ -244,8 +202,8 @@ int t_cb_fn(ascope *s, int status, ascope_rows *rows, void *ud) {
     c->first = ascope_rows_int64(rows, 0, 0);
   }
   if (status < 0 && c->db) {
-    copy(c->code, sizeof c->code, ascope_sql_errcode(c->db));
-    copy(c->msg, sizeof c->msg, ascope_sql_errmsg(c->db));
+    t_copy(c->code, sizeof c->code, ascope_sql_errcode(c->db));
+    t_copy(c->msg, sizeof c->msg, ascope_sql_errmsg(c->db));
   }
   return c->pass ? status : c->ret;
 }

@@ -1,0 +1,46 @@
+#include "scope_record.h"
+
+#include <stdio.h>
+
+uint64_t t_now_ms(void) {
+  return uv_hrtime() / 1000000u;
+}
+
+void t_body(ascope *s, void *ud) {
+  t_scope *t = ud;
+  t->body_calls++;
+  if (t->body) t->body(s, t);
+}
+
+void t_copy(char *dst, size_t cap, const char *src) {
+  snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* The error objects live only while done runs: copy what the test checks. */
+void t_done(ascope *s, int status, void *ud) {
+  t_scope *t = ud;
+  t->done_calls++;
+  t->status = status;
+  t->t_done = t_now_ms();
+  const ascope_err *e = ascope_error(s);
+  cr_assert((status == 0) == (e == NULL));
+  if (e) {
+    t_copy(t->driver, sizeof t->driver, ascope_err_driver(e));
+    t_copy(t->code, sizeof t->code, ascope_err_code(e));
+    t_copy(t->msg, sizeof t->msg, ascope_err_message(e));
+  }
+  for (t->nerr = 0; e; e = ascope_err_next(e), t->nerr++) {
+    if (t->nerr >= 4) continue;
+    t->err_status[t->nerr] = ascope_err_status(e);
+    t_copy(t->err_code[t->nerr], sizeof t->err_code[0], ascope_err_code(e));
+  }
+}
+
+int t_run(ascope *s, t_scope *t) {
+  cr_assert_not_null(s);
+  t->t_start = t_now_ms();
+  cr_assert_eq(ascope_start(s, t_body, t_done, t), 0);
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  cr_assert_eq(t->done_calls, 1, "done ran %d times", t->done_calls);
+  return t->status;
+}
