@@ -107,6 +107,7 @@ void pg_dsn_cancel(struct pg_conn *c) {
 struct strbuf {
   char *s;
   size_t len, cap;
+  size_t n; /* entries: an empty first one (a socket's hostaddr) still takes its comma */
   bool oom;
 };
 
@@ -123,7 +124,7 @@ static void sb_add(struct strbuf *b, const char *s) {
     b->s = p;
     b->cap = cap;
   }
-  if (b->len) b->s[b->len++] = ',';
+  if (b->n++) b->s[b->len++] = ',';
   memcpy(b->s + b->len, s, n + 1);
   b->len += n;
 }
@@ -292,7 +293,10 @@ int pg_dsn_start(struct pg_conn *c, const char *dsn, char *err, size_t errlen) {
     return UV_ENOMEM;
   }
   if (d->nports == 1 && d->ports[0][0] == '\0') d->nports = 0;
-  if (nonempty(addr)) { /* the addresses are given: nothing to resolve */
+  /* Addresses given: nothing to resolve. A port list that is neither one
+   * port nor one per host cannot be paired by expand(): libpq refuses it
+   * before any lookup, in its own words. */
+  if (nonempty(addr) || (d->nports > 1 && d->nports != d->nhosts)) {
     connect_as_is(c, opts);
     pg_dsn_free(c);
     return 0;

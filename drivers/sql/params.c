@@ -124,10 +124,11 @@ int ascope_sql_params_add_blob(ascope_sql_params *p, const void *data, size_t le
 /* ---- the FFI form ---------------------------------------------------------- */
 
 /* Numbers arrive as text; parse them strictly: the whole value, no blanks,
- * no overflow. A short copy makes the text NUL-terminated. */
+ * no overflow. A short copy makes the text NUL-terminated; a NUL inside the
+ * given length would end it early and pass "12\0junk" off as 12. */
 static int parse_number(int type, const char *s, size_t len, int64_t *i, double *d) {
   char buf[64];
-  if (len == 0 || len >= sizeof buf) return UV_EINVAL;
+  if (len == 0 || len >= sizeof buf || memchr(s, '\0', len)) return UV_EINVAL;
   memcpy(buf, s, len);
   buf[len] = '\0';
   if (type == ASCOPE_SQL_BOOL) {
