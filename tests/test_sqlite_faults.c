@@ -335,3 +335,165 @@ Test(sqlite_faults, a_commit_stuck_on_a_lock_is_aborted_and_rolled_back) {
   cr_assert_eq(ascope_sqlite_stat("closed"), 1);
   cr_assert_eq(ascope_sqlite_stat("aborted"), 0, "the connection itself closed in time");
 }
+
+/* ---- statements staged while a hop runs, then cancelled --------------------------------------
+ *
+ * Statements started while a hop runs wait in the connection's stage, and
+ * the connection is listed for the loop to publish the stage before it
+ * sleeps. When every staged statement is cancelled before that (the scope
+ * fails or is cancelled in the same loop iteration), the stage is empty but
+ * the connection was left listed, and publishing an empty stage never took
+ * it off: the loop spun in the publishing callback forever, and no timer
+ * (deadline, cancel) ever fired again. These scopes must end; the suite's
+ * timeout fails a hang. */
+TestSuite(sqlite_stage, .init = t_init, .fini = t_fini, .timeout = 120);
+
+#define STAGED 4
+
+/* The first statement's callback starts STAGED - 1 more, then ends the
+ * scope (a cancel, or the statement's own failure passed on). A long query
+ * queued behind the first is running by then — the hop takes it in the
+ * same hold of the mutex as it answers the first — so the new statements
+ * are staged, and the long query's interrupted answer comes later. */
+struct staged {
+  t_scope t;
+  t_cb q[STAGED], hold;
+  bool fail;
+};
+
+static int stage_then_end(ascope *s, int status, ascope_rows *rows, void *ud) {
+  struct staged *x = ud;
+  t_cb_fn(s, status, rows, &x->q[0]);
+  ascope_sql *db = ascope_resource(s, 0);
+  for (int i = 1; i < STAGED; i++)
+    cr_assert_eq(ascope_sql_query(s, db, "SELECT 1", NULL, t_cb_fn, &x->q[i]), 0);
+  if (x->fail) return status;
+  ascope_cancel(s); /* before the loop sleeps: the stage is still unpublished */
+  return 0;
+}
+
+static void stage_body(ascope *s, t_scope *t) {
+  struct staged *x = (struct staged *)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  const char *first = x->fail ? "SELECT * FROM no_such_table" : "SELECT 1";
+  cr_assert_eq(ascope_sql_query(s, db, first, NULL, stage_then_end, x), 0);
+  cr_assert_eq(ascope_sql_query(s, db, LONG_QUERY, NULL, t_cb_fn, &x->hold), 0);
+}
+
+static void stage_then_end_runs(bool fail) {
+  for (int run = 0; run < 20; run++) {
+    struct staged x = {.t.body = stage_body, .fail = fail};
+    ascope *s = ascope_new(T_rt);
+    cr_assert_eq(ascope_use_sqlite(s, t_path("a.db"), NULL), 0);
+    if (run % 2) /* and with a transaction: its ROLLBACK is staged as well */
+      cr_assert_eq(ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL), 0);
+    int status = t_run(s, &x.t);
+    cr_assert_lt(x.t.t_done - x.t.t_start, 2000, "run %d", run);
+    if (fail) {
+      cr_assert_eq(status, ASCOPE_EDRIVER, "run %d: %s", run, x.t.msg);
+      cr_assert_str_eq(x.t.code, "SQLITE_ERROR");
+    } else {
+      cr_assert_eq(status, ASCOPE_ECANCELED, "run %d: %s", run, x.t.msg);
+      cr_assert_eq(x.q[0].status, 0);
+    }
+    cr_assert_eq(x.q[0].calls, 1);
+    cr_assert_eq(x.hold.calls, 1);
+    cr_assert_eq(x.hold.status, ASCOPE_ECANCELED, "run %d", run);
+    for (int i = 1; i < STAGED; i++) {
+      cr_assert_eq(x.q[i].calls, 1, "run %d, statement %d", run, i);
+      cr_assert_eq(x.q[i].status, ASCOPE_ECANCELED, "run %d, statement %d", run, i);
+    }
+  }
+}
+
+Test(sqlite_stage, a_scope_cancelled_with_statements_staged_ends) {
+  stage_then_end_runs(false);
+}
+
+Test(sqlite_stage, a_failure_right_after_statements_were_staged_ends_the_scope) {
+  stage_then_end_runs(true);
+}
+
+/* A child scope stages its statements behind its parent's long query and
+ * cancels itself: the stage empties while the parent's hop runs on. The
+ * child's end has a timer cancel the parent, which never fires if the loop
+ * spins. */
+struct family {
+  t_scope t;
+  t_cb q;
+  ascope_sql *db;
+  struct staged child;
+};
+
+/* Later, from a timer: a loop spinning before it sleeps never gets there. */
+static void staged_child_done(ascope *s, int status, void *ud) {
+  struct family *f = ud;
+  t_done(s, status, &f->child.t);
+  t_after(1, cancel_it, to_cancel);
+}
+
+static void staged_child_body(ascope *s, void *ud) {
+  struct family *f = ud;
+  f->child.t.body_calls++;
+  for (int i = 0; i < STAGED; i++)
+    cr_assert_eq(ascope_sql_query(s, f->db, "SELECT 1", NULL, t_cb_fn, &f->child.q[i]), 0);
+  ascope_cancel(s);
+}
+
+static void parent_body(ascope *s, t_scope *t) {
+  struct family *f = (struct family *)t;
+  to_cancel = s;
+  f->db = ascope_resource(s, 0);
+  ascope_sql_query(s, f->db, LONG_QUERY, NULL, t_cb_fn, &f->q);
+  ascope *c = ascope_child(s);
+  cr_assert_eq(ascope_start(c, staged_child_body, staged_child_done, f), 0);
+}
+
+Test(sqlite_stage, a_child_cancelled_with_statements_staged_lets_its_parent_go_on) {
+  for (int run = 0; run < 10; run++) {
+    struct family f = {.t.body = parent_body};
+    cr_assert_eq(t_run_db(&f.t, t_path("a.db"), NULL), ASCOPE_ECANCELED, "run %d", run);
+    cr_assert_lt(f.t.t_done - f.t.t_start, 2000, "run %d", run);
+    cr_assert_eq(f.q.status, ASCOPE_ECANCELED);
+    cr_assert_eq(f.child.t.done_calls, 1);
+    cr_assert_eq(f.child.t.status, ASCOPE_ECANCELED);
+    for (int i = 0; i < STAGED; i++) {
+      cr_assert_eq(f.child.q[i].calls, 1, "run %d, statement %d", run, i);
+      cr_assert_eq(f.child.q[i].status, ASCOPE_ECANCELED, "run %d, statement %d", run, i);
+    }
+  }
+}
+
+/* The report: a transaction, 20,000 INSERTs queued at once, the 2,000th
+ * failing (no such table), a 2 s deadline. The failure's answer reaches the
+ * loop while the body's last INSERTs are still staged, now and then in the
+ * very iteration that staged them: about one run in seven hung. */
+static void burst_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  cr_assert_not_null(p);
+  for (int i = 0; i < 20000; i++) {
+    ascope_sql_params_clear(p);
+    ascope_sql_params_add_int64(p, i);
+    const char *sql =
+        i == 1999 ? "INSERT INTO no_such_table VALUES ($1)" : "INSERT INTO t VALUES ($1)";
+    if (ascope_sql_exec(s, db, sql, p, NULL, NULL) != 0) break; /* the scope has failed */
+  }
+  ascope_sql_params_free(p);
+}
+
+Test(sqlite_stage, a_burst_with_a_failing_insert_ends_every_time) {
+  const char *path = t_path("burst.db");
+  t_raw(path, "CREATE TABLE t(v INTEGER)");
+  for (int run = 0; run < 60; run++) {
+    t_scope t = {.body = burst_body};
+    ascope *s = ascope_new(T_rt);
+    cr_assert_eq(ascope_use_sqlite(s, path, NULL), 0);
+    cr_assert_eq(ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL), 0);
+    ascope_set_timeout(s, 2000);
+    cr_assert_eq(t_run(s, &t), ASCOPE_EDRIVER, "run %d: %s", run, t.msg);
+    cr_assert_str_eq(t.code, "SQLITE_ERROR");
+    cr_assert(strstr(t.msg, "no_such_table"), "%s", t.msg);
+  }
+}

@@ -72,11 +72,19 @@ bool sq_unstage(struct sq_conn *c, struct sq_job *j) {
   j->next = j->prev = NULL;
   j->staged = false;
   c->nstaged--;
+  /* A connection is listed exactly while its stage holds something: when
+   * the last staged job is cancelled, nothing is left to publish. */
+  if (c->shead == NULL) sq_stage_unlist(c);
   return true;
 }
 
+/* Always takes c off the scheduler's list, even with nothing staged: the
+ * loop's publishing pass relies on each call shortening the list. */
 void sq_publish(struct sq_conn *c) {
-  if (c->shead == NULL) return;
+  if (c->shead == NULL) {
+    sq_stage_unlist(c);
+    return;
+  }
   uv_mutex_lock(&c->mu);
   for (struct sq_job *j = c->shead; j; j = j->next) {
     j->staged = false;

@@ -110,10 +110,16 @@ void sq_stage_unlist(struct sq_conn *c) {
 }
 
 /* The loop is about to sleep: whatever was staged this iteration goes to
- * its hop now, rather than after the hop ends. */
+ * its hop now, rather than after the hop ends. Each connection is taken off
+ * the list before it is published, so the pass ends whatever its stage
+ * holds: a connection left listed with an empty stage once made this loop
+ * spin forever, starving every timer (deadlines included). */
 static void on_prepare(uv_prepare_t *h) {
   struct sq_sched *s = h->data;
-  while (s->shead) sq_publish(s->shead); /* sq_publish unlists it */
+  for (struct sq_conn *c; (c = s->shead) != NULL;) {
+    sq_stage_unlist(c);
+    sq_publish(c);
+  }
 }
 
 unsigned sq_sched_waiting(struct sq_sched *s) {
