@@ -496,4 +496,6 @@ Test(sqlite_stage, a_burst_with_a_failing_insert_ends_every_time) {
     cr_assert_str_eq(t.code, "SQLITE_ERROR");
     cr_assert(strstr(t.msg, "no_such_table"), "%s", t.msg);
   }
+  /* and nothing ran after SQLite's own rollback of an interrupted INSERT */
+  cr_assert_eq(t_raw_int(path, "SELECT count(*) FROM t"), 0, "every run rolled back");
 }

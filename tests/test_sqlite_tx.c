@@ -352,3 +352,73 @@ Test(sqlite_tx, a_begin_stuck_on_a_lock_is_cut_by_the_deadline) {
   sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
   sqlite3_close(holder);
 }
+
+/* ---- SQLite's own rollback ------------------------------------------------------------------- */
+
+/* SQLite rolls the whole transaction back by itself when a write inside it
+ * is interrupted (and on SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM…). What is
+ * queued behind that write must not then run in autocommit — committed at
+ * once, though its scope's transaction ends in failure: it fails with
+ * SQLITE_ABORT_ROLLBACK. Here a child scope's long write is cancelled while
+ * it runs; the parent's INSERT, queued behind it, is not cancelled. */
+#define SLOW_WRITE                                                                                 \
+  "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "                \
+  "SELECT x + 1 FROM c WHERE x < 2000000000) SELECT x FROM c)"
+
+struct lost {
+  t_scope t, child_t;
+  ascope *parent, *child;
+  ascope_sql *db;
+  t_cb slow, after;
+  sqlite3 *probe;
+};
+static struct lost *lost;
+
+/* The write holds the database's RESERVED lock: a second writer is refused. */
+static bool write_running(void *ud) {
+  (void)ud;
+  int rc = sqlite3_exec(lost->probe, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) sqlite3_exec(lost->probe, "ROLLBACK", NULL, NULL, NULL);
+  return rc == SQLITE_BUSY;
+}
+
+static void cancel_child(void *ud) {
+  (void)ud;
+  ascope_cancel(lost->child);
+}
+
+static void slow_write_body(ascope *s, void *ud) {
+  (void)ud;
+  lost->child_t.body_calls++;
+  cr_assert_eq(ascope_sql_exec(s, lost->db, SLOW_WRITE, NULL, t_cb_fn, &lost->slow), 0);
+  /* the parent's, behind it on the connection */
+  cr_assert_eq(ascope_sql_exec(lost->parent, lost->db, "INSERT INTO t VALUES ('after')", NULL,
+                               t_cb_fn, &lost->after),
+               0);
+  t_when(write_running, cancel_child, NULL);
+}
+
+static void lost_body(ascope *s, t_scope *t) {
+  (void)t;
+  lost->parent = s;
+  lost->db = lost->after.db = ascope_resource(s, 0);
+  lost->child = ascope_child(s);
+  cr_assert_eq(ascope_start(lost->child, slow_write_body, t_done, &lost->child_t), 0);
+}
+
+Test(sqlite_tx, nothing_runs_outside_a_transaction_sqlite_rolled_back) {
+  schema();
+  struct lost l = {.t.body = lost_body, .after.pass = true};
+  lost = &l;
+  cr_assert_eq(sqlite3_open(db_path(), &l.probe), SQLITE_OK);
+  cr_assert_eq(run_tx(&l.t, NULL, 0), ASCOPE_EDRIVER, "%s", l.t.msg);
+  sqlite3_close(l.probe);
+  cr_assert_eq(l.child_t.status, ASCOPE_ECANCELED);
+  cr_assert_eq(l.slow.status, ASCOPE_ECANCELED);
+  cr_assert_eq(l.after.calls, 1);
+  cr_assert_eq(l.after.status, ASCOPE_EDRIVER);
+  cr_assert_str_eq(l.after.code, "SQLITE_ABORT_ROLLBACK");
+  cr_assert_str_eq(l.t.code, "SQLITE_ABORT_ROLLBACK", "%s", l.t.msg);
+  cr_assert_eq(rows_with("after"), 0, "it ran in autocommit and was committed");
+  cr_assert_eq(t_raw_int(db_path(), "SELECT count(*) FROM t"), 0);
+}

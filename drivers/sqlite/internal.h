@@ -126,6 +126,8 @@ struct sq_conn {
   bool may_yield;      /* the current step may give its thread up on a busy lock */
   bool yielded;        /* it did */
   bool no_cut;         /* a rollback runs: cancellation must not stop it */
+  bool tx_open;        /* the driver's transaction (level 0) began and has not ended */
+  bool tx_lost;        /* SQLite rolled it back by itself: nothing runs until its end */
   uint64_t wait_start; /* this busy episode began, ns */
 };
 
@@ -159,6 +161,8 @@ int sq_progress_handler(void *ud);
 /* Records the job's failure from the connection's error state. */
 void sq_fail(struct sq_conn *c, struct sq_job *j, int rc);
 void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg);
+/* Refuses j: the transaction it would have run in is gone (tx_lost). */
+void sq_fail_lost(struct sq_job *j);
 
 /* ---- codes (codes.c) --------------------------------------------------------------- */
 const char *sq_code_name(int code);

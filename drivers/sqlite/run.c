@@ -22,6 +22,12 @@ void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg
   j->msg = msg ? strdup(msg) : NULL;
 }
 
+void sq_fail_lost(struct sq_job *j) {
+  sq_fail_msg(j, atomic_load(&j->cancelled) ? ASCOPE_ECANCELED : ASCOPE_EDRIVER,
+              "SQLITE_ABORT_ROLLBACK",
+              "not run: SQLite rolled the transaction back after an earlier statement failed");
+}
+
 static bool is_aborted(struct sq_conn *c) {
   uv_mutex_lock(&c->mu);
   bool a = c->aborted;
@@ -177,7 +183,19 @@ void sq_run(struct sq_conn *c, struct sq_job *j) {
     sq_close_db(c);
     break;
   case JOB_REQ:
+    /* An interrupted write (a cancel meant for it, a deadline), and some
+     * errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM…), make SQLite roll
+     * the whole transaction back. What is queued behind must not then run
+     * in autocommit — committed at once, though its scope's transaction
+     * ends in failure — and the loop's cancellations reach it one at a
+     * time, possibly after the hop has started it: it is refused here
+     * until the transaction's end comes through. */
+    if (c->tx_lost) {
+      sq_fail_lost(j);
+      break;
+    }
     sq_run_stmt(c, j);
+    if (c->tx_open && j->status != 0 && sqlite3_get_autocommit(c->db)) c->tx_lost = true;
     break;
   case JOB_TX:
     sq_run_tx(c, j);

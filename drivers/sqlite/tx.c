@@ -88,14 +88,27 @@ static void commit(struct sq_conn *c, struct sq_job *j, unsigned d) {
   rollback_level(c, j, d, false);
 }
 
-void sq_run_tx(struct sq_conn *c, struct sq_job *j) {
+/* The transaction SQLite rolled back by itself (tx_lost, see run.c): a
+ * savepoint would start a new transaction of its own, and a COMMIT or
+ * RELEASE has nothing left to commit; the level's end is refused with the
+ * reason, and the transaction's end clears the state. A rollback runs as
+ * usual and finds nothing to do. */
+static bool refused_as_lost(struct sq_conn *c, struct sq_job *j) {
+  if (!c->tx_lost || j->tx_action == ASCOPE_SQL_TX_ROLLBACK) return false;
+  sq_fail_lost(j);
+  return true;
+}
+
+static void run_tx(struct sq_conn *c, struct sq_job *j) {
   unsigned d = j->tx_depth;
+  if (refused_as_lost(c, j)) return;
   switch (j->tx_action) {
   case ASCOPE_SQL_TX_BEGIN:
     if (atomic_load(&j->cancelled))
       sq_fail_msg(j, ASCOPE_ECANCELED, NULL, "cancelled");
     else
       begin(c, j, d);
+    if (d == 0 && j->status == 0 && !j->retry) c->tx_open = true;
     break;
   case ASCOPE_SQL_TX_COMMIT:
     if (!atomic_load(&j->cancelled)) {
@@ -110,4 +123,11 @@ void sq_run_tx(struct sq_conn *c, struct sq_job *j) {
     rollback_level(c, j, d, true);
     break;
   }
+}
+
+void sq_run_tx(struct sq_conn *c, struct sq_job *j) {
+  run_tx(c, j);
+  /* level 0 ends with its COMMIT or ROLLBACK, whatever became of it */
+  if (j->tx_depth == 0 && j->tx_action != ASCOPE_SQL_TX_BEGIN && !j->retry)
+    c->tx_open = c->tx_lost = false;
 }
