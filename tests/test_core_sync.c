@@ -167,11 +167,20 @@ static bool is_queued(void *arg) {
   return q->h->m.started && q->w->pre.acquired;
 }
 
-/* cancels the waiter; a little later the holder lets go */
+static void end_queued_holder(void *arg) {
+  end_holder_cb(((struct queued *)arg)->h);
+}
+
+static bool waiter_gone(void *arg) {
+  return ((struct queued *)arg)->w->r.done_calls == 1;
+}
+
+/* cancels the waiter; once it is done the holder lets go (a fixed delay
+ * here could pass before the waiter's done on a loaded machine) */
 static void cancel_waiter_cb(void *arg) {
   struct queued *q = arg;
   ascope_cancel(q->w->s);
-  tu_after(ascope_rt_loop(rt), &q->later, 5, end_holder_cb, q->h);
+  tu_when(ascope_rt_loop(rt), &q->later, waiter_gone, end_queued_holder, q);
 }
 
 Test(sync, cancelled_waiter_leaves_queue_next_still_served) {
@@ -408,13 +417,22 @@ static bool all_queued(void *arg) {
   return f->h->m.started && f->w[0].pre.acquired && f->w[1].pre.acquired;
 }
 
+static void end_freeing_holder(void *arg) {
+  end_holder_cb(((struct freeing *)arg)->h);
+}
+
+static bool waiters_failed(void *arg) {
+  struct freeing *f = arg;
+  return f->w[0].r.done_calls && f->w[1].r.done_calls && f->late->r.done_calls;
+}
+
 static void free_lock_cb(void *arg) {
   struct freeing *f = arg;
   ascope_lock_free(f->l);
   /* freed but still held: a newcomer is refused, not left waiting */
   start_waiter(f->late, 50, f->l, NULL, 0);
-  /* a little later the holder lets go */
-  tu_after(ascope_rt_loop(rt), &f->later, 10, end_holder_cb, f->h);
+  /* once the waiters and the newcomer are done, the holder lets go */
+  tu_when(ascope_rt_loop(rt), &f->later, waiters_failed, end_freeing_holder, f);
 }
 
 Test(sync, lock_free_fails_waiters_with_eclosed) {
@@ -454,25 +472,60 @@ Test(sync, lock_free_fails_waiters_with_eclosed) {
   assert_done(&h.r, 0);
 }
 
+/* The holder h has the only permit and w queued behind it; the semaphore
+ * is freed from a loop callback once that is so (not after a fixed delay: a
+ * timer due before the first loop turn ran would fire before h held
+ * anything, and h's operation would then never be ended). */
+struct sem_freeing {
+  ascope_sem *sem;
+  struct waiter *h, *w;
+  tu_timer later;
+};
+
+static bool sem_held_and_queued(void *arg) {
+  struct sem_freeing *f = arg;
+  return f->h->m.started && f->w->pre.acquired;
+}
+
+static bool sem_waiter_failed(void *arg) {
+  return ((struct sem_freeing *)arg)->w->r.done_calls == 1;
+}
+
+static void end_sem_holder(void *arg) {
+  end_holder_cb(((struct sem_freeing *)arg)->h);
+}
+
+static void free_sem_cb(void *arg) {
+  struct sem_freeing *f = arg;
+  ascope_sem_free(f->sem);
+  tu_when(ascope_rt_loop(rt), &f->later, sem_waiter_failed, end_sem_holder, f);
+}
+
 Test(sync, sem_free_fails_waiters_with_eclosed) {
   reset_counts();
-  ascope_sem *sem = ascope_sem_new(rt, 1);
   static struct waiter h, w;
   memset(&h, 0, sizeof h);
   memset(&w, 0, sizeof w);
+  static struct sem_freeing f;
+  f = (struct sem_freeing){.sem = ascope_sem_new(rt, 1), .h = &h, .w = &w};
+  cr_assert_not_null(f.sem);
   h.op = TD_HANG;
-  start_waiter(&h, 100, NULL, sem, 0);
-  start_waiter(&w, 0, NULL, sem, 0);
-  static tu_timer t2;
-  tu_after(ascope_rt_loop(rt), &t2, 10, end_holder_cb, &h);
-  /* let both start; then free with one holder, one waiter */
-  uv_run(ascope_rt_loop(rt), UV_RUN_NOWAIT);
-  cr_assert_eq(h.r.body_calls, 1);
-  ascope_sem_free(sem);
+  start_waiter(&h, 100, NULL, f.sem, 0);
+  w.pre.name = "w";
+  start_waiter(&w, 0, NULL, f.sem, 0);
+  static tu_timer t1;
+  tu_when(ascope_rt_loop(rt), &t1, sem_held_and_queued, free_sem_cb, &f);
   cr_assert_eq(ascope_rt_run(rt), 0);
+  cr_assert_eq(t1.fired, 1);
+  cr_assert_eq(f.later.fired, 1);
   assert_done(&w.r, ASCOPE_ECLOSED);
   assert_err(&w.r, 0, ASCOPE_ECLOSED, "semaphore", NULL);
+  cr_assert_eq(w.r.body_calls, 0);
+  cr_assert_eq(w.pre.release_outcome, ASCOPE_ECLOSED);
+  cr_assert_lt(w.r.done_seq, h.r.done_seq, "the waiter waited for the holder");
+  /* the holder is unaffected; its release frees the semaphore (LSan) */
   assert_done(&h.r, 0);
+  cr_assert_eq(h.r.body_calls, 1);
 }
 
 Test(sync, free_unused) {
