@@ -3,6 +3,23 @@
 
 #include <stdio.h>
 
+/* Whether libuv has a static text for status. For a code it does not know,
+ * uv_strerror() and uv_err_name() return a new heap string on every call,
+ * which nobody frees, cut to 32 bytes ("Unknown system error -2147483648"
+ * does not fit). Only the codes of UV_ERRNO_MAP (libuv's own list, which its
+ * switch uses too) are passed on: every other status gets the texts libuv
+ * gives UV_UNKNOWN, which are static. */
+#define KNOWN_UV_CODE(name, _) case UV_##name:
+static bool uv_knows(int status) {
+  switch (status) {
+    UV_ERRNO_MAP(KNOWN_UV_CODE)
+    return true;
+  default:
+    return false;
+  }
+}
+#undef KNOWN_UV_CODE
+
 const char *ascope_strerror(int status) {
   switch (status) {
   case 0:
@@ -15,7 +32,7 @@ const char *ascope_strerror(int status) {
     return "not allowed in this state";
   default:
     if (status > 0) return "not an error status";
-    return uv_strerror(status);
+    return uv_knows(status) ? uv_strerror(status) : "unknown error";
   }
 }
 
@@ -30,7 +47,7 @@ const char *ascope_err_name(int status) {
   case ASCOPE_EBUSY:
     return "ASCOPE_EBUSY";
   default:
-    if (status > 0) return "UNKNOWN";
+    if (status > 0 || !uv_knows(status)) return "UNKNOWN";
     return uv_err_name(status);
   }
 }

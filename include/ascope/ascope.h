@@ -40,8 +40,14 @@ extern "C" {
 #define ASCOPE_ECLOSED (-30002)       /* the runtime, pool or resource is closing/closed */
 #define ASCOPE_EBUSY (-30003)         /* the call is not allowed in this state */
 
+/* A static English description of a status; never NULL, never to be freed.
+ * A negative status neither ascope nor libuv knows gets libuv's text for
+ * UV_UNKNOWN, "unknown error" (libuv's own uv_strerror() would allocate a
+ * new "Unknown system error N" on each such call, and leak it); a positive
+ * one, "not an error status". */
 ASCOPE_EXTERN const char *ascope_strerror(int status);
-/* "ASCOPE_EDRIVER", "ECANCELED"…: the symbolic name of a status. */
+/* "ASCOPE_EDRIVER", "ECANCELED"…: the symbolic name of a status, static.
+ * "UNKNOWN" (libuv's name of UV_UNKNOWN) for a status nobody knows. */
 ASCOPE_EXTERN const char *ascope_err_name(int status);
 /* ASCOPE_VERSION_MAJOR << 16 | MINOR << 8 | PATCH of the library linked. */
 ASCOPE_EXTERN unsigned ascope_version(void);
