@@ -272,13 +272,15 @@ Test(postgres_pipeline, the_server_statement_timeout_is_the_server_error) {
   cr_assert_eq(ascope_postgres_stat("cancels"), 0, "the server stopped it by itself");
 }
 
-/* A child with a deadline on its parent's connection: the child times out,
- * the connection is drained back to idle, the parent's statements (one
- * already queued behind the child's) run. */
+/* A child with a deadline on its parent's connection: the child's
+ * statement is the one the backend runs, so a cancel request stops it on
+ * the server; the parent's statement asked for meanwhile waits for the
+ * connection to be back to idle, then runs. */
 struct shared {
   t_scope t, kid;
   t_cb after, kidq;
   ascope_sql *db;
+  ascope *parent;
 };
 
 static void kid_body(ascope *s, t_scope *t) {
@@ -286,23 +288,21 @@ static void kid_body(ascope *s, t_scope *t) {
   ascope_sql_query(s, sh->db, LONG_SLEEP, NULL, t_cb_fn, &sh->kidq);
 }
 
-static int then_query(ascope *s, int status, ascope_rows *rows, void *ud) {
-  struct shared *sh = ud;
-  cr_assert_eq(status, 0, "the statement behind the cancelled one ran: %s",
-               ascope_sql_errmsg(sh->db));
-  cr_assert_eq(ascope_rows_int64(rows, 0, 0), 7);
-  ascope_sql_query(s, sh->db, "SELECT 8", NULL, t_cb_fn, &sh->after);
-  return 0;
+static void kid_done_then_query(ascope *s, int status, void *ud) {
+  struct shared *sh = (struct shared *)((char *)ud - offsetof(struct shared, kid));
+  t_done(s, status, ud);
+  ascope_sql_query(sh->parent, sh->db, "SELECT 8", NULL, t_cb_fn, &sh->after);
 }
 
 static void shared_body(ascope *s, t_scope *t) {
   struct shared *sh = (struct shared *)t;
   sh->db = ascope_resource(s, 0);
+  sh->parent = s;
+  sh->kidq.db = sh->db;
   sh->kid.body = kid_body;
   ascope *k = ascope_child(s);
   ascope_set_timeout(k, 150);
-  ascope_start(k, t_body, t_done, &sh->kid);
-  ascope_sql_query(s, sh->db, "SELECT 7", NULL, then_query, sh);
+  ascope_start(k, t_body, kid_done_then_query, &sh->kid);
 }
 
 Test(postgres_pipeline, a_child_times_out_and_the_parent_goes_on) {
@@ -313,9 +313,67 @@ Test(postgres_pipeline, a_child_times_out_and_the_parent_goes_on) {
   cr_assert_eq(t_run(s, &sh.t), 0, "%s", sh.t.msg);
   cr_assert_eq(sh.kid.status, ASCOPE_ETIMEDOUT);
   cr_assert_eq(sh.kidq.status, ASCOPE_ECANCELED);
+  cr_assert_str_eq(sh.kidq.code, "57014", "the server stopped it");
   cr_assert_eq(sh.after.status, 0);
   cr_assert_eq(sh.after.first, 8);
   cr_assert_lt(sh.t.t_done - sh.t.t_start, 3000);
+  cr_assert_eq(ascope_postgres_stat("cancels"), 1);
+}
+
+/* A cancelled statement with another scope's statement already pipelined
+ * behind it: a cancel request could land on that one, so none is sent. The
+ * cancelled scope ends at once with ASCOPE_ECANCELED; its statement runs
+ * to its end on the server (its row is there), and the statement behind
+ * it gets its own result, after it. */
+struct behind {
+  t_scope t, kid;
+  t_cb kidq, next;
+  ascope_sql *db;
+  ascope *parent;
+  bool kid_done_first;
+};
+
+static void behind_kid_body(ascope *s, t_scope *t) {
+  struct behind *b = (struct behind *)((char *)t - offsetof(struct behind, kid));
+  ascope_sql_exec(s, b->db,
+                  t_sql("INSERT INTO %s SELECT 1 FROM pg_sleep(0.4)", t_name("ranthrough")), NULL,
+                  t_cb_fn, &b->kidq);
+  ascope_sql_query(b->parent, b->db, "SELECT 9", NULL, t_cb_fn, &b->next);
+}
+
+static void behind_kid_done(ascope *s, int status, void *ud) {
+  struct behind *b = (struct behind *)((char *)ud - offsetof(struct behind, kid));
+  t_done(s, status, ud);
+  b->kid_done_first = b->next.calls == 0;
+}
+
+static void behind_body(ascope *s, t_scope *t) {
+  struct behind *b = (struct behind *)t;
+  b->db = ascope_resource(s, 0);
+  b->parent = s;
+  b->kid.body = behind_kid_body;
+  ascope *k = ascope_child(s);
+  ascope_set_timeout(k, 50);
+  ascope_start(k, t_body, behind_kid_done, &b->kid);
+}
+
+Test(postgres_pipeline, a_cancelled_statement_with_work_behind_it_runs_to_its_end) {
+  t_raw(t_sql("CREATE TABLE %s (x int)", t_name("ranthrough")));
+  struct behind b = {.t.body = behind_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL);
+  ascope_use_postgres(s, t_dsn(), NULL);
+  cr_assert_eq(t_run(s, &b.t), 0, "%s", b.t.msg);
+  cr_assert_eq(b.kid.status, ASCOPE_ETIMEDOUT);
+  cr_assert_eq(b.kidq.calls, 1);
+  cr_assert_eq(b.kidq.status, ASCOPE_ECANCELED);
+  cr_assert(b.kid_done_first, "the cancelled scope did not wait for its statement");
+  cr_assert_eq(b.next.status, 0);
+  cr_assert_eq(b.next.first, 9);
+  cr_assert_eq(ascope_postgres_stat("cancels"), 0, "no cancel request could be aimed safely");
+  cr_assert_eq(t_raw_int(t_sql("SELECT count(*)::int FROM %s", t_name("ranthrough"))), 1,
+               "the abandoned statement ran to its end");
+  t_raw(t_sql("DROP TABLE %s", t_name("ranthrough")));
 }
 
 /* cancel_timeout bounds how long the cancelled statement takes to come

@@ -1,4 +1,4 @@
-/* Cancel requests, and keeping a late one from killing the next statement.
+/* Cancel requests, and keeping one from stopping the wrong statement.
  *
  * A statement already sent can only be stopped by a cancel request: a new
  * connection to the server carrying the backend's key, on which the server
@@ -6,20 +6,28 @@
  * PQcancel does that with blocking calls, so it runs on libuv's threadpool
  * with its own PGcancel copy.
  *
- * The request is aimed at the head of the pipeline, the statement the
- * backend runs, and only once its results are awaited (anything before it
- * is answered, so the backend is past it). But the statement may finish
- * before the signal lands, and then the signal would hit the next one. So
- * from the moment a cancel request is sent the connection is held: nothing
+ * The statement may finish before the signal lands, and then the signal
+ * stops whatever the backend runs next. If that were another scope's
+ * statement, it would fail (or, sent again, run after statements started
+ * later than it): either way the connection would no longer run its
+ * statements in the order they were started. So a cancel request is sent
+ * only when it cannot hit anything that matters:
+ *   - the target is the statement the backend runs (the head of the
+ *     pipeline, its results not yet all in), and
+ *   - everything in flight behind it is unwanted too (cancelled or stopped;
+ *     never a COMMIT or ROLLBACK, never the driver's own DEALLOCATE).
+ * A cancelled statement with wanted work behind it is abandoned instead
+ * (driver.c): its scope hears ASCOPE_ECANCELED at once, and the statement
+ * runs to its end on the server, its answer drained and dropped. A
+ * cancelled statement with nothing wanted behind it holds the sending of
+ * anything new until it is the head and can be stopped safely.
+ *
+ * From the moment a cancel request is sent the connection is held: nothing
  * more is sent until the request has been delivered (PQcancel returned, so
  * the server has signalled) and every statement in flight has come back
- * (the backend is idle, where a cancel signal is ignored). Statements that
- * were already in flight behind the target and fail with query_canceled
- * (57014) meanwhile were hit by it: they never ran, and if they ran outside
- * a transaction block they are sent again, once (recv.c).
- *
- * If the connection is not back to idle within cancel_timeout, or the
- * cancel request cannot be delivered, the connection is closed instead.
+ * (the backend is idle, where a cancel signal is ignored). If the
+ * connection is not back to idle within cancel_timeout, or the cancel
+ * request cannot be delivered, the connection is closed instead.
  */
 #include "internal.h"
 
@@ -120,6 +128,43 @@ void pg_cancel_detach(struct pg_conn *c) {
   c->cancel_job = NULL;
 }
 
+/* Someone still waits for this step's outcome: a cancel request must never
+ * hit it. A transaction's COMMIT or ROLLBACK ends the transaction whatever
+ * its scope wants, and the driver's own DEALLOCATE keeps the server's
+ * statements in step with the cache. */
+static bool step_wanted(const struct pg_step *s) {
+  const struct pg_req *r = s->r;
+  if (r == NULL) return s->kind != ST_SYNC;
+  if (r->kind == K_TX && r->tx_action != ASCOPE_SQL_TX_BEGIN) return true;
+  return !(r->cancelled || r->stopped);
+}
+
+static struct pg_step *step_at(struct pg_conn *c, size_t i) {
+  return &c->steps[(c->step_head + i) % c->step_cap];
+}
+
+bool pg_wanted_behind(struct pg_conn *c, const struct pg_req *r) {
+  bool past = false;
+  for (size_t i = 0; i < c->nsteps; i++) {
+    struct pg_step *s = step_at(c, i);
+    if (s->r == r)
+      past = true;
+    else if (past && step_wanted(s))
+      return true;
+  }
+  return false;
+}
+
+bool pg_cancel_awaited(struct pg_conn *c) {
+  if (!c->cancel_seen) return false;
+  for (size_t i = 0; i < c->nsteps; i++) {
+    struct pg_req *r = step_at(c, i)->r;
+    if (r && !step_wanted(step_at(c, i)) && !r->abandoned && !r->aimed) return true;
+  }
+  c->cancel_seen = false; /* none left: no need to look again */
+  return false;
+}
+
 /* The statement the backend runs now is one nobody wants any more: a
  * cancelled one, a stream stopped, a COPY out given up. */
 static struct pg_req *unwanted_head(struct pg_conn *c) {
@@ -141,10 +186,28 @@ void pg_cancel_maybe(struct pg_conn *c) {
   if (c->cancel_job || c->pg == NULL || c->state != PG_READY) return;
   struct pg_req *r = unwanted_head(c);
   if (r == NULL || r->aimed) return;
-  if (c->solo == NULL && !PQisBusy(c->pg)) return; /* its results are here: no need */
+  if (c->solo == NULL && !PQisBusy(c->pg)) return;       /* its results are here: no need */
+  if (c->solo == NULL && pg_wanted_behind(c, r)) return; /* it could land on that */
   r->aimed = true;
   if (pg_cancel_fire(c, r) != 0)
     pg_break(c, ASCOPE_ECLOSED, "57014", "could not start a cancel request");
+}
+
+/* Victims that cannot go again without overtaking a statement that ran
+ * after them are answered with the failure that made them victims. */
+static void fail_victims(struct pg_conn *c) {
+  struct pg_req *v = c->victims;
+  c->victims = NULL;
+  c->victims_stale = false;
+  while (v) {
+    struct pg_req *next = v->next;
+    v->next = NULL;
+    if (v->status == 0)
+      pg_req_fail(v, ASCOPE_EDRIVER, NULL,
+                  "its round of statements failed, and it could not run again in its order");
+    pg_answer(c, v);
+    v = next;
+  }
 }
 
 /* The hold ends when the request was delivered and nothing is in flight;
@@ -153,6 +216,7 @@ void pg_hold_check(struct pg_conn *c) {
   if (c->cancel_job || c->nsteps || c->solo || c->state != PG_READY) return;
   if (!c->hold && !c->victims) return;
   c->hold = false;
+  if (c->victims_stale) fail_victims(c);
   struct pg_req *v = c->victims, *last = NULL;
   c->victims = NULL;
   while (v) { /* in their order, ahead of everything queued */

@@ -161,7 +161,18 @@ static int pg_tx_hook(ascope_sql *db, ascope_sql_req *req, int action, unsigned 
   r->c = c;
   r->kind = K_TX;
   if (pg_tx_plan(r, action, depth, options) != 0) return UV_EINVAL;
-  if (c->state != PG_READY || c->closing) return ASCOPE_ECLOSED;
+  if (c->state != PG_READY || c->closing) {
+    /* The server rolled back whatever the connection held when it went: a
+     * ROLLBACK has nothing left to do, a COMMIT or BEGIN cannot happen. */
+    if (action == ASCOPE_SQL_TX_ROLLBACK)
+      ascope_sql_req_done(req, 0, NULL, NULL);
+    else
+      ascope_sql_req_done(req, ASCOPE_ECLOSED, "08006",
+                          action == ASCOPE_SQL_TX_COMMIT
+                              ? "the connection was lost; the transaction was rolled back"
+                              : "the connection is closed");
+    return 0;
+  }
   pg_queue(c, r);
   pg_sched_flush(c);
   return 0;
@@ -185,9 +196,25 @@ static void answer_now(struct pg_conn *c, struct pg_req *r) {
   if (!was) pg_kick(c);
 }
 
+/* A statement sent with another scope's wanted work behind it: no cancel
+ * request may be aimed at it (cancel.c), so its scope stops waiting now,
+ * and the statement runs to its end on the server, its answer dropped. */
+static void abandon(struct pg_conn *c, struct pg_req *r) {
+  r->abandoned = true;
+  bool was = c->pumping;
+  c->pumping = true;
+  ascope_sql_req_abandon(r->req, ASCOPE_ECANCELED, NULL,
+                         "cancelled after it was sent: it runs to its end on the server, "
+                         "its result discarded");
+  c->pumping = was;
+  if (!was) pg_kick(c);
+}
+
 /* Queued: it goes at once (a COMMIT becomes a ROLLBACK; a ROLLBACK stays).
- * Sent: the pump sees it and, when the backend runs it, sends a cancel
- * request (cancel.c). A listener stops listening. */
+ * Sent: if a cancel request could only hit another scope's statement, it
+ * is abandoned; otherwise the pump sends one when the backend runs it
+ * (cancel.c), and sends nothing new meanwhile. A listener stops
+ * listening. */
 static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
   struct pg_conn *c = pg_conn_of(db);
   struct pg_req *r = ascope_sql_req_data(req);
@@ -211,6 +238,13 @@ static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
     pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled");
     answer_now(c, r);
     return;
+  case R_SENT:
+    if ((r->kind == K_EXEC || r->kind == K_QUERY) && pg_wanted_behind(c, r)) {
+      abandon(c, r);
+      return;
+    }
+    c->cancel_seen = true;
+    break;
   case R_LISTENING: {
     bool was = c->pumping;
     c->pumping = true;

@@ -119,6 +119,7 @@ struct pg_req {               /* the driver's data in each generic request */
   bool binary;    /* results asked in binary */
   bool cols_set;  /* the result's columns are described */
   bool aimed;     /* a cancel request was sent for it */
+  bool abandoned; /* cancelled, answered already; its results are only drained */
   bool retried;   /* sent again once after another's cancel hit it */
   bool unlisten;  /* a listener ending: its UNLISTEN is in flight */
   bool in_seg;    /* sent in a round sharing one sync point (sync=batch) */
@@ -159,6 +160,7 @@ struct pg_step {
   uint8_t kind;
   bool fresh;       /* ST_EXEC of a stream: single-row mode not asked yet */
   bool named;       /* ST_EXEC of a prepared statement */
+  bool ends_round;  /* ST_SYNC closing a round of shared statements (sync=batch) */
   struct pg_req *r; /* NULL: the driver's own (DEALLOCATE) */
   struct pg_stmt *st;
 };
@@ -212,11 +214,14 @@ struct pg_conn {
   /* sync=batch: statements sent since the last sync point, and those of
    * them whose results are in, waiting for it */
   unsigned seg_open;
+  unsigned rounds_out; /* rounds sent whose sync point is not back */
   struct pg_req *seg_head, *seg_tail;
   bool seg_failed;
   struct pg_req *barrier; /* a stream in flight: nothing is sent behind it */
   struct pg_req *solo;    /* the COPY or script running outside the pipeline */
-  struct pg_req *victims; /* hit by another's cancel request: to be sent again */
+  struct pg_req *victims; /* failed without running: to be sent again */
+  bool victims_stale;     /* a statement behind them ran: they cannot go again in order */
+  bool cancel_seen;       /* a statement in flight was cancelled: check before sending */
   struct pg_req *listeners;
   struct pg_special *special;
   /* cancel requests */
@@ -311,6 +316,11 @@ int pg_cancel_fire(struct pg_conn *c, struct pg_req *target); /* target: NULL at
 void pg_cancel_answered(struct pg_conn *c, struct pg_req *r); /* r is answered or sent again */
 void pg_cancel_detach(struct pg_conn *c);
 void pg_hold_check(struct pg_conn *c); /* the hold ends once idle and delivered */
+/* A cancelled statement in flight waits to become the one the backend
+ * runs, to be stopped by a cancel request: nothing is sent behind it. */
+bool pg_cancel_awaited(struct pg_conn *c);
+/* True when a request that still wants its outcome is in flight behind r. */
+bool pg_wanted_behind(struct pg_conn *c, const struct pg_req *r);
 
 /* ---- transactions (tx.c) ------------------------------------------------------------------- */
 int pg_tx_plan(struct pg_req *r, int action, unsigned depth, const char *options);

@@ -238,6 +238,9 @@ static struct pg_req *take_all(struct pg_conn *c) {
   while (*tail) tail = &(*tail)->next;
   c->seg_head = c->seg_tail = NULL;
   c->seg_open = 0;
+  c->rounds_out = 0;
+  c->victims_stale = false;
+  c->cancel_seen = false;
   while (c->nsteps) {
     struct pg_req *r = pg_step_head(c)->r;
     pg_step_pop(c);

@@ -64,6 +64,7 @@ struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r,
   s->kind = kind;
   s->fresh = true;
   s->named = false;
+  s->ends_round = false;
   s->r = r;
   s->st = st;
   if (st) st->refs++;

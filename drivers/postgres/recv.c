@@ -22,11 +22,33 @@
 
 /* ---- failures ------------------------------------------------------------------- */
 
+/* libpq's own messages span lines ("server closed the connection
+ * unexpectedly\n\tThis probably means..."): an error is one line. */
+static void one_line(char *msg) {
+  char *o = msg;
+  for (const char *p = msg; *p; p++) {
+    bool blank = *p == '\n' || *p == '\t' || *p == '\r' || *p == ' ';
+    if (blank && (o == msg || o[-1] == ' ')) continue;
+    *o++ = blank ? ' ' : *p;
+  }
+  while (o > msg && o[-1] == ' ') o--;
+  *o = '\0';
+}
+
 void pg_req_fail_own(struct pg_req *r, int status, const char *code, char *msg) {
   if (r->status) { /* the first failure stands */
     free(msg);
     return;
   }
+  /* A failure libpq reports without a SQLSTATE on a connection that is
+   * gone is the connection's loss, whichever request was running. */
+  struct pg_conn *c = r->c;
+  bool lost = c && (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD);
+  if (status == ASCOPE_EDRIVER && (code == NULL || *code == '\0') && lost) {
+    status = ASCOPE_ECLOSED;
+    code = "08006";
+  }
+  if (msg) one_line(msg);
   r->status = status;
   snprintf(r->code, sizeof r->code, "%s", code ? code : "");
   free(r->msg);
@@ -102,10 +124,27 @@ void pg_answer(struct pg_conn *c, struct pg_req *r) {
   free(r->sqlbuf);
   r->sqlbuf = NULL;
   r->where = R_NEW;
+  if (r->abandoned) { /* its scope heard ASCOPE_ECANCELED already */
+    free(msg);
+    ascope_sql_req_done(req, ASCOPE_ECANCELED, NULL, NULL); /* only frees */
+    return;
+  }
   bool streamed = r->kind == K_STREAM || r->kind == K_COPY_OUT || r->kind == K_LISTEN;
   if (status == 0 && streamed && r->cancelled && !r->stopped) {
     status = ASCOPE_ECANCELED;
     msg = msg ? msg : strdup("cancelled");
+  }
+  /* A statement cancelled by its scope reports the cancellation, never a
+   * result it did not deliver: its rows were not read (take_rows). The
+   * server's own 57014 for it is the cancel request that stopped it. */
+  bool plain =
+      r->kind == K_EXEC || r->kind == K_QUERY || r->kind == K_SCRIPT || r->kind == K_COPY_IN;
+  if (r->cancelled && status == ASCOPE_EDRIVER && strcmp(code, "57014") == 0)
+    status = ASCOPE_ECANCELED;
+  if (plain && r->cancelled && status == 0) {
+    free(msg);
+    msg = strdup("cancelled; the statement had already run on the server");
+    status = ASCOPE_ECANCELED;
   }
   ascope_rows *rows = NULL;
   if (status == 0 && streamed && !r->stopped) rows = ascope_sql_req_rows(req);
@@ -232,6 +271,9 @@ static void req_finished(struct pg_conn *c, struct pg_req *r) {
     atomic_fetch_add(&pg_stat_retried, 1);
     return;
   }
+  /* r ran after the victims failed: sent again now, they would run after
+   * it, out of the order they were started in */
+  if (c->victims && r->status == 0) c->victims_stale = true;
   r->where = R_SENT;
   if (r->kind == K_TX && pg_tx_follow_up(c, r)) return;
   if (r->kind == K_LISTEN && !r->unlisten && r->status == 0) {
@@ -245,9 +287,12 @@ static void req_finished(struct pg_conn *c, struct pg_req *r) {
 }
 
 /* sync=batch: the statements of a round whose sync point came back. If
- * one failed, the round's implicit transaction rolled back: the others are
- * sent again, each with its own sync point; the one that failed is
- * answered with its error. */
+ * one failed, the round's implicit transaction rolled back, so none of
+ * them took effect: every one still wanted is sent again, each alone with
+ * its own sync point, in the round's order, the one that failed included.
+ * That gives each the outcome it would have had on its own, in its order
+ * (an INSERT that failed only because of a neighbour's rolled-back row now
+ * succeeds), and answers come in the order the statements were started. */
 static void segment_finished(struct pg_conn *c) {
   struct pg_req *list = c->seg_head;
   bool failed = c->seg_failed;
@@ -258,9 +303,9 @@ static void segment_finished(struct pg_conn *c) {
     list = r->next;
     r->next = NULL;
     r->in_seg = false;
-    if (failed && r->status == 0 && r->cancelled)
-      pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled");
-    else if (failed && r->status == 0)
+    if (failed && r->cancelled)
+      pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled; its round was rolled back");
+    else if (failed)
       r->where = R_VICTIM;
     req_finished(c, r);
   }
@@ -281,6 +326,7 @@ static void sync_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
     return;
   }
   struct pg_req *r = s->r;
+  if (s->ends_round) c->rounds_out--;
   pg_step_pop(c);
   if (c->seg_head) /* every sync point ends an implicit transaction */
     segment_finished(c);

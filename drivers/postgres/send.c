@@ -43,7 +43,10 @@ static void send_failed(struct pg_conn *c) {
 
 /* The statement, then its sync point. -1: the connection broke. */
 static int sync_point(struct pg_conn *c, struct pg_req *r) {
-  if (!send_sync(c) || pg_step_push(c, ST_SYNC, r, NULL) == NULL) return -1;
+  struct pg_step *s = send_sync(c) ? pg_step_push(c, ST_SYNC, r, NULL) : NULL;
+  if (s == NULL) return -1;
+  s->ends_round = c->seg_open > 0;
+  c->rounds_out += s->ends_round;
   if (r) r->syncs++;
   atomic_fetch_add(&pg_stat_syncs, 1);
   c->seg_open = 0; /* a sync point ends whatever segment was open */
@@ -139,13 +142,25 @@ static void answer_unsent(struct pg_conn *c, struct pg_req *r) {
   r->where = R_SENT; /* part of it went: its sync points answer it */
 }
 
+/* sync=batch: a round is sent only once the one before it is back. If a
+ * round fails, its other statements run again, each alone, before
+ * anything started after them: a later round already on the server would
+ * have run in between. For the same reason a statement with a sync point
+ * of its own waits for the round before it. */
+static bool round_waits(struct pg_conn *c, const struct pg_req *next) {
+  if (!c->opt.batch_sync) return false;
+  return c->rounds_out > 0 || (c->seg_open > 0 && !shares_sync(c, next));
+}
+
 void pg_flush_sends(struct pg_conn *c) {
   if (c->state != PG_READY || c->pg == NULL) return;
   bool sent = false;
-  c->pumping = true; /* an answer given here runs user code: hold re-entry */
-  while (c->send_head && !c->barrier && !c->solo && !c->hold && !c->victims &&
+  c->pumping = true;                   /* an answer given here runs user code: hold re-entry */
+  bool awaited = pg_cancel_awaited(c); /* what is sent now cannot be stopped safely */
+  while (c->send_head && !c->barrier && !c->solo && !c->hold && !c->victims && !awaited &&
          c->state == PG_READY && !c->closing) {
     struct pg_req *r = c->send_head;
+    if (round_waits(c, r)) break;
     if (pg_is_solo(r)) {
       if (close_segment(c) != 0) {
         send_failed(c);

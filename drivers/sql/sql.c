@@ -144,8 +144,9 @@ static void req_end(ascope_sql_req *req, int rc, int status, const char *code, c
   ascope_op_end(op, rc, own ? code : NULL, own ? msg : NULL);
 }
 
-/* The callback's last call: the result, or the error, or a stream's end. */
-static void req_final(ascope_sql_req *req, int status, const char *code, const char *msg) {
+/* The callback's last call: the result, or the error, or a stream's end;
+ * then the operation ends. The request itself is freed by the caller. */
+static void req_answer(ascope_sql_req *req, int status, const char *code, const char *msg) {
   ascope_rows local, *rows = NULL;
   if (status == 0 && req->kind != ASCOPE_SQL_STREAM) {
     rows = req->rows;
@@ -169,7 +170,22 @@ static void req_final(ascope_sql_req *req, int status, const char *code, const c
   }
   if (rc > 0) rc = 0; /* flow-control codes mean nothing at the end */
   req_end(req, rc, status, code, msg);
+}
+
+static void req_final(ascope_sql_req *req, int status, const char *code, const char *msg) {
+  req_answer(req, status, code, msg);
   req_free(req);
+}
+
+void ascope_sql_req_abandon(ascope_sql_req *req, int status, const char *code,
+                            const char *message) {
+  /* Only once, only while the operation runs, and never for what has a
+   * follow-up of its own (transaction steps) or flow control (streams). */
+  if (req == NULL || req->op == NULL || req->drv_done || req->on_done ||
+      req->kind == ASCOPE_SQL_STREAM)
+    return;
+  req_answer(req, status < 0 ? status : ASCOPE_ECANCELED, code, message);
+  /* req->op is NULL now: the driver's late ascope_sql_req_done() frees */
 }
 
 void ascope_sql_req_done(ascope_sql_req *req, int status, const char *code, const char *message) {

@@ -227,6 +227,13 @@ ASCOPE_EXTERN void ascope_sql_req_set_changes(ascope_sql_req *req, int64_t chang
 ASCOPE_EXTERN void ascope_sql_req_done(ascope_sql_req *req, int status, const char *code,
                                        const char *message);
 ASCOPE_EXTERN void ascope_sql_req_batch(ascope_sql_req *req, int last);
+/* A cancelled exec or query the driver cannot stop (it is already on its
+ * way and stopping it could hit another request): the user's callback
+ * hears status now and the operation ends, but the request stays the
+ * driver's until its own ascope_sql_req_done(), which then only frees it.
+ * Not for streams or transaction steps. */
+ASCOPE_EXTERN void ascope_sql_req_abandon(ascope_sql_req *req, int status, const char *code,
+                                          const char *message);
 
 /* building results: one thread at a time */
 ASCOPE_EXTERN int ascope_rows_set_columns(ascope_rows *r, size_t n);
