@@ -286,7 +286,6 @@ static void run(struct fan *f, const char *options) {
     f->kids[i].timer.data = &f->kids[i];
   }
   if (f->table) {
-    t_raw(t_sql("DROP TABLE IF EXISTS %s", f->table));
     t_raw(t_sql("CREATE TABLE %s (id int PRIMARY KEY, v int8 NOT NULL)", f->table));
   }
   ascope *s = ascope_new(T_rt);
