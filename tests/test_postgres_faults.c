@@ -43,6 +43,79 @@ static void never_body(ascope *s, t_scope *t) {
   cr_assert_fail("the body ran after a failed acquire (%d)", t->body_calls);
 }
 
+/* ---- driving a scenario to a state --------------------------------------------------------- */
+
+/* fn(ud) from the loop once cond(ud) holds, checked every 5 ms. A test that
+ * cancels "after 100 ms" means "while the connect is under way" or "while
+ * the statement runs", and on a loaded machine 100 ms may pass before the
+ * connection is even open: wait for the state itself. Fails the test if the
+ * state is not reached within 20 s. */
+struct when {
+  uv_timer_t t;
+  bool (*cond)(void *ud);
+  void (*fn)(void *ud);
+  void *ud;
+  uint64_t give_up;
+};
+
+static void when_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void when_tick(uv_timer_t *t) {
+  struct when *w = t->data;
+  bool ok = w->cond(w->ud);
+  if (!ok && t_now_ms() < w->give_up) return;
+  void (*fn)(void *) = w->fn;
+  void *ud = w->ud;
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, when_closed);
+  if (!ok) cr_assert_fail("the scenario did not reach the state it waits for");
+  fn(ud);
+}
+
+static void when(bool (*cond)(void *ud), void (*fn)(void *ud), void *ud) {
+  struct when *w = calloc(1, sizeof *w);
+  cr_assert_not_null(w);
+  *w = (struct when){.cond = cond, .fn = fn, .ud = ud, .give_up = t_now_ms() + 20000};
+  uv_timer_init(ascope_rt_loop(T_rt), &w->t);
+  w->t.data = w;
+  uv_timer_start(&w->t, when_tick, 5, 5);
+}
+
+/* The driver's acquire is under way (resolving or connecting). */
+static bool connecting(void *ud) {
+  (void)ud;
+  return ascope_postgres_stat("connections") == 1;
+}
+
+/* A scope to cancel once it reached a state, and when it was cancelled. */
+struct canceller {
+  ascope *s;
+  uint64_t at; /* t_now_ms() at the cancel */
+};
+
+static void cancel_now(void *ud) {
+  struct canceller *c = ud;
+  /* the loop's clock too, so a timer the cancel starts counts from here */
+  uv_update_time(ascope_rt_loop(T_rt));
+  c->at = t_now_ms();
+  ascope_cancel(c->s);
+}
+
+/* The server runs the scope's pg_sleep: its connection's backend (the
+ * scope's first use) is active on it. Asked of the server, as nothing on
+ * the client's side says a statement sent has started. */
+static bool sleeping(void *ud) {
+  struct canceller *c = ud;
+  ascope_sql *db = ascope_resource(c->s, 0);
+  int pid = db ? ascope_postgres_backend_pid(db) : 0;
+  if (pid == 0) return false;
+  return t_raw_int(t_sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = "
+                         "'active' AND query LIKE 'SELECT pg_sleep%%'",
+                         pid)) == 1;
+}
+
 /* ---- the acquire ------------------------------------------------------------------------ */
 
 Test(postgres_faults, a_connect_to_a_hung_server_times_out) {
@@ -87,23 +160,22 @@ Test(postgres_faults, a_deadline_cancels_a_connect) {
 Test(postgres_faults, a_connect_is_cancelled) {
   int port, fd = blackhole(&port);
   t_scope t = {.body = never_body};
-  ascope *s = ascope_new(T_rt);
-  ascope_use_postgres(s, hung_dsn(port), NULL);
-  t_after(50, t_cancel_cb, s);
-  cr_assert_eq(t_run(s, &t), ASCOPE_ECANCELED);
-  cr_assert_lt(t.t_done - t.t_start, 1000);
+  struct canceller c = {.s = ascope_new(T_rt)};
+  ascope_use_postgres(c.s, hung_dsn(port), NULL);
+  when(connecting, cancel_now, &c);
+  cr_assert_eq(t_run(c.s, &t), ASCOPE_ECANCELED);
+  cr_assert_lt(t.t_done - c.at, 1000);
   close(fd);
 }
 
 /* A name lookup waiting for a threadpool thread (all four are busy) is
- * cancelled before it runs. */
-struct block {
-  uv_work_t w;
-};
+ * cancelled before it runs. The four are held until the test lets them go,
+ * not for a fixed time that a slow machine could outlast. */
+static uv_sem_t pool_gate;
 
 static void block_work(uv_work_t *w) {
   (void)w;
-  usleep(400 * 1000);
+  uv_sem_wait(&pool_gate);
 }
 
 static void block_after(uv_work_t *w, int status) {
@@ -112,19 +184,21 @@ static void block_after(uv_work_t *w, int status) {
 }
 
 Test(postgres_faults, a_host_lookup_is_cancelled) {
+  cr_assert_eq(uv_sem_init(&pool_gate, 0), 0);
   for (int i = 0; i < 4; i++) {
     uv_work_t *w = calloc(1, sizeof *w);
     uv_queue_work(ascope_rt_loop(T_rt), w, block_work, block_after);
   }
   t_scope t = {.body = never_body};
-  ascope *s = ascope_new(T_rt);
+  struct canceller c = {.s = ascope_new(T_rt)};
   char dsn[1200];
   snprintf(dsn, sizeof dsn, "%s host=localhost", t_dsn());
-  ascope_use_postgres(s, dsn, NULL);
-  t_after(50, t_cancel_cb, s);
-  cr_assert_eq(t_run(s, &t), ASCOPE_ECANCELED);
-  cr_assert_lt(t.t_done - t.t_start, 1000);
+  ascope_use_postgres(c.s, dsn, NULL);
+  when(connecting, cancel_now, &c);
+  cr_assert_eq(t_run(c.s, &t), ASCOPE_ECANCELED);
+  cr_assert_lt(t.t_done - c.at, 1000);
   cr_assert_eq(ascope_postgres_stat("opened"), 0);
+  for (int i = 0; i < 4; i++) uv_sem_post(&pool_gate); /* t_fini waits for them */
 }
 
 Test(postgres_faults, a_bad_dsn_fails_the_acquire_at_once) {
@@ -216,13 +290,13 @@ static void long_op_body(ascope *s, t_scope *t) {
 
 Test(postgres_faults, an_operation_is_cancelled) {
   struct op o = {.t.body = long_op_body};
-  ascope *s = ascope_new(T_rt);
-  ascope_use_postgres(s, t_dsn(), NULL);
-  t_after(100, t_cancel_cb, s);
-  cr_assert_eq(t_run(s, &o.t), ASCOPE_ECANCELED);
+  struct canceller c = {.s = ascope_new(T_rt)};
+  ascope_use_postgres(c.s, t_dsn(), NULL);
+  when(sleeping, cancel_now, &c);
+  cr_assert_eq(t_run(c.s, &o.t), ASCOPE_ECANCELED);
   cr_assert_eq(o.q.calls, 1);
   cr_assert_eq(o.q.status, ASCOPE_ECANCELED);
-  cr_assert_lt(o.t.t_done - o.t.t_start, 2000);
+  cr_assert_lt(o.t.t_done - c.at, 2000);
   cr_assert_eq(ascope_postgres_stat("cancels"), 1);
 }
 
@@ -290,11 +364,11 @@ static void insert_then_wait(ascope *s, t_scope *t) {
 Test(postgres_faults, a_cancelled_scope_rolls_its_transaction_back) {
   t_raw(t_sql("CREATE TABLE %s(id int)", t_name("defer")));
   t_scope t = {.body = insert_then_wait};
-  ascope *s = ascope_new(T_rt);
-  ascope_use_postgres(s, t_dsn(), NULL);
-  ascope_use_sql_tx_at(s, ascope_postgres(), 0, NULL);
-  t_after(100, t_cancel_cb, s);
-  cr_assert_eq(t_run(s, &t), ASCOPE_ECANCELED);
+  struct canceller c = {.s = ascope_new(T_rt)};
+  ascope_use_postgres(c.s, t_dsn(), NULL);
+  ascope_use_sql_tx_at(c.s, ascope_postgres(), 0, NULL);
+  when(sleeping, cancel_now, &c); /* the INSERT ran, in the transaction */
+  cr_assert_eq(t_run(c.s, &t), ASCOPE_ECANCELED);
   cr_assert_eq(t.nerr, 1, "the rollback went well");
   cr_assert_eq(t_raw_int(t_sql("SELECT count(*) FROM %s", t_name("defer"))), 0);
 }
@@ -459,18 +533,21 @@ static void short_sleep_body(ascope *s, t_scope *t) {
   ascope_sql_query(s, o->q.db, "SELECT pg_sleep(3)", NULL, t_cb_fn, &o->q);
 }
 
+/* Cancelled while the statement runs (not by a deadline, which on a loaded
+ * machine could pass during the connect, before any statement): the cancel
+ * request is swallowed, and cancel_timeout later the connection is closed. */
 Test(postgres_faults, a_connection_a_cancel_cannot_bring_back_is_closed) {
   static struct proxy p;
   const char *dsn = proxy_start(&p);
   struct op o = {.t.body = short_sleep_body};
-  ascope *s = ascope_new(T_rt);
-  ascope_use_postgres(s, dsn, "cancel_timeout=300");
-  ascope_set_timeout(s, 100);
-  cr_assert_eq(t_run(s, &o.t), ASCOPE_ETIMEDOUT);
+  struct canceller c = {.s = ascope_new(T_rt)};
+  ascope_use_postgres(c.s, dsn, "cancel_timeout=300");
+  when(sleeping, cancel_now, &c);
+  cr_assert_eq(t_run(c.s, &o.t), ASCOPE_ECANCELED);
   cr_assert_eq(o.q.status, ASCOPE_ECLOSED, "%d %s", o.q.status, o.q.msg);
   cr_assert(strstr(o.q.msg, "cancel"), "%s", o.q.msg);
-  uint64_t took = o.t.t_done - o.t.t_start;
-  cr_assert_geq(took, 390);
+  uint64_t took = o.t.t_done - c.at; /* the loop's clock can trail by a tick */
+  cr_assert_geq(took, 295, "took %llu ms", (unsigned long long)took);
   cr_assert_lt(took, 2000, "took %llu ms", (unsigned long long)took);
   cr_assert_eq(ascope_postgres_stat("broken"), 1);
   proxy_stop(&p); /* PQcancel returns, its job ends */
