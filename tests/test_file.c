@@ -366,9 +366,29 @@ Test(file, mode_r_plus_overwrites_in_place) {
 Test(file, bad_modes_and_arguments_are_refused) {
   ascope_rt *rt = ascope_rt_new(NULL);
   ascope *s = ascope_new(rt);
-  const char *bad[] = {"",        " ",          "q",         "rw",       "r++",
-                       "w+a",     "r atomic",   "r+ atomic", "a atomic", "a+ atomic",
-                       "w atomc", "w atomic x", "w\n"};
+  const char *bad[] = {"",
+                       " ",
+                       "q",
+                       "rw",
+                       "r++",
+                       "w+a",
+                       "r atomic",
+                       "r+ atomic",
+                       "a atomic",
+                       "a+ atomic",
+                       "w atomc",
+                       "w atomic x",
+                       "w\n",
+                       "w atomic atomic",
+                       "w  atomic atomic ",
+                       "w++",
+                       "wbb",
+                       "wxx",
+                       "xx",
+                       "rx",
+                       "ax",
+                       "w +",
+                       "w atomic ATOMIC"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
     cr_assert_eq(ascope_use_file(s, in_dir("f"), bad[i]), UV_EINVAL, "mode '%s'", bad[i]);
   cr_assert_eq(ascope_use_file(s, NULL, "r"), UV_EINVAL);
@@ -381,6 +401,37 @@ Test(file, bad_modes_and_arguments_are_refused) {
   for (size_t i = 0; i < sizeof good / sizeof *good; i++)
     cr_assert_eq(ascope_use_file(s, in_dir("f"), good[i]), 0, "mode '%s'", good[i]);
   ascope_discard(s);
+  cr_assert_eq(ascope_rt_free(rt), 0);
+}
+
+/* Through the vtable the mode reaches the acquire, which fails with a
+ * message saying what is wrong with it; nothing is created. */
+Test(file, a_bad_mode_through_the_vtable_says_why) {
+  static const struct {
+    const char *mode, *why;
+  } cases[] = {
+      {"w atomic atomic", "the flag 'atomic' is given twice"},
+      {"w++", "the letter '+' is given twice"},
+      {"wbb", "the letter 'b' is given twice"},
+      {"wxx", "the letter 'x' is given twice"},
+      {"a atomic", "'atomic' replaces the whole file"},
+      {"w atomik", "unknown flag"},
+      {"q", "unknown mode"},
+  };
+  ascope_rt *rt = ascope_rt_new(NULL);
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    run r = {0};
+    ascope *s = ascope_new(rt);
+    cr_assert_eq(ascope_use(s, &ascope_file_driver, in_dir("m.txt"), cases[i].mode), 0);
+    cr_assert_eq(start(s, &r), 0);
+    cr_assert_eq(ascope_rt_run(rt), 0);
+    assert_status(&r, UV_EINVAL);
+    cr_assert_eq(r.body_calls, 0);
+    cr_assert(strstr(r.msg, "invalid mode"), "%s", r.msg);
+    cr_assert(strstr(r.msg, cases[i].mode), "%s", r.msg);
+    cr_assert(strstr(r.msg, cases[i].why), "%s: %s", cases[i].mode, r.msg);
+  }
+  cr_assert_eq(entries(), 0, "nothing was created");
   cr_assert_eq(ascope_rt_free(rt), 0);
 }
 

@@ -78,9 +78,13 @@ static void record_reason(ascope_file *f, int status, const char *what, const ch
 /* ---- modes -------------------------------------------------------------- */
 
 /* "r", "r+", "w", "w+", "a", "a+", "x", "x+" ("b" ignored, "wx" = "x", as in
- * C11), then flags separated by spaces: only "atomic" so far. */
-static int parse_mode(const char *mode, size_t n, unsigned *fm, int *oflags) {
+ * C11), then flags separated by spaces: only "atomic" so far. Each letter
+ * and each flag may be given once: a repeated one is more likely a mistake
+ * (a flag meant to be another) than something to ignore. On an error *why
+ * says what is wrong, for the acquire's message. */
+static int parse_mode(const char *mode, size_t n, unsigned *fm, int *oflags, const char **why) {
   size_t i = 0;
+  *why = "unknown mode: r, r+, w, w+, a, a+, x or x+ expected";
   while (i < n && mode[i] == ' ') i++;
   if (i == n) return UV_EINVAL;
   char base = mode[i++];
@@ -102,28 +106,47 @@ static int parse_mode(const char *mode, size_t n, unsigned *fm, int *oflags) {
   default:
     return UV_EINVAL;
   }
-  bool plus = false, excl = base == 'x';
+  bool plus = false, excl = base == 'x', bin = false;
   for (; i < n && mode[i] != ' '; i++) {
-    if (mode[i] == '+' && !plus)
+    if (mode[i] == '+' && !plus) {
       plus = true;
-    else if (mode[i] == 'x' && base == 'w' && !excl)
+    } else if (mode[i] == 'x' && base == 'w' && !excl) {
       excl = true, m |= FM_EXCL, fl = (fl & ~O_TRUNC) | O_EXCL;
-    else if (mode[i] != 'b')
+    } else if (mode[i] == 'b' && !bin) {
+      bin = true;
+    } else {
+      if (mode[i] == '+')
+        *why = "the letter '+' is given twice";
+      else if (mode[i] == 'b')
+        *why = "the letter 'b' is given twice";
+      else if (mode[i] == 'x' && excl)
+        *why = "the letter 'x' is given twice";
       return UV_EINVAL;
+    }
   }
   if (plus) m |= FM_READ | FM_WRITE, fl = (fl & ~O_ACCMODE) | O_RDWR;
   while (i < n) {
     while (i < n && mode[i] == ' ') i++;
     size_t start = i;
     while (i < n && mode[i] != ' ') i++;
-    if (i - start == 6 && memcmp(mode + start, "atomic", 6) == 0)
+    if (i - start == 6 && memcmp(mode + start, "atomic", 6) == 0) {
+      if (m & FM_ATOMIC) {
+        *why = "the flag 'atomic' is given twice";
+        return UV_EINVAL;
+      }
       m |= FM_ATOMIC;
-    else if (i > start)
+    } else if (i > start) {
+      *why = "unknown flag: only 'atomic' is known";
       return UV_EINVAL;
+    }
   }
   /* Atomic means "replace the whole file": reading or appending to the
    * old content would need a copy, which is not what the caller asked. */
-  if ((m & FM_ATOMIC) && (base == 'r' || (m & FM_APPEND))) return UV_EINVAL;
+  if ((m & FM_ATOMIC) && (base == 'r' || (m & FM_APPEND))) {
+    *why = "'atomic' replaces the whole file: it goes with w, w+, x or x+ only";
+    return UV_EINVAL;
+  }
+  *why = NULL;
   *fm = m;
   *oflags = fl | O_CLOEXEC;
   return 0;
@@ -144,7 +167,8 @@ int ascope_use_file(ascope *s, const char *path, const char *mode) {
   int fl;
   if (s == NULL || path == NULL || *path == '\0' || mode == NULL || strchr(mode, '\n'))
     return UV_EINVAL;
-  if (parse_mode(mode, strlen(mode), &fm, &fl)) return UV_EINVAL;
+  const char *why;
+  if (parse_mode(mode, strlen(mode), &fm, &fl, &why)) return UV_EINVAL;
   size_t ml = strlen(mode), pl = strlen(path);
   char small[512];
   char *opts = ml + pl + 2 <= sizeof small ? small : malloc(ml + pl + 2);
@@ -324,8 +348,12 @@ static void file_acquire(ascope_res *r, const void *arg, const char *options) {
     complete(f, false);
     return;
   }
-  if (parse_mode(mode, mlen, &f->fm, &f->oflags)) {
-    record_reason(f, UV_EINVAL, "open", "invalid mode");
+  const char *why;
+  if (parse_mode(mode, mlen, &f->fm, &f->oflags, &why)) {
+    char reason[160];
+    snprintf(reason, sizeof reason, "invalid mode '%.*s': %s", (int)(mlen < 40 ? mlen : 40), mode,
+             why);
+    record_reason(f, UV_EINVAL, "open", reason);
     complete(f, false);
     return;
   }
