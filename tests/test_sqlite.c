@@ -444,6 +444,22 @@ Test(sqlite, modes) {
   free(mode);
 }
 
+/* A target beginning with "file:" is an SQLite URI: the file is the
+ * path's, and the query's parameters are SQLite's (mode=ro here). */
+Test(sqlite, file_uri_targets) {
+  char uri[400];
+  t_raw(t_path("u.db"), "CREATE TABLE r(x)");
+  snprintf(uri, sizeof uri, "file:%s?mode=ro", t_path("u.db"));
+  t_scope t = {.body = write_body};
+  cr_assert_eq(t_run_db(&t, uri, NULL), ASCOPE_EDRIVER);
+  cr_assert_str_eq(t.code, "SQLITE_READONLY", "%s", t.msg);
+  snprintf(uri, sizeof uri, "file:%s", t_path("u.db"));
+  t = (t_scope){.body = write_body};
+  cr_assert_eq(t_run_db(&t, uri, NULL), 0, "%s", t.msg);
+  cr_assert_eq(t_raw_int(t_path("u.db"), "SELECT count(*) FROM sqlite_master WHERE name = 'w'"), 1,
+               "the table is in the file the URI names");
+}
+
 /* ---- the statement cache and hops ---------------------------------------------------------------
  */
 

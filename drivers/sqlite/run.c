@@ -102,8 +102,10 @@ int sq_progress_handler(void *ud) {
 
 /* ---- open and close ------------------------------------------------------------ */
 
+/* SQLITE_OPEN_URI: a target beginning with "file:" is a URI on every
+ * build of SQLite, not only on those compiled with SQLITE_USE_URI=1. */
 static int open_flags(const struct sq_options *o) {
-  int f = SQLITE_OPEN_NOMUTEX;
+  int f = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
 #ifdef SQLITE_OPEN_EXRESCODE
   f |= SQLITE_OPEN_EXRESCODE;
 #endif

@@ -6,7 +6,9 @@
  * connections (2 by default) run on the pool at once, so file I/O and DNS,
  * which share it, are never starved.
  *
- * Target: the database's path (NULL or ":memory:" with mode=memory).
+ * Target: the database's path (NULL or ":memory:" with mode=memory). A
+ * target beginning with "file:" is an SQLite URI ("file:app.db?mode=ro"),
+ * on every SQLite build; its parameters may narrow the options, not widen them.
  * Options, "key=value" separated by spaces or commas:
  *   mode=rwc|rw|ro|memory   create if missing (default), read-write, read-only,
  *                           a private in-memory database
