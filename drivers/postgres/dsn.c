@@ -259,11 +259,13 @@ int pg_dsn_start(struct pg_conn *c, const char *dsn, char *err, size_t errlen) {
     PQfreemem(perr);
     return perr ? UV_EINVAL : UV_ENOMEM;
   }
-  /* The deadline: ours, else the DSN's connect_timeout (seconds, at least
-   * 2 as libpq reads it), else 15 s. */
+  /* The deadline: ours (milliseconds), else the DSN's connect_timeout
+   * (seconds), else 15 s. The driver's own timer enforces it, so it is the
+   * time asked for: libpq's blocking connect rounds 1 s up to 2 s, but its
+   * non-blocking one, used here, does not read the key at all. */
   const char *ct = opt_val(opts, "connect_timeout");
   uint64_t ms = c->opt.connect_ms;
-  if (ms == 0 && nonempty(ct) && atoi(ct) > 0) ms = (uint64_t)(atoi(ct) < 2 ? 2 : atoi(ct)) * 1000;
+  if (ms == 0 && nonempty(ct) && atoi(ct) > 0) ms = (uint64_t)atoi(ct) * 1000;
   pg_connect_arm(c, ms ? ms : 15000);
   const char *pw = opt_val(opts, "password");
   if (!nonempty(pw)) pw = getenv("PGPASSWORD");

@@ -139,6 +139,20 @@ void pg_answer(struct pg_conn *c, struct pg_req *r) {
    * server's own 57014 for it is the cancel request that stopped it. */
   bool plain =
       r->kind == K_EXEC || r->kind == K_QUERY || r->kind == K_SCRIPT || r->kind == K_COPY_IN;
+  /* A transaction whose connection went was rolled back by the server: a
+   * ROLLBACK has nothing left to do; a COMMIT says what became of it. */
+  if (r->kind == K_TX && status == ASCOPE_ECLOSED) {
+    free(msg);
+    msg = NULL;
+    if (r->tx_action == ASCOPE_SQL_TX_ROLLBACK) {
+      status = 0;
+      code[0] = '\0';
+    } else if (r->tx_action == ASCOPE_SQL_TX_COMMIT) {
+      msg = strdup("the connection was lost; the transaction was rolled back");
+    } else {
+      msg = strdup("the connection was lost");
+    }
+  }
   if (r->cancelled && status == ASCOPE_EDRIVER && strcmp(code, "57014") == 0)
     status = ASCOPE_ECANCELED;
   if (plain && r->cancelled && status == 0) {

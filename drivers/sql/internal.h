@@ -98,6 +98,6 @@ ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char
 void req_free(ascope_sql_req *req);
 
 /* ---- counters ------------------------------------------------------------- */
-extern atomic_llong sql_stat_requests, sql_stat_transactions;
+extern atomic_llong sql_stat_requests, sql_stat_transactions, sql_stat_rows_live;
 
 #endif

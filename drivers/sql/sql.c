@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-atomic_llong sql_stat_requests, sql_stat_transactions;
+atomic_llong sql_stat_requests, sql_stat_transactions, sql_stat_rows_live;
 
 /* ---- connections --------------------------------------------------------------- */
 
@@ -64,6 +64,7 @@ int64_t ascope_sql_stat(const char *name) {
   if (name == NULL) return UV_EINVAL;
   if (strcmp(name, "requests") == 0) return atomic_load(&sql_stat_requests);
   if (strcmp(name, "transactions") == 0) return atomic_load(&sql_stat_transactions);
+  if (strcmp(name, "rows_live") == 0) return atomic_load(&sql_stat_rows_live);
   return UV_EINVAL;
 }
 
@@ -95,6 +96,7 @@ void req_free(ascope_sql_req *req) {
   if (req->rows) {
     rows_fini(req->rows);
     free(req->rows);
+    atomic_fetch_sub(&sql_stat_rows_live, 1);
   }
   atomic_fetch_sub(&sql_stat_requests, 1);
   free(req);
@@ -118,7 +120,10 @@ const ascope_sql_params *ascope_sql_req_params(const ascope_sql_req *req) {
 
 ascope_rows *ascope_sql_req_rows(ascope_sql_req *req) {
   if (req == NULL) return NULL;
-  if (req->rows == NULL && (req->rows = malloc(sizeof *req->rows)) != NULL) rows_init(req->rows);
+  if (req->rows == NULL && (req->rows = malloc(sizeof *req->rows)) != NULL) {
+    rows_init(req->rows);
+    atomic_fetch_add(&sql_stat_rows_live, 1);
+  }
   return req->rows;
 }
 
