@@ -16,6 +16,8 @@
  *   /stall           one chunk, then silence
  *   /garbage         not HTTP at all
  *   /chunked/N       N bytes in chunks, length not announced
+ *   /big-header/N    a header line of N bytes
+ *   /many-headers/N  N bytes of headers in lines of 1 KiB
  *
  * The mute port accepts connections and never says anything: a TLS
  * handshake against it hangs, which is how connect timeouts are tested. */
@@ -206,6 +208,25 @@ static void route(conn *c, const char *method, const char *path, const char *hea
       left -= n;
     }
     send_str(c, "0\r\n\r\n");
+    c->busy = 0;
+  } else if (sscanf(path, "/big-header/%ld", &arg) == 1 ||
+             sscanf(path, "/many-headers/%ld", &arg) == 1) {
+    /* Lines of "X-Big-<i>: hhh...", each 1 KiB with its CRLF, or one of N. */
+    size_t line = path[1] == 'b' ? (size_t)arg : 1024, total = (size_t)arg;
+    char *h = malloc(total + 64);
+    if (h == NULL) abort();
+    size_t n = 0;
+    for (int i = 0; n + 32 < total; i++) {
+      size_t end = n + line < total ? n + line : total;
+      n += (size_t)sprintf(h + n, "X-Big-%d: ", i);
+      while (n < end - 2) h[n++] = 'h';
+      h[n++] = '\r';
+      h[n++] = '\n';
+    }
+    send_str(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+    send_raw(c, h, n, 0);
+    send_str(c, "\r\nok");
+    free(h);
     c->busy = 0;
   } else {
     respond(c, 404, NULL, "not found\n", 10);

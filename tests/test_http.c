@@ -807,6 +807,66 @@ Test(http, response_size_limit) {
   cr_assert_eq(c[2].len, 300000);
 }
 
+/* Inputs too large for libcurl fail with UV_E2BIG and a message that says
+ * what was too large and the limit, not with "Out of memory". */
+static char *big_string(const char *prefix, size_t n, char fill) {
+  size_t p = strlen(prefix);
+  char *s = malloc(p + n + 1);
+  cr_assert(s);
+  memcpy(s, prefix, p);
+  memset(s + p, fill, n);
+  s[p + n] = '\0';
+  return s;
+}
+
+#define assert_too_large(c, what)                                                                  \
+  do {                                                                                             \
+    assert_failed(c, UV_E2BIG, "CURLE_TOO_LARGE");                                                 \
+    cr_assert_eq((c).calls, 1);                                                                    \
+    cr_assert_eq((c).status, UV_E2BIG);                                                            \
+    cr_assert(strstr((c).out.msg, what), "the message names " what ": %s", (c).out.msg);           \
+    cr_assert(strstr((c).out.msg, "limit"), "the message gives the limit: %s", (c).out.msg);       \
+    cr_assert(!strstr((c).out.msg, "memory"), "%s", (c).out.msg);                                  \
+  } while (0)
+
+Test(http, a_url_too_large) {
+  char *url = big_string(FAULT("/echo?q="), 1 << 20, 'u');
+  call c = {.url = url, .pass_up = true};
+  run_calls(NULL, &c, 1);
+  assert_too_large(c, "the URL");
+  cr_assert(strstr(c.out.msg, "1048576"), "%s", c.out.msg);
+  cr_assert_lt(strlen(c.out.msg), 400, "the URL is shortened in the message");
+  free(url);
+}
+
+Test(http, a_request_header_too_large) {
+  char *value = big_string("", 1 << 20, 'v');
+  call c[] = {
+      {.url = FAULT("/headers"), .hname = "X-Big", .hvalue = value, .pass_up = true},
+      {.url = FAULT("/headers"), .hname = "X-Fine", .hvalue = "small"},
+  };
+  run_calls(NULL, c, 2);
+  assert_too_large(c[0], "X-Big");
+  cr_assert(strstr(c[0].out.msg, "1048576"), "%s", c[0].out.msg);
+  assert_ok(c[1], 200);
+  free(value);
+}
+
+Test(http, a_response_header_too_large) {
+  call c[] = {
+      {.url = FAULT("/big-header/1048576"), .pass_up = true},
+      {.url = FAULT("/many-headers/300000"), .pass_up = true},
+      {.url = FAULT("/big-header/50000")},
+  };
+  run_calls(NULL, c, 3);
+  assert_too_large(c[0], "a response header line");
+  cr_assert(strstr(c[0].out.msg, "102400"), "%s", c[0].out.msg);
+  assert_too_large(c[1], "the response headers");
+  cr_assert(strstr(c[1].out.msg, "262144"), "%s", c[1].out.msg);
+  assert_ok(c[2], 200);
+  cr_assert_str_eq(c[2].text, "ok");
+}
+
 Test(http, credentials_never_in_messages) {
   char url[512];
   const char *fault = env("ASCOPE_HTTP_FAULT_URL");

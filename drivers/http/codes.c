@@ -1,6 +1,7 @@
 /* CURLcode names, for ascope_err_code(): "CURLE_OPERATION_TIMEDOUT" says more
  * than "28" and stays stable across libcurl versions. Generated from the
- * CURLcode enum of libcurl 7.88; a code newer than that reads "CURLE_UNKNOWN". */
+ * CURLcode enum of libcurl 7.88, plus 8.6's CURLE_TOO_LARGE; another code newer
+ * than 7.88 reads "CURLE_UNKNOWN". */
 #include "internal.h"
 
 static const char *const names[] = {
@@ -91,6 +92,8 @@ static const char *const names[] = {
     [CURLE_PROXY] = "CURLE_PROXY",
     [CURLE_SSL_CLIENTCERT] = "CURLE_SSL_CLIENTCERT",
     [CURLE_UNRECOVERABLE_POLL] = "CURLE_UNRECOVERABLE_POLL",
+    /* libcurl 8.6; the driver reports its own size refusals with it too */
+    [HTTP_CURLE_TOO_LARGE] = HTTP_TOO_LARGE_CODE,
 };
 
 const char *http_curl_code_name(int code) {

@@ -172,10 +172,22 @@ struct ascope_http_req {
   uint64_t wait_deadline; /* uv_now() + wait_timeout_ms, when waiting */
   int64_t received;       /* body bytes so far */
   size_t hdr_bytes;
+  bool head_open; /* a response head is being read (or none has come yet) */
   ascope_http_resp resp;
   char errbuf[CURL_ERROR_SIZE];
 };
 
+/* libcurl builds a request's line and headers in a buffer of at most 1 MiB
+ * (and reads a response header line of at most CURL_MAX_HTTP_HEADER); past
+ * that it fails with CURLE_OUT_OF_MEMORY, which the driver reports instead
+ * as UV_E2BIG with this code, the name libcurl 8.6 gave the condition. */
+#define HTTP_MAX_REQUEST_HEAD (1024 * 1024)
+#define HTTP_CURLE_TOO_LARGE 100
+#define HTTP_TOO_LARGE_CODE "CURLE_TOO_LARGE"
+
+/* 0, or UV_E2BIG with a message saying what makes the request's head too
+ * large for libcurl. */
+int http_req_check_size(const ascope_http_req *q, char *msg, size_t cap);
 int http_req_setup(ascope_http_req *q);                /* the easy handle's options */
 void http_req_finish(ascope_http_req *q, CURLcode rc); /* a transfer ended */
 /* Takes the request out of the queue or libcurl (outside libcurl only) and

@@ -190,6 +190,12 @@ static int start(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb, void *ud
   ascope_op_set_resume(q->op, op_resume);
   if (opout) *opout = q->op;
   ascope_http *h = q->h;
+  char msg[200];
+  if (http_req_check_size(q, msg, sizeof msg)) {
+    /* Refused before it queues: libcurl would only say "Out of memory". */
+    http_req_end(q, UV_E2BIG, HTTP_TOO_LARGE_CODE, msg);
+    return 0;
+  }
   http_wait_add(h, q);
   /* Started now if a slot is free and we are not inside libcurl; else by
    * the settle that follows. The callback may run before this returns. */
@@ -259,8 +265,12 @@ void http_req_end(ascope_http_req *q, int status, const char *code, const char *
   /* The message names the request; copy it before the request is freed. */
   char text[512];
   if (status && msg) {
-    char what[400];
-    snprintf(what, sizeof what, "%s %s: %s", q->method, q->url ? q->url : "(bad URL)", msg);
+    /* A long URL is shortened: the reason after it must survive. */
+    char what[512];
+    const char *url = q->url ? q->url : "(bad URL)";
+    int n = (int)strlen(url);
+    snprintf(what, sizeof what, "%s %.*s%s: %s", q->method, n > 160 ? 160 : n, url,
+             n > 160 ? "..." : "", msg);
     http_scrub(text, sizeof text, what);
   }
   ascope_op *op = q->op;

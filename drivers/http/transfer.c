@@ -84,11 +84,47 @@ static void set_session(ascope_http_req *q, CURL *e) {
   curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 }
 
+/* What libcurl adds to the head besides the request line, the user's
+ * headers and the User-Agent: Host, Accept, Content-Length, Expect, the
+ * protocol version and the final CRLF, with room to spare. */
+#define HEAD_RESERVE 512
+
+int http_req_check_size(const ascope_http_req *q, char *msg, size_t cap) {
+  const char *ua = q->h->conf.user_agent ? q->h->conf.user_agent : "ascope/0.1";
+  size_t url = strlen(q->url), headers = 0, largest = 0;
+  const char *largest_name = "";
+  size_t largest_name_len = 0;
+  for (const struct curl_slist *l = q->headers; l; l = l->next) {
+    size_t n = strlen(l->data) + 2;
+    headers += n;
+    if (n > largest) {
+      largest = n;
+      largest_name = l->data;
+      largest_name_len = strcspn(l->data, ":;");
+    }
+  }
+  size_t total = strlen(q->method) + 1 + url + headers + strlen(ua) + 14 + HEAD_RESERVE;
+  if (total <= HTTP_MAX_REQUEST_HEAD) return 0;
+  char what[128];
+  if (url >= headers)
+    snprintf(what, sizeof what, "the URL is %zu bytes", url);
+  else if (largest > headers / 2)
+    snprintf(what, sizeof what, "the request header \"%.*s\" is %zu bytes",
+             (int)(largest_name_len < 48 ? largest_name_len : 48), largest_name, largest);
+  else
+    snprintf(what, sizeof what, "the request headers are %zu bytes", headers);
+  snprintf(msg, cap,
+           "%s: the request line and headers together are limited to %d bytes (libcurl's limit)",
+           what, HTTP_MAX_REQUEST_HEAD);
+  return UV_E2BIG;
+}
+
 int http_req_setup(ascope_http_req *q) {
   CURL *e = q->easy ? q->easy : http_easy_get(q->h);
   if (e == NULL) return UV_ENOMEM;
   q->easy = e;
   q->errbuf[0] = '\0';
+  q->head_open = true;
   curl_easy_setopt(e, CURLOPT_PRIVATE, q);
   curl_easy_setopt(e, CURLOPT_URL, q->url);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -203,12 +239,22 @@ size_t http_on_header(char *ptr, size_t size, size_t n, void *ud) {
   if (q->want_cancel) return 0;
   q->hdr_bytes += len;
   if (q->hdr_bytes > MAX_HEADER_BYTES) {
-    set_local(q, ASCOPE_EDRIVER, "CURLE_FILESIZE_EXCEEDED", "the response headers are too large");
+    char msg[128];
+    snprintf(msg, sizeof msg,
+             "the response headers are over the limit of %d bytes (all responses of the "
+             "request, redirects included)",
+             MAX_HEADER_BYTES);
+    set_local(q, UV_E2BIG, HTTP_TOO_LARGE_CODE, msg);
     return 0;
+  }
+  if ((len == 2 && ptr[0] == '\r') || (len == 1 && ptr[0] == '\n')) {
+    q->head_open = false; /* the blank line: this response's head is complete */
+    return len;
   }
   if (len >= 5 && !memcmp(ptr, "HTTP/", 5)) {
     /* A new response (after a redirect, a 100 Continue, a proxy's CONNECT):
      * only the final one's headers are kept. */
+    q->head_open = true;
     http_resp_reset(&q->resp);
     const char *sp = memchr(ptr, ' ', len);
     if (sp && (size_t)(sp - ptr) + 4 <= len) q->resp.status = atoi(sp + 1);
@@ -246,14 +292,26 @@ size_t http_on_read(char *buf, size_t size, size_t n, void *ud) {
 /* ---- the verdict ----------------------------------------------------------------------- */
 
 static int curl_status(CURLcode rc) {
-  switch (rc) {
+  switch ((int)rc) {
   case CURLE_OPERATION_TIMEDOUT:
     return ASCOPE_ETIMEDOUT;
   case CURLE_OUT_OF_MEMORY:
     return UV_ENOMEM;
+  case HTTP_CURLE_TOO_LARGE:
+    return UV_E2BIG;
   default:
     return ASCOPE_EDRIVER;
   }
+}
+
+/* libcurl before 8.6 fails a response header line longer than it reads as
+ * CURLE_OUT_OF_MEMORY: told apart from a real shortage of memory by when it
+ * happens, after the request was sent and inside a response's head. */
+static bool header_line_too_large(ascope_http_req *q, CURLcode rc) {
+  if (rc != CURLE_OUT_OF_MEMORY && (int)rc != HTTP_CURLE_TOO_LARGE) return false;
+  long sent = 0;
+  curl_easy_getinfo(q->easy, CURLINFO_REQUEST_SIZE, &sent);
+  return sent > 0 && q->head_open;
 }
 
 /* A stream whose body was empty still shows its head once. */
@@ -270,6 +328,7 @@ void http_req_finish(ascope_http_req *q, CURLcode rc) {
   curl_easy_getinfo(q->easy, CURLINFO_NUM_CONNECTS, &connects);
   h->n_connects += connects;
   h->n_requests++;
+  bool line_too_large = rc != CURLE_OK && header_line_too_large(q, rc);
   hq_remove(&q->node);
   curl_multi_remove_handle(h->multi, q->easy);
   h->n_active--;
@@ -291,6 +350,10 @@ void http_req_finish(ascope_http_req *q, CURLcode rc) {
     snprintf(code, sizeof code, "%d", q->resp.status);
     snprintf(msg, sizeof msg, "HTTP status %d (raise_for_status)", q->resp.status);
     http_req_end(q, ASCOPE_EDRIVER, code, msg);
+  } else if (line_too_large) {
+    snprintf(msg, sizeof msg, "a response header line is over libcurl's limit of %d bytes",
+             CURL_MAX_HTTP_HEADER);
+    http_req_end(q, UV_E2BIG, HTTP_TOO_LARGE_CODE, msg);
   } else if (rc != CURLE_OK) {
     const char *why = q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc);
     http_req_end(q, curl_status(rc), http_curl_code_name(rc), why);

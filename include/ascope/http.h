@@ -84,7 +84,10 @@ ASCOPE_EXTERN int ascope_http_req_setopt(ascope_http_req *q, const char *options
  * scope sees (0: handled); a NULL callback makes any error fail the scope.
  * The request is consumed, whatever the return value. *op (optional)
  * receives the operation, for ascope_op_resume() after a body callback
- * paused. */
+ * paused. An input over a size limit (the request line and headers over
+ * libcurl's 1 MiB, a response header line over 100 KiB, the response
+ * headers over 256 KiB) fails the request with UV_E2BIG, code
+ * "CURLE_TOO_LARGE", and a message naming it. */
 typedef int (*ascope_http_resp_fn)(ascope *s, int status, ascope_http_resp *resp, void *ud);
 ASCOPE_EXTERN int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb, void *ud,
                                    ascope_op **op);
