@@ -1,6 +1,7 @@
 /* Status codes and error objects. */
 #include "internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 
 /* Whether libuv has a static text for status. For a code it does not know,
@@ -123,4 +124,31 @@ const char *ascope_err_message(const ascope_err *e) {
 
 const ascope_err *ascope_err_next(const ascope_err *e) {
   return e ? e->next : NULL;
+}
+
+/* One error as "[driver] NAME code: message"; the parts that are missing
+ * are left out. */
+static int format_one(const ascope_err *e, char *buf, size_t len) {
+  const char *drv = e->driver, *code = e->code, *msg = e->message;
+  return snprintf(buf, len, "%s%s%s%s%s%s: %s", drv ? "[" : "", drv ? drv : "", drv ? "] " : "",
+                  ascope_err_name(e->status), code && *code ? " " : "", code && *code ? code : "",
+                  msg && *msg ? msg : ascope_strerror(e->status));
+}
+
+int ascope_err_format(const ascope_err *e, char *buf, size_t len) {
+  if (buf == NULL) len = 0;
+  if (len) buf[0] = '\0';
+  if (e == NULL) return 0;
+  size_t total = 0;
+  for (const ascope_err *x = e; x; x = x->next) {
+    if (x != e) { /* what a release raised after the first error */
+      const char *sep = "\n  then, releasing: ";
+      int n = snprintf(total < len ? buf + total : NULL, total < len ? len - total : 0, "%s", sep);
+      total += (size_t)n;
+    }
+    int n = format_one(x, total < len ? buf + total : NULL, total < len ? len - total : 0);
+    if (n < 0) return UV_EINVAL;
+    total += (size_t)n;
+  }
+  return total > INT_MAX ? INT_MAX : (int)total;
 }

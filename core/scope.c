@@ -84,7 +84,11 @@ ascope *ascope_child(ascope *parent) {
   return s;
 }
 
-int ascope_use(ascope *s, const ascope_driver *drv, const void *arg, const char *options) {
+/* Appends a use. options, and target when given, are copied into one
+ * buffer the resource keeps for reuse: the steady state allocates
+ * nothing. With a target, arg is ignored and the copy is the driver's arg. */
+static int use_add(ascope *s, const ascope_driver *drv, const void *arg, const char *options,
+                   const char *target) {
   if (s == NULL || drv == NULL) return UV_EINVAL;
   if (s->state != S_NEW) return ASCOPE_EBUSY;
   if (drv->abi != ASCOPE_DRIVER_ABI || drv->name == NULL || drv->acquire == NULL ||
@@ -100,17 +104,21 @@ int ascope_use(ascope *s, const ascope_driver *drv, const void *arg, const char 
     r->state = p;
     r->state_cap = need;
   }
+  size_t olen = options ? strlen(options) + 1 : 0, tlen = target ? strlen(target) + 1 : 0;
+  if (olen + tlen > r->optbuf_cap) {
+    char *p = ascope__realloc(r->optbuf, olen + tlen);
+    if (p == NULL) goto nomem;
+    r->optbuf = p;
+    r->optbuf_cap = olen + tlen;
+  }
   r->options = NULL;
   if (options) {
-    size_t n = strlen(options) + 1;
-    if (n > r->optbuf_cap) {
-      char *p = ascope__realloc(r->optbuf, n);
-      if (p == NULL) goto nomem;
-      r->optbuf = p;
-      r->optbuf_cap = n;
-    }
-    memcpy(r->optbuf, options, n);
+    memcpy(r->optbuf, options, olen);
     r->options = r->optbuf;
+  }
+  if (target) {
+    memcpy(r->optbuf + olen, target, tlen);
+    arg = r->optbuf + olen;
   }
   memset(r->state, 0, need);
   r->rt = s->rt;
@@ -125,6 +133,19 @@ int ascope_use(ascope *s, const ascope_driver *drv, const void *arg, const char 
 nomem:
   cache_put(&s->rt->res, r);
   return UV_ENOMEM;
+}
+
+int ascope_use(ascope *s, const ascope_driver *drv, const void *arg, const char *options) {
+  return use_add(s, drv, arg, options, NULL);
+}
+
+int ascope_use_str(ascope *s, const ascope_driver *drv, const char *target, const char *options) {
+  if (target == NULL) return UV_EINVAL;
+  return use_add(s, drv, NULL, options, target);
+}
+
+size_t ascope_use_count(ascope *s) {
+  return s ? s->nuses : 0;
 }
 
 int ascope_set_timeout(ascope *s, uint64_t ms) {
@@ -196,15 +217,25 @@ void ascope_discard(ascope *s) {
   rt_leave_user(rt);
 }
 
-void *ascope_resource(ascope *s, size_t index) {
-  if (s == NULL) return NULL;
+static ascope_res *use_at(ascope *s, size_t index) {
+  if (s == NULL || index >= s->nuses) return NULL;
   size_t i = 0;
-  for (struct aq *q = s->uses.next; q != &s->uses; q = q->next, i++) {
-    if (i != index) continue;
-    ascope_res *r = aq_data(q, ascope_res, node);
-    return r->phase == RES_HELD || r->phase == RES_RELEASING ? r->state : NULL;
-  }
+  for (struct aq *q = s->uses.next; q != &s->uses; q = q->next, i++)
+    if (i == index) return aq_data(q, ascope_res, node);
   return NULL;
+}
+
+void *ascope_resource(ascope *s, size_t index) {
+  ascope_res *r = use_at(s, index);
+  return r && (r->phase == RES_HELD || r->phase == RES_RELEASING) ? r->state : NULL;
+}
+
+void *ascope_resource_of(ascope *s, size_t index, const ascope_driver *drv) {
+  ascope_res *r = use_at(s, index);
+  /* The table itself identifies the driver: names are shared (a SQL
+   * driver's transaction use carries the driver's name). */
+  if (r == NULL || r->drv != drv) return NULL;
+  return ascope_resource(s, index);
 }
 
 ascope_rt *ascope_scope_rt(ascope *s) {

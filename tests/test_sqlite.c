@@ -556,3 +556,41 @@ Test(sqlite, misuse_is_refused) {
   cr_assert_eq(ascope_sqlite_stat("nonsense"), UV_EINVAL);
   cr_assert_eq(ascope_sqlite_set_concurrency(0), UV_EINVAL);
 }
+
+/* The target is copied (a buffer the caller reuses at once is fine), and
+ * the connection is found by its use's index, checked: a use that is not a
+ * SQL connection gives NULL, never another driver's state. */
+struct typed {
+  t_scope t;
+  size_t lock_at, db_at;
+  ascope_sql *db, *not_db;
+  t_cb q;
+};
+
+static void typed_body(ascope *s, t_scope *t) {
+  struct typed *x = (struct typed *)t;
+  x->db = ascope_sql_resource(s, x->db_at);
+  x->not_db = ascope_sql_resource(s, x->lock_at);
+  cr_assert_null(ascope_sql_resource(s, 7));
+  ascope_sql_query(s, x->db, "SELECT count(*) FROM t", NULL, t_cb_fn, &x->q);
+}
+
+Test(sqlite, a_target_is_copied_and_found_by_its_checked_index) {
+  t_raw(t_path("typed.db"), "CREATE TABLE t (x); INSERT INTO t VALUES (1), (2)");
+  ascope_lock *lock = ascope_lock_new(T_rt);
+  struct typed x = {.t.body = typed_body};
+  char target[512];
+  snprintf(target, sizeof target, "%s", t_path("typed.db"));
+  ascope *s = ascope_new(T_rt);
+  x.lock_at = ascope_use_count(s);
+  cr_assert_eq(ascope_use_lock(s, lock), 0);
+  x.db_at = ascope_use_count(s);
+  cr_assert_eq(ascope_use_sqlite(s, target, NULL), 0);
+  memset(target, 'x', sizeof target - 1); /* the caller's buffer, reused at once */
+  cr_assert_eq(t_run(s, &x.t), 0, "%s", x.t.msg);
+  cr_assert_not_null(x.db);
+  cr_assert_null(x.not_db, "the lock is not a SQL connection");
+  cr_assert_eq(x.q.status, 0);
+  cr_assert_eq(x.q.first, 2);
+  ascope_lock_free(lock);
+}

@@ -46,8 +46,13 @@ static bool driver_ok(const ascope_sql_driver *drv) {
 
 int ascope_use_sql(ascope *s, const ascope_sql_driver *drv, const char *target,
                    const char *options) {
-  if (!driver_ok(drv)) return UV_EINVAL;
-  return ascope_use(s, &drv->base, target, options);
+  if (!driver_ok(drv) || target == NULL) return UV_EINVAL;
+  return ascope_use_str(s, &drv->base, target, options); /* the target is copied */
+}
+
+ascope_sql *ascope_sql_resource(ascope *s, size_t index) {
+  /* Any SQL driver's connection: its state begins with the generic header. */
+  return sql_conn_of(ascope_resource(s, index)) ? ascope_resource(s, index) : NULL;
 }
 
 const char *ascope_sql_errcode(ascope_sql *db) {

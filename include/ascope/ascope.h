@@ -87,6 +87,15 @@ ASCOPE_EXTERN int ascope_start(ascope *s, ascope_body_fn body, ascope_done_fn do
 ASCOPE_EXTERN void ascope_discard(ascope *s); /* drop a scope that was never started */
 
 ASCOPE_EXTERN void *ascope_resource(ascope *s, size_t index); /* the index-th use, once acquired */
+/* As ascope_use, with a string target (a path, a DSN, a URL) that is
+ * copied: it need not outlive the call. */
+ASCOPE_EXTERN int ascope_use_str(ascope *s, const struct ascope_driver *drv, const char *target,
+                                 const char *options);
+/* The number of uses so far: the index the next ascope_use* takes. */
+ASCOPE_EXTERN size_t ascope_use_count(ascope *s);
+/* ascope_resource, checked: NULL unless the index-th use is of drv (the
+ * same driver table) and is held. Each driver has a typed form of it. */
+ASCOPE_EXTERN void *ascope_resource_of(ascope *s, size_t index, const struct ascope_driver *drv);
 ASCOPE_EXTERN ascope_rt *ascope_scope_rt(ascope *s);
 ASCOPE_EXTERN void ascope_fail(ascope *s, int status, const char *message);
 ASCOPE_EXTERN void ascope_cancel(ascope *s); /* idempotent; reaches all children */
@@ -109,6 +118,10 @@ ASCOPE_EXTERN const char *ascope_err_driver(const ascope_err *e); /* NULL: the c
 ASCOPE_EXTERN const char *ascope_err_code(const ascope_err *e);   /* may be NULL */
 ASCOPE_EXTERN const char *ascope_err_message(const ascope_err *e);
 ASCOPE_EXTERN const ascope_err *ascope_err_next(const ascope_err *e); /* secondary errors */
+/* The whole chain as text, as snprintf writes it (returns the length it
+ * needed): "[postgres] ASCOPE_EDRIVER 23505: duplicate key ...", then a line per
+ * secondary error ("  then, releasing: ..."). */
+ASCOPE_EXTERN int ascope_err_format(const ascope_err *e, char *buf, size_t len);
 
 /* ---- sync: `async with lock` -------------------------------------------- */
 typedef struct ascope_lock ascope_lock;

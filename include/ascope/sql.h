@@ -41,6 +41,9 @@ typedef struct ascope_sql_driver ascope_sql_driver;
  * PostgreSQL), options a "key=value key=value" string; both are copied. */
 ASCOPE_EXTERN int ascope_use_sql(ascope *s, const ascope_sql_driver *drv, const char *target,
                                  const char *options);
+/* The index-th use as a SQL connection, once acquired; NULL if that use is
+ * not a SQL connection (or not held). */
+ASCOPE_EXTERN ascope_sql *ascope_sql_resource(ascope *s, size_t index);
 /* A transaction on a connection held by an enclosing scope: BEGIN when
  * acquired; when released, COMMIT if the scope's outcome is ok, ROLLBACK
  * otherwise (error, deadline, cancel). While another transaction is open on
