@@ -1039,7 +1039,7 @@ static void fail_then_send(ascope *s, life *l) {
   c->start_rc = send_call(s, c);
 }
 
-/* API.md: a scope that is failing takes no new operation (the driver then
+/* The core contract: a scope that is failing takes no new operation (the driver then
  * returns ASCOPE_ECANCELED and calls nothing); whichever way the core
  * answers, the request ends exactly once and the first error stands. */
 Test(http, a_request_started_in_a_failing_scope) {

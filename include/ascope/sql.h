@@ -87,7 +87,7 @@ ASCOPE_EXTERN const void *ascope_sql_params_bytes(const ascope_sql_params *p, si
                                                   size_t *len); /* text, blob */
 
 /* ---- statements: operations of a scope ----------------------------------- */
-/* The API.md callback shape. exec and query call it once: with the result
+/* The operation callback shape every driver uses. exec and query call it once: with the result
  * (status 0) or with rows NULL and the error. A stream calls it once per
  * batch of rows (status 0), then a final time with rows NULL and the end
  * status — unless a batch's call returned ASCOPE_STOP or a negative status,

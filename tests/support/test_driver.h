@@ -45,7 +45,7 @@ const char *td_log(void); /* "+a +b -b -a": acquires and releases in order */
 int td_use(ascope *s, td_spec *spec); /* ascope_use with the right vtable */
 
 /* An operation: completes per mode after delay_ms, then calls cb (may be
- * NULL). cb's return is what the scope sees, per API.md. */
+ * NULL). cb's return is what the scope sees (docs/api/core.md). */
 typedef int (*td_op_cb)(ascope *s, int status, void *result, void *ud);
 typedef struct td_op_stats {
   int started, completed, cancelled, callbacks;
