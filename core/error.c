@@ -3,6 +3,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Whether libuv has a static text for status. For a code it does not know,
  * uv_strerror() and uv_err_name() return a new heap string on every call,
@@ -130,8 +131,10 @@ const ascope_err *ascope_err_next(const ascope_err *e) {
  * are left out. */
 static int format_one(const ascope_err *e, char *buf, size_t len) {
   const char *drv = e->driver, *code = e->code, *msg = e->message;
+  const char *name = ascope_err_name(e->status);
+  if (code && (*code == '\0' || strcmp(code, name) == 0)) code = NULL; /* said once */
   return snprintf(buf, len, "%s%s%s%s%s%s: %s", drv ? "[" : "", drv ? drv : "", drv ? "] " : "",
-                  ascope_err_name(e->status), code && *code ? " " : "", code && *code ? code : "",
+                  name, code ? " " : "", code ? code : "",
                   msg && *msg ? msg : ascope_strerror(e->status));
 }
 

@@ -35,6 +35,11 @@ ASCOPE_EXTERN extern const ascope_driver ascope_file_driver;
  * caller's string need not outlive the call. Returns 0, UV_EINVAL for a bad
  * mode or a NULL argument, or what ascope_use() returns. */
 ASCOPE_EXTERN int ascope_use_file(ascope *s, const char *path, const char *mode);
+/* The index-th use as a file, once acquired; NULL if that use is not a
+ * file (or not held). */
+static inline ascope_file *ascope_file_resource(ascope *s, size_t index) {
+  return (ascope_file *)ascope_resource_of(s, index, &ascope_file_driver);
+}
 
 /* Operation callbacks. The return value decides, as for every operation:
  * 0 = carry on (an error was handled), negative = fail the scope with it.
@@ -73,6 +78,28 @@ ASCOPE_EXTERN int ascope_file_stream(ascope *s, ascope_file *f, size_t chunk, in
  * (read-ahead), each of the chunk or, for chunks under 2 MiB, of a multiple
  * of it of at least 2 MiB. 0 for an invalid chunk size. */
 ASCOPE_EXTERN size_t ascope_file_stream_memory(size_t chunk);
+
+/* `async for line in file`: the stream of ascope_file_stream, cut at a
+ * delimiter instead of every `chunk` bytes. cb gets each line, in order,
+ * without its delimiter (data is never NULL; an empty line has len 0), then
+ * the final call as for ascope_file_stream; the same ASCOPE_CONTINUE,
+ * ASCOPE_PAUSE, ASCOPE_STOP. A last line without a delimiter is delivered
+ * too. options (NULL: all defaults), "key=value" separated by spaces:
+ *   delim=\n        the delimiter: one byte, or \n \r \t \0 \\ \xHH
+ *   crlf=1|0        drop a \r before the delimiter (default: 1 for \n only)
+ *   keep_delim=0|1  deliver each line as in the file, delimiter (and \r)
+ *                   included
+ *   max_line=65536  the longest line, delimiter (and dropped \r) excluded;
+ *                   a longer one ends the stream with UV_E2BIG
+ *   read_size=2097152  bytes per read
+ *   offset=0        where to start (ignored for pipes)
+ * UV_EINVAL for a bad or repeated option or a NULL cb. */
+ASCOPE_EXTERN int ascope_file_lines(ascope *s, ascope_file *f, const char *options,
+                                    ascope_file_data_cb cb, void *ud, ascope_op **op_out);
+
+/* The most bytes a line stream with these options holds: two reads in
+ * flight and one line carried across reads. 0 for invalid options. */
+ASCOPE_EXTERN size_t ascope_file_lines_memory(const char *options);
 
 /* Writes all of data (copied: the caller may reuse it at once) at offset, or
  * with offset -1 after the previous write (in mode "a": at the end of the

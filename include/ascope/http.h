@@ -36,6 +36,11 @@ typedef struct ascope_http_resp ascope_http_resp; /* a response, valid inside it
  * acquire with UV_EINVAL. */
 ASCOPE_EXTERN int ascope_use_http(ascope *s, const char *options);
 ASCOPE_EXTERN const struct ascope_driver *ascope_http_driver(void);
+/* The index-th use as a session, once acquired; NULL if that use is not an
+ * HTTP session (or not held). */
+static inline ascope_http *ascope_http_resource(ascope *s, size_t index) {
+  return (ascope_http *)ascope_resource_of(s, index, ascope_http_driver());
+}
 
 /* A session's counters: "requests" (completed), "connects" (new connections
  * made, the sum of CURLINFO_NUM_CONNECTS), "active" (requests holding a
