@@ -43,9 +43,9 @@ const ascope_driver *ascope_driver_load(const char *path, char *errbuf, size_t e
     dlclose(h);
     return NULL;
   }
-  if (drv->abi != ASCOPE_DRIVER_ABI) {
-    say(errbuf, errlen, "plugin %s: driver ABI version %u, this library needs %u", path,
-        (unsigned)drv->abi, (unsigned)ASCOPE_DRIVER_ABI);
+  if (drv->abi < ASCOPE_DRIVER_ABI_MIN) {
+    say(errbuf, errlen, "plugin %s: driver ABI version %u, this library needs %u or later", path,
+        (unsigned)drv->abi, (unsigned)ASCOPE_DRIVER_ABI_MIN);
     dlclose(h);
     return NULL;
   }

@@ -91,7 +91,7 @@ static int use_add(ascope *s, const ascope_driver *drv, const void *arg, const c
                    const char *target) {
   if (s == NULL || drv == NULL) return UV_EINVAL;
   if (s->state != S_NEW) return ASCOPE_EBUSY;
-  if (drv->abi != ASCOPE_DRIVER_ABI || drv->name == NULL || drv->acquire == NULL ||
+  if (drv->abi < ASCOPE_DRIVER_ABI_MIN || drv->name == NULL || drv->acquire == NULL ||
       drv->release == NULL)
     return UV_EINVAL;
   ascope_res *r = cache_get(&s->rt->res);

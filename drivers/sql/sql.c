@@ -40,7 +40,7 @@ const char *ascope_sql_driver_name(ascope_sql *db) {
 }
 
 static bool driver_ok(const ascope_sql_driver *drv) {
-  return drv && drv->sql_abi == ASCOPE_SQL_ABI && drv->submit && drv->tx_hook && drv->cancel &&
+  return drv && drv->sql_abi >= ASCOPE_SQL_ABI_MIN && drv->submit && drv->tx_hook && drv->cancel &&
          drv->more && drv->stop;
 }
 

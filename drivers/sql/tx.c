@@ -48,7 +48,7 @@ int ascope_use_sql_tx(ascope *s, ascope_sql *db, const char *options) {
  * options: "use=N" is the generic layer's key, which drivers skip. */
 int ascope_use_sql_tx_at(ascope *s, const ascope_sql_driver *drv, size_t index,
                          const char *options) {
-  if (drv == NULL || drv->sql_abi != ASCOPE_SQL_ABI) return UV_EINVAL;
+  if (drv == NULL || drv->sql_abi < ASCOPE_SQL_ABI_MIN) return UV_EINVAL;
   char small[256];
   size_t n = (options ? strlen(options) : 0) + 32;
   char *buf = n <= sizeof small ? small : malloc(n);

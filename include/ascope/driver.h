@@ -15,7 +15,15 @@
 extern "C" {
 #endif
 
+/* The vtable's version, SQLite's sqlite3_vfs way: members are only ever
+ * appended, each new one with a new version number, and a driver sets abi
+ * to the version it was built against. The core accepts any version from
+ * ASCOPE_DRIVER_ABI_MIN on — an older driver simply lacks the newer members
+ * (the core never reads a member past the driver's version), a newer one
+ * has members this core ignores — so a compiled plugin keeps loading as
+ * the table grows. */
 #define ASCOPE_DRIVER_ABI 1
+#define ASCOPE_DRIVER_ABI_MIN 1
 
 typedef struct ascope_res ascope_res;
 

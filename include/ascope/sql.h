@@ -166,7 +166,8 @@ ASCOPE_EXTERN int64_t ascope_sql_stat(const char *name);
  * built into ascope_sql_req_rows(req) with the ascope_rows_put_* functions,
  * which may run on any one thread at a time; an exec needs no rows, only
  * ascope_sql_req_set_changes(). */
-#define ASCOPE_SQL_ABI 1
+#define ASCOPE_SQL_ABI 1     /* grows like ASCOPE_DRIVER_ABI: members appended */
+#define ASCOPE_SQL_ABI_MIN 1 /* the oldest version the generic layer accepts */
 
 typedef struct ascope_sql_req ascope_sql_req;
 

@@ -1,4 +1,5 @@
-/* A plugin built against a future driver ABI: the loader must refuse it. */
+/* A plugin older than the oldest driver ABI this core accepts (version 0,
+ * before the vtable was versioned): the loader must refuse it. */
 #include <ascope/driver.h>
 
 static void acquire(ascope_res *r, const void *arg, const char *options) {
@@ -11,7 +12,7 @@ static void release(ascope_res *r, int outcome) {
   ascope_res_done(r, 0, NULL, NULL);
 }
 static const ascope_driver drv = {
-    .abi = ASCOPE_DRIVER_ABI + 41,
+    .abi = ASCOPE_DRIVER_ABI_MIN - 1,
     .name = "bad-abi-plugin",
     .acquire = acquire,
     .release = release,
