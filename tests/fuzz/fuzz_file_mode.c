@@ -16,11 +16,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size) memcpy(mode, data, size);
   unsigned fm = 0xdead;
   int fl = -1;
-  if (parse_mode(mode, size, &fm, &fl) == 0) {
+  const char *why = NULL;
+  if (parse_mode(mode, size, &fm, &fl, &why) == 0) {
     size_t i = 0;
     while (i < size && mode[i] == ' ') i++;
     FZ_CHECK(i < size && strchr("rwax", mode[i]) != NULL);
-    FZ_CHECK(fm & (FM_READ | FM_WRITE));
+    FZ_CHECK(why == NULL && (fm & (FM_READ | FM_WRITE)));
     FZ_CHECK(fl & O_CLOEXEC);
     int acc = fl & O_ACCMODE;
     if ((fm & FM_READ) && (fm & FM_WRITE))
@@ -35,7 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fm & FM_WRITE && !(fm & FM_APPEND) && !(fm & FM_EXCL) && mode[i] != 'r')
       FZ_CHECK(fl & O_TRUNC);
   } else {
-    FZ_CHECK(fm == 0xdead && fl == -1); /* a failure leaves the results alone */
+    FZ_CHECK(fm == 0xdead && fl == -1);    /* a failure leaves the results alone */
+    FZ_CHECK(why != NULL && *why != '\0'); /* and says why, for the acquire's message */
   }
   free(mode);
   return 0;
