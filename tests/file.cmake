@@ -7,3 +7,5 @@ if(TARGET mini_criterion)
 endif()
 ascope_test(test_file ${CMAKE_CURRENT_SOURCE_DIR}/test_file.c LIBS ascope-file LABELS file tsan
   ${_file_test_opts})
+ascope_test(test_file_lines ${CMAKE_CURRENT_SOURCE_DIR}/test_file_lines.c LIBS ascope-file
+  LABELS file tsan ${_file_test_opts})

@@ -50,7 +50,7 @@ static void on_step(uv_fs_t *req);
 
 /* ---- messages ----------------------------------------------------------- */
 
-static char *msg_reason(const char *what, const char *path, const char *reason) {
+char *file_msg_reason(const char *what, const char *path, const char *reason) {
   int n = snprintf(NULL, 0, "%s '%s': %s", what, path, reason);
   char *m = n < 0 ? NULL : malloc((size_t)n + 1);
   if (m) snprintf(m, (size_t)n + 1, "%s '%s': %s", what, path, reason);
@@ -58,7 +58,7 @@ static char *msg_reason(const char *what, const char *path, const char *reason) 
 }
 
 char *file_msg(const char *what, const char *path, int status) {
-  return msg_reason(what, path ? path : "", uv_strerror(status));
+  return file_msg_reason(what, path ? path : "", uv_strerror(status));
 }
 
 /* Keeps the first error of an acquire or release; later ones are its
@@ -72,7 +72,7 @@ static void record(ascope_file *f, int status, const char *what, const char *pat
 static void record_reason(ascope_file *f, int status, const char *what, const char *reason) {
   if (f->err) return;
   f->err = status;
-  f->errmsg = msg_reason(what, f->path, reason);
+  f->errmsg = file_msg_reason(what, f->path, reason);
 }
 
 /* ---- modes -------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /* The file driver's internals, shared by its three parts: the resource
  * (file_driver.c: open, atomic commit, close), the operations (file_ops.c)
- * and the stream (file_stream.c). */
+ * and the streams of chunks and of lines (file_stream.c). */
 #ifndef ASCOPE_FILE_INTERNAL_H
 #define ASCOPE_FILE_INTERNAL_H
 
@@ -77,8 +77,10 @@ struct fop {
   bool ending;                   /* its final callback runs or ran: cancel is a no-op */
 };
 
-/* "what 'path': reason", malloc'd; NULL when out of memory. */
+/* "what 'path': reason", malloc'd; NULL when out of memory. file_msg's
+ * reason is the status's text. */
 char *file_msg(const char *what, const char *path, int status);
+char *file_msg_reason(const char *what, const char *path, const char *reason);
 
 /* The driver's part of the op life cycle. fop_check validates the handle and
  * the mode; fop_begin registers o with the scope and the file (returns
@@ -87,6 +89,10 @@ char *file_msg(const char *what, const char *path, int status);
 int fop_check(ascope *s, const ascope_file *f, unsigned need);
 int fop_begin(struct fop *o, ascope *s, ascope_file *f, void *ud, void (*cancel)(struct fop *));
 void fop_end(struct fop *o, int rc, int status, const char *what);
+/* fop_end with the failure told by `reason` instead of the status's text
+ * (NULL: the status's text), when the status alone would not say what
+ * happened. */
+void fop_end_reason(struct fop *o, int rc, int status, const char *what, const char *reason);
 /* Undoes fop_begin for a request libuv refused: the op ends with 0 and the
  * start function returns the error itself. */
 void fop_abandon(struct fop *o);

@@ -59,9 +59,15 @@ static void fop_unlink(struct fop *o) {
 }
 
 void fop_end(struct fop *o, int rc, int status, const char *what) {
+  fop_end_reason(o, rc, status, what, NULL);
+}
+
+void fop_end_reason(struct fop *o, int rc, int status, const char *what, const char *reason) {
   ascope_file *f = o->f;
   ascope_op *op = o->op;
-  char *msg = status < 0 ? file_msg(what, f->path, status) : NULL;
+  char *msg = status >= 0 ? NULL
+              : reason    ? file_msg_reason(what, f->path, reason)
+                          : file_msg(what, f->path, status);
   const char *code = status < 0 ? ascope_err_name(status) : NULL;
   fop_unlink(o);
   free(o);
