@@ -5,6 +5,7 @@
 
 #include "ascope/ascope.h"
 #include "ascope/driver.h"
+#include "ascope/trace.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -94,6 +95,8 @@ struct ascope_res {
   ascope *scope;
   const ascope_driver *drv;
   const void *arg;
+  const char *target;  /* arg when it is a string copied by ascope_use_str; else NULL */
+  size_t index;        /* its position in the scope's list, for traces */
   const char *options; /* optbuf, or NULL when the caller gave none */
   char *optbuf;        /* the copy; kept for reuse */
   size_t optbuf_cap;
@@ -113,9 +116,11 @@ struct ascope_op {
   void (*cancel)(ascope_op *op);
   void (*resume)(ascope_op *op);
   void *data;
+  uint64_t id; /* for traces: from 1 per runtime */
 };
 
 /* ---- scopes ------------------------------------------------------------- */
+#define ASCOPE_NAME_CAP 48 /* ascope_set_name: 47 bytes and the NUL */
 enum scope_state {
   S_NEW,     /* created, not started */
   S_QUEUED,  /* started; acquiring begins on the next drain */
@@ -148,6 +153,9 @@ struct ascope {
   void (*value_free)(void *value);
   struct ascope_err err; /* the first error lives here: failing never allocates */
   struct ascope_err *err_tail;
+  uint64_t id;       /* for traces: from 1 per runtime, never reused */
+  uint64_t phase_ts; /* when the acquire or release in flight began; 0: not timed */
+  char name[ASCOPE_NAME_CAP];
   bool timer_inited, queued, inflight, in_done, value_taken;
   bool cancel_self;   /* ascope_cancel() on this scope: does not fail the parent */
   bool cancel_parent; /* cancelled because its parent failed */
@@ -163,6 +171,23 @@ void scope_res_done(ascope_res *r, int status, const char *code, const char *mes
 struct post {
   void (*fn)(void *ud);
   void *ud;
+};
+/* The counters of ascope_rt_stat. Plain increments on the paths they
+ * count, always kept: only the *_ns ones need the clock, and they are
+ * taken while the runtime is observed. */
+#define STAT_ERR_ENUM(name, _) STAT_ERR_##name,
+enum { /* one slot per status ascope_err_name() names; UNKNOWN is libuv's */
+       STAT_ERR_ASCOPE_EDRIVER,
+       STAT_ERR_ASCOPE_ECLOSED,
+       STAT_ERR_ASCOPE_EBUSY,
+       UV_ERRNO_MAP(STAT_ERR_ENUM) STAT_ERR_COUNT
+};
+#undef STAT_ERR_ENUM
+struct rt_stats {
+  uint64_t scopes, ops, ops_live, acquires, releases;
+  uint64_t errors, cancelled, timed_out, aborted;
+  uint64_t acquire_ns, release_ns;
+  uint64_t by_status[STAT_ERR_COUNT]; /* scopes ended with each failure status */
 };
 struct ascope_rt {
   uv_loop_t *loop;
@@ -181,6 +206,13 @@ struct ascope_rt {
   size_t closing;   /* handles whose close callback has not run (during free) */
   uint64_t release_timeout_ms;
   struct cache scopes, res, ops, errs;
+  /* Tracing and timing. `observed` is the one flag the hot paths test:
+   * true while a hook is set or timing is on. */
+  bool observed, timing;
+  ascope_trace_fn trace_fn;
+  void *trace_ud;
+  uint64_t next_scope_id, next_op_id;
+  struct rt_stats stats;
 };
 void rt_enter(ascope_rt *rt);
 void rt_leave(ascope_rt *rt); /* the outermost leave drains the run queue */
@@ -191,5 +223,16 @@ void rt_leave_user(ascope_rt *rt);
 void rt_enqueue(ascope_rt *rt, ascope *s);
 void rt_pending(ascope_rt *rt, int delta);
 void scope_step(ascope *s);
+
+/* ---- tracing (trace.c) ---------------------------------------------------- */
+/* Every hook point is `if (OBSERVED(rt)) trace_*(...)`: with tracing off,
+ * one branch on a flag the CPU predicts, and the call kept out of line. */
+#define OBSERVED(rt) __builtin_expect((rt)->observed, 0)
+void trace_scope(ascope *s, int kind, int status, uint64_t id, const char *driver, const char *code,
+                 const char *message);
+void trace_res(ascope_res *r, int kind, int status); /* ACQUIRE_* and RELEASE_* */
+void trace_op(ascope_op *op, int kind, int status);
+void trace_rt_free(ascope_rt *rt);
+void stat_scope_end(ascope_rt *rt, int status); /* counts a scope's failure */
 
 #endif

@@ -43,8 +43,12 @@ ascope_op *ascope_op_begin(ascope *s, const ascope_driver *drv, void (*cancel)(a
   op->cancel = cancel;
   op->resume = NULL;
   op->data = data;
+  op->id = ++s->rt->next_op_id;
   aq_push(&s->ops, &op->node);
   s->nops++;
+  s->rt->stats.ops++;
+  s->rt->stats.ops_live++;
+  if (OBSERVED(s->rt)) trace_op(op, ASCOPE_TRACE_OP_BEGIN, 0);
   return op;
 }
 
@@ -73,6 +77,8 @@ void ascope_op_end(ascope_op *op, int status, const char *code, const char *mess
   ascope_rt *rt = s->rt;
   const char *driver = op->drv ? op->drv->name : NULL;
   rt_enter(rt);
+  rt->stats.ops_live--;
+  if (OBSERVED(rt)) trace_op(op, ASCOPE_TRACE_OP_END, status < 0 ? status : 0);
   aq_remove(&op->node);
   s->nops--;
   cache_put(&rt->ops, op);

@@ -99,6 +99,7 @@ int ascope_rt_free(ascope_rt *rt) {
   if (rt->freeing) return ASCOPE_ECLOSED;
   if (rt->pending || rt->depth) return ASCOPE_EBUSY;
   rt->freeing = true;
+  trace_rt_free(rt);
   close_handle(rt, (uv_handle_t *)&rt->async, rt);
   close_handle(rt, (uv_handle_t *)&rt->idle, rt);
   for (struct aq *q = rt->scopes.all.next; q != &rt->scopes.all; q = q->next) {

@@ -37,6 +37,9 @@ static void scope_init(ascope *s, ascope_rt *rt, ascope *parent) {
   s->err_tail = &s->err;
   s->queued = s->inflight = s->in_done = s->value_taken = false;
   s->cancel_self = s->cancel_parent = false;
+  s->id = ++rt->next_scope_id;
+  s->phase_ts = 0;
+  s->name[0] = '\0';
 }
 
 void scope_fini(void *obj) {
@@ -125,6 +128,8 @@ static int use_add(ascope *s, const ascope_driver *drv, const void *arg, const c
   r->scope = s;
   r->drv = drv;
   r->arg = arg;
+  r->target = target ? arg : NULL;
+  r->index = s->nuses;
   r->phase = RES_IDLE;
   r->cancel_called = false;
   aq_push(&s->uses, &r->node);
@@ -148,6 +153,16 @@ size_t ascope_use_count(ascope *s) {
   return s ? s->nuses : 0;
 }
 
+int ascope_set_name(ascope *s, const char *name) {
+  if (s == NULL) return UV_EINVAL;
+  if (s->state == S_DONE) return ASCOPE_EBUSY;
+  size_t n = name ? strlen(name) : 0;
+  if (n >= sizeof s->name) n = sizeof s->name - 1;
+  memcpy(s->name, name ? name : "", n);
+  s->name[n] = '\0';
+  return 0;
+}
+
 int ascope_set_timeout(ascope *s, uint64_t ms) {
   if (s == NULL) return UV_EINVAL;
   if (s->state != S_NEW) return ASCOPE_EBUSY;
@@ -168,6 +183,8 @@ static void on_deadline(uv_timer_t *t) {
   snprintf(msg, sizeof msg, "the scope's deadline of %llu ms passed",
            (unsigned long long)s->timeout_ms);
   rt_enter(s->rt);
+  s->rt->stats.timed_out++;
+  if (OBSERVED(s->rt)) trace_scope(s, ASCOPE_TRACE_DEADLINE, 0, s->timeout_ms, NULL, NULL, msg);
   scope_fail(s, ASCOPE_ETIMEDOUT, NULL, NULL, msg);
   rt_leave(s->rt);
 }
@@ -197,6 +214,8 @@ int ascope_start(ascope *s, ascope_body_fn body, ascope_done_fn done, void *ud) 
   s->ud = ud;
   s->state = S_QUEUED;
   rt_pending(s->rt, +1);
+  s->rt->stats.scopes++;
+  if (OBSERVED(s->rt)) trace_scope(s, ASCOPE_TRACE_SCOPE_BEGIN, 0, 0, NULL, NULL, NULL);
   /* A scope cancelled before it started completes without a deadline. */
   if (s->timeout_ms && s->status == 0) scope_timer(s, on_deadline, s->timeout_ms);
   rt_enqueue(s->rt, s);
@@ -277,6 +296,9 @@ static void chain_error(ascope *s, int status, const char *driver, const char *c
 static void cancel_child(ascope *c) {
   if (c->status || c->state >= S_RELEASE) return;
   c->cancel_parent = true;
+  c->rt->stats.cancelled++;
+  if (OBSERVED(c->rt))
+    trace_scope(c, ASCOPE_TRACE_CANCEL, 0, 1, NULL, NULL, "its parent scope stopped");
   scope_fail(c, ASCOPE_ECANCELED, NULL, NULL, "cancelled because its parent scope stopped");
 }
 
@@ -322,6 +344,7 @@ void scope_fail(ascope *s, int status, const char *driver, const char *code, con
     if (s->status == 0) {
       s->status = status;
       err_set(&s->err, status, driver, code, message);
+      if (OBSERVED(s->rt)) trace_scope(s, ASCOPE_TRACE_ERROR, status, 0, driver, code, message);
     } else {
       chain_error(s, status, driver, code, message);
     }
@@ -330,6 +353,7 @@ void scope_fail(ascope *s, int status, const char *driver, const char *code, con
   if (s->status) return; /* the first error stands; what follows is its consequence */
   s->status = status;
   err_set(&s->err, status, driver, code, message);
+  if (OBSERVED(s->rt)) trace_scope(s, ASCOPE_TRACE_ERROR, status, 0, driver, code, message);
   scope_timer_stop(s);
   cancel_work(s);
   scope_kick(s);
@@ -347,6 +371,8 @@ void ascope_cancel(ascope *s) {
   if (s == NULL || s->state >= S_RELEASE || s->status) return;
   s->cancel_self = true;
   rt_enter(s->rt);
+  s->rt->stats.cancelled++;
+  if (OBSERVED(s->rt)) trace_scope(s, ASCOPE_TRACE_CANCEL, 0, 0, NULL, NULL, "ascope_cancel()");
   scope_fail(s, ASCOPE_ECANCELED, NULL, NULL, "cancelled");
   rt_leave_user(s->rt);
 }
@@ -365,6 +391,8 @@ static void acquire_next(ascope *s) {
   s->cur = r;
   r->phase = RES_ACQUIRING;
   s->inflight = true;
+  s->rt->stats.acquires++;
+  if (OBSERVED(s->rt)) trace_res(r, ASCOPE_TRACE_ACQUIRE_BEGIN, 0);
   r->drv->acquire(r, r->arg, r->options);
 }
 
@@ -372,6 +400,8 @@ static void on_release_timeout(uv_timer_t *t) {
   ascope *s = t->data;
   ascope_res *r = s->cur;
   rt_enter(s->rt);
+  s->rt->stats.aborted++;
+  if (OBSERVED(s->rt)) trace_res(r, ASCOPE_TRACE_ABORT, ASCOPE_ETIMEDOUT);
   r->phase = RES_ABORTING;
   if (r->drv->abort) r->drv->abort(r);
   /* If abort completed the release itself, the resource is free to reuse;
@@ -379,6 +409,7 @@ static void on_release_timeout(uv_timer_t *t) {
   r->phase = r->phase == RES_ABORTING ? RES_ORPHAN : RES_RELEASED;
   s->inflight = false;
   s->nacquired--;
+  if (OBSERVED(s->rt)) trace_res(r, ASCOPE_TRACE_RELEASE_END, ASCOPE_ETIMEDOUT);
   char msg[128];
   snprintf(msg, sizeof msg, "release did not complete within %llu ms; the resource was aborted",
            (unsigned long long)s->rt->release_timeout_ms);
@@ -393,6 +424,8 @@ static void release_last(ascope *s) {
   s->cur = r;
   r->phase = RES_RELEASING;
   s->inflight = true;
+  s->rt->stats.releases++;
+  if (OBSERVED(s->rt)) trace_res(r, ASCOPE_TRACE_RELEASE_BEGIN, 0);
   r->drv->release(r, s->status);
   /* Most releases complete inside the call: only one still in flight needs
    * its bound, and the common case pays for no timer. */
@@ -413,6 +446,10 @@ static void notify_parent(ascope *s) {
 static void finish(ascope *s) {
   s->state = S_DONE;
   scope_timer_stop(s);
+  if (s->status) stat_scope_end(s->rt, s->status);
+  if (OBSERVED(s->rt))
+    trace_scope(s, ASCOPE_TRACE_SCOPE_END, s->status, 0, s->status ? s->err.driver : NULL,
+                s->status ? s->err.code : NULL, s->status ? s->err.message : NULL);
   if (s->done) {
     s->in_done = true;
     s->done(s, s->status, s->ud);
@@ -426,6 +463,7 @@ static void finish(ascope *s) {
 
 static void run_body(ascope *s) {
   s->state = S_BODY;
+  if (OBSERVED(s->rt)) trace_scope(s, ASCOPE_TRACE_BODY_BEGIN, 0, 0, NULL, NULL, NULL);
   if (s->body) s->body(s, s->ud);
 }
 
@@ -452,6 +490,7 @@ void scope_step(ascope *s) {
       if (s->nops || s->nchildren) goto out;
       scope_timer_stop(s); /* the deadline covers acquire, body and release-start */
       s->state = S_RELEASE;
+      if (OBSERVED(rt)) trace_scope(s, ASCOPE_TRACE_BODY_END, s->status, 0, NULL, NULL, NULL);
       continue;
     case S_RELEASE:
       if (s->inflight) goto out;
@@ -477,6 +516,7 @@ void scope_res_done(ascope_res *r, int status, const char *code, const char *mes
   ascope *s = r->scope;
   switch (r->phase) {
   case RES_ACQUIRING:
+    if (OBSERVED(r->rt)) trace_res(r, ASCOPE_TRACE_ACQUIRE_END, status);
     s->inflight = false;
     if (status == 0) {
       r->phase = RES_HELD;
@@ -488,6 +528,7 @@ void scope_res_done(ascope_res *r, int status, const char *code, const char *mes
     scope_kick(s);
     break;
   case RES_RELEASING:
+    if (OBSERVED(r->rt)) trace_res(r, ASCOPE_TRACE_RELEASE_END, status);
     scope_timer_stop(s);
     r->phase = RES_RELEASED;
     s->inflight = false;

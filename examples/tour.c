@@ -3,9 +3,13 @@
  * Every acquire and release is printed as it happens, with the time since
  * the tour began. The resources are simulated (examples/sim_driver.c) so the
  * core's behaviour shows plainly; the driver parts that follow use real
- * files, SQLite, PostgreSQL and HTTP when those drivers are built. */
+ * files, SQLite, PostgreSQL and HTTP when those drivers are built.
+ *
+ * ASCOPE_TRACE=tour-trace.json writes the whole run as a timeline to open
+ * in ui.perfetto.dev or chrome://tracing (docs/guides/tracing.md). */
 #include "tour.h"
 
+#include <ascope/trace.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +44,7 @@ static void two_uses_done(ascope *s, int status, void *ud) {
 static void scene_two_uses(ascope_rt *rt) {
   tour_title("1. async with db, cache: acquired in order, released in reverse");
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "1. two uses");
   sim_use(s, &db);
   sim_use(s, &cache);
   ascope_start(s, query_body, two_uses_done, NULL);
@@ -64,6 +69,7 @@ static void timeout_done(ascope *s, int status, void *ud) {
 static void scene_timeout(ascope_rt *rt) {
   tour_title("2. asyncio.timeout(): the deadline cancels the body, releases still run");
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "2. timeout");
   sim_use(s, &db);
   ascope_set_timeout(s, 60);
   ascope_start(s, slow_body, timeout_done, NULL);
@@ -95,6 +101,8 @@ static int cancel_slow(ascope *s, int status, void *unused, void *ud) {
 static void parent_body(ascope *s, void *ud) {
   (void)ud;
   ascope *fast = ascope_child(s), *slow = ascope_child(s);
+  ascope_set_name(fast, "fast child");
+  ascope_set_name(slow, "slow child");
   sim_use(fast, &primary);
   sim_use(slow, &replica);
   ascope_start(fast, child_body, child_done, "fast");
@@ -112,6 +120,7 @@ static void parent_done(ascope *s, int status, void *ud) {
 static void scene_cancel_child(ascope_rt *rt) {
   tour_title("3. a task group: one child cancelled, its sibling and parent carry on");
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "3. task group");
   ascope_start(s, parent_body, parent_done, NULL);
   ascope_rt_run(rt);
 }
@@ -134,6 +143,9 @@ static void scene_lock(ascope_rt *rt) {
   static const char *names[] = {"A", "B", "C"};
   for (int i = 0; i < 3; i++) {
     ascope *s = ascope_new(rt);
+    char name[32];
+    snprintf(name, sizeof name, "4. worker %s", names[i]);
+    ascope_set_name(s, name);
     ascope_use_lock(s, lock);
     ascope_start(s, locked_body, locked_done, (void *)names[i]);
   }
@@ -162,6 +174,7 @@ static void failing_done(ascope *s, int status, void *ud) {
 static void scene_error(ascope_rt *rt) {
   tour_title("5. an error: pending work is cancelled, all three uses are released");
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "5. error path");
   sim_use(s, &a);
   sim_use(s, &b);
   sim_use(s, &c);
@@ -174,6 +187,12 @@ int main(void) {
   if (rt == NULL) {
     fprintf(stderr, "tour: cannot create a runtime\n");
     return 1;
+  }
+  const char *trace_path = getenv("ASCOPE_TRACE");
+  ascope_trace_json *trace = NULL;
+  if (trace_path && *trace_path) {
+    int rc = ascope_trace_json_open(rt, trace_path, &trace);
+    if (rc) fprintf(stderr, "tour: cannot write %s: %s\n", trace_path, ascope_strerror(rc));
   }
   tour_say("ascope tour, library version %u.%u.%u", ascope_version() >> 16,
            (ascope_version() >> 8) & 0xff, ascope_version() & 0xff);
@@ -202,6 +221,13 @@ int main(void) {
     failures += tour_http(rt) != 0;
   }
 #endif
+  if (trace) {
+    int rc = ascope_trace_json_close(trace);
+    if (rc)
+      fprintf(stderr, "tour: writing %s failed: %s\n", trace_path, ascope_strerror(rc));
+    else
+      printf("\ntrace: %s (open it in ui.perfetto.dev or chrome://tracing)\n", trace_path);
+  }
   ascope_rt_free(rt);
   printf("\n%s\n",
          failures ? "tour: something did not go as described" : "tour: all scenes as described");

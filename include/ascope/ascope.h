@@ -134,6 +134,24 @@ ASCOPE_EXTERN ascope_sem *ascope_sem_new(ascope_rt *rt, unsigned permits);
 ASCOPE_EXTERN void ascope_sem_free(ascope_sem *sem);
 ASCOPE_EXTERN int ascope_use_sem(ascope *s, ascope_sem *sem);
 
+/* ---- observing: names and counters (traces: ascope/trace.h) ------------- */
+/* A name for the scope in traces ("checkout", "replica"): copied, cut to
+ * 47 bytes; NULL clears it. Before ascope_start for a trace to show it from
+ * the start; ASCOPE_EBUSY once the scope ended. */
+ASCOPE_EXTERN int ascope_set_name(ascope *s, const char *name);
+/* A runtime's counter by name, since ascope_rt_new: "scopes" (started),
+ * "scopes_live", "ops" (begun), "ops_live", "acquires", "releases",
+ * "errors" (scopes ended with a failure), "errors.<ascope_err_name>" (of
+ * them, those with that status: "errors.ETIMEDOUT"), "cancelled",
+ * "timed_out" (deadlines fired), "aborted" (releases past the release
+ * timeout), "acquire_ns" and "release_ns" (time spent, counted while the
+ * runtime is timed: see ascope_rt_set_timing). UV_EINVAL for another name. */
+ASCOPE_EXTERN int64_t ascope_rt_stat(ascope_rt *rt, const char *name);
+/* Times every acquire and release for "acquire_ns"/"release_ns" (1), or
+ * not (0, the default: two clock reads per use are not free). A trace hook
+ * times them too, while it is set. */
+ASCOPE_EXTERN int ascope_rt_set_timing(ascope_rt *rt, int on);
+
 #ifdef __cplusplus
 }
 #endif
