@@ -833,6 +833,9 @@ Test(http, a_url_too_large) {
   char *url = big_string(FAULT("/echo?q="), 1 << 20, 'u');
   call c = {.url = url, .pass_up = true};
   run_calls(NULL, &c, 1);
+  /* Assertion messages show the URL, and --full-stats ships even those of
+   * passing assertions to the runner: one of 1 MiB never arrives. */
+  c.url = "(the URL of 1 MiB)";
   assert_too_large(c, "the URL");
   cr_assert(strstr(c.out.msg, "1048576"), "%s", c.out.msg);
   cr_assert_lt(strlen(c.out.msg), 400, "the URL is shortened in the message");
