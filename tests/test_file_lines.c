@@ -7,10 +7,14 @@
 
 #include <ascope/file.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -644,9 +648,17 @@ static void cancel_scope(void *s) {
   ascope_cancel(s);
 }
 
+/* Cancels once the stream has paused, whenever that is. */
+static int pause_then_cancel(ascope *s, int status, const char *data, size_t len, void *ud) {
+  lctx *c = ud;
+  int rc = on_line(s, status, data, len, ud);
+  if (data && c->items == 1) after(c->rt, 10, cancel_scope, s);
+  return rc;
+}
+
 static void body_pause_cancel(ascope *s, void *ud) {
-  body(s, ud);
-  after(ascope_scope_rt(s), 30, cancel_scope, s);
+  lctx *c = ud;
+  cr_assert_eq(ascope_file_lines(s, ascope_resource(s, 0), NULL, pause_then_cancel, c, &c->op), 0);
 }
 
 Test(lines, cancelled_while_paused) {
@@ -667,12 +679,14 @@ Test(lines, cancelled_while_paused) {
 Test(lines, a_deadline_ends_a_paused_stream) {
   ascope_rt *rt = ascope_rt_new(NULL);
   make_numbered(in_dir("n"), 100000);
-  lctx c = {.path = in_dir("n"), .pause_forever = true, .timeout = 50, .check = check_numbered};
+  lctx c = {.path = in_dir("n"), .pause_forever = true, .timeout = 200, .check = check_numbered};
   uint64_t t0 = uv_hrtime();
   run_lines(rt, &c);
   assert_status(&c, ASCOPE_ETIMEDOUT);
-  cr_assert_geq((uv_hrtime() - t0) / 1000000, 45);
-  cr_assert_eq(c.items, 1);
+  cr_assert_geq((uv_hrtime() - t0) / 1000000, 190);
+  /* one line, then the pause until the deadline; none on a machine so busy
+   * that the deadline came before the first read did */
+  cr_assert_leq(c.items, 1);
   cr_assert_eq(c.finals, 1);
   cr_assert_eq(c.final_status, ASCOPE_ECANCELED);
   cr_assert_eq(ascope_rt_free(rt), 0);
@@ -840,5 +854,91 @@ Test(lines, a_file_that_does_not_exist) {
   cr_assert_eq(c.body_calls, 0);
   cr_assert_eq(c.items + c.finals, 0);
   cr_assert(strstr(c.msg, "missing") != NULL, "%s", c.msg);
+  cr_assert_eq(ascope_rt_free(rt), 0);
+}
+
+/* Back-pressure: a paused stream reads nothing more. A writer thread fills a
+ * FIFO without blocking; once the stream pauses, the pipe fills and the
+ * writer sees EAGAIN, having written no more than the pipe holds plus the
+ * one read the stream made. A stream that read on would drain the pipe and
+ * let the writer write on. */
+static struct {
+  _Atomic size_t written;
+  _Atomic bool blocked;
+  uv_timer_t check;
+  ascope *s;
+  size_t bound;
+  bool checked;
+} bp;
+
+static void *bp_writer(void *arg) {
+  const char *path = arg;
+  int fd = open(path, O_WRONLY); /* returns once the stream's open has */
+  if (fd < 0) return NULL;
+  fcntl(fd, F_SETFL, O_NONBLOCK);
+  char line[100];
+  memset(line, 'x', sizeof line - 1);
+  line[sizeof line - 1] = '\n';
+  while (bp.written < (4u << 20)) {
+    ssize_t n = write(fd, line, sizeof line); /* under PIPE_BUF: all or nothing */
+    if (n > 0) {
+      bp.written += (size_t)n;
+    } else if (errno == EAGAIN) {
+      bp.blocked = true;
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      poll(&p, 1, -1);
+    } else {
+      break; /* EPIPE: the stream closed the FIFO */
+    }
+  }
+  close(fd);
+  return NULL;
+}
+
+/* Waits for the condition (the writer blocked), checks, then ends it all. */
+static void bp_check(uv_timer_t *t) {
+  if (!bp.blocked) return;
+  size_t w = bp.written;
+  cr_assert_leq(w, bp.bound, "the writer got %zu bytes in, the bound is %zu", w, bp.bound);
+  bp.checked = true;
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, NULL);
+  ascope_cancel(bp.s);
+}
+
+static void body_bp(ascope *s, void *ud) {
+  body(s, ud);
+  bp.s = s;
+  uv_timer_init(ascope_rt_loop(ascope_scope_rt(s)), &bp.check);
+  uv_timer_start(&bp.check, bp_check, 2, 2);
+}
+
+Test(lines, a_paused_stream_reads_nothing_more) {
+  signal(SIGPIPE, SIG_IGN);
+  cr_assert_eq(mkfifo(in_dir("fifo"), 0600), 0);
+  static char path[512];
+  snprintf(path, sizeof path, "%s", in_dir("fifo"));
+  /* the pipe's capacity, asked of a pipe like the FIFO's */
+  int p[2];
+  cr_assert_eq(pipe(p), 0);
+  int cap = fcntl(p[0], F_GETPIPE_SZ);
+  close(p[0]);
+  close(p[1]);
+  cr_assert_gt(cap, 0);
+  bp.bound = (size_t)cap + 4096 + 100;
+  pthread_t t;
+  pthread_create(&t, NULL, bp_writer, path);
+  ascope_rt *rt = ascope_rt_new(NULL);
+  lctx c = {.rt = rt, .opts = "read_size=4096", .pause_forever = true};
+  ascope *s = ascope_new(rt);
+  cr_assert_eq(ascope_use_file(s, path, "r"), 0);
+  cr_assert_eq(ascope_start(s, body_bp, done, &c), 0);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  pthread_join(t, NULL);
+  cr_assert(bp.checked);
+  assert_status(&c, ASCOPE_ECANCELED);
+  cr_assert_eq(c.items, 1);
+  cr_assert_eq(c.finals, 1);
+  forget(&c);
   cr_assert_eq(ascope_rt_free(rt), 0);
 }
