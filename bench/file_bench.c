@@ -6,8 +6,15 @@
  * dropped from the cache; cat runs once first to warm it, then the three
  * readers alternate for a number of rounds and each keeps its best time.
  * The stream's item callback touches one byte per 4 KiB page, so the figure
- * includes handing every chunk to the caller, not only reading it. The file
- * and the directory are removed at the end.
+ * includes handing every chunk to the caller, not only reading it.
+ *
+ * Then the same for lines: a text file of the same size (lines of random
+ * length, 63 bytes on average, like a log) read by `wc -l FILE`, by a
+ * getline(3) loop in this process (what Python's `for line in f` does,
+ * minus Python), and by ascope_file_lines() with its defaults. Both line
+ * readers do the least a caller does, count the lines and look at each
+ * one's length and first byte, so the figures are those of the line
+ * machinery itself. The files and the directory are removed at the end.
  *
  *   bench/file_bench [size_mib [rounds]]     (default 1024 MiB, 5 rounds)
  */
@@ -23,7 +30,9 @@ static double now(void) {
   return (double)uv_hrtime() / 1e9;
 }
 
-static int make_file(const char *path, size_t size) {
+/* Random bytes, or with `lines` random lines of letters, ending with a
+ * newline (so every reader counts the same lines). */
+static int make_file(const char *path, size_t size, int lines) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) return -1;
   size_t blk = 1u << 20;
@@ -31,6 +40,8 @@ static int make_file(const char *path, size_t size) {
   uint64_t x = 0x9e3779b97f4a7c15u;
   for (size_t i = 0; i < blk; i++)
     x = x * 6364136223846793005u + 1, b[i] = (unsigned char)(x >> 56);
+  for (size_t i = 0; lines && i < blk; i++) /* a \n one time in 64 */
+    b[i] = b[i] < 4 || i == blk - 1 ? '\n' : (unsigned char)('a' + b[i] % 26);
   for (size_t off = 0; off < size; off += blk) {
     size_t n = size - off < blk ? size - off : blk;
     if (write(fd, b, n) != (ssize_t)n) {
@@ -56,12 +67,47 @@ static double run_cat(const char *path) {
   return now() - t0;
 }
 
+static double run_wc(const char *path) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "wc -l '%s' > /dev/null", path);
+  double t0 = now();
+  if (system(cmd) != 0) {
+    fprintf(stderr, "file_bench: wc failed\n");
+    exit(1);
+  }
+  return now() - t0;
+}
+
+/* The plain C way: stdio's buffer and getline(3). */
+static double run_getline(const char *path, uint64_t *nlines) {
+  double t0 = now();
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    perror("file_bench: fopen");
+    exit(1);
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  uint64_t count = 0;
+  unsigned sum = 0;
+  while ((n = getline(&line, &cap, f)) >= 0) {
+    count++;
+    sum += (unsigned)n + (unsigned char)line[0];
+  }
+  free(line);
+  fclose(f);
+  double t = now() - t0;
+  *nlines = count + (sum == 1); /* sum is used, so the loop is not dropped */
+  return t;
+}
+
 /* ---- ascope ----------------------------------------------------------------- */
 
 struct stream_run {
   const char *path;
-  size_t chunk;
-  uint64_t bytes;
+  size_t chunk; /* 0: lines */
+  uint64_t bytes, lines;
   unsigned sum; /* the touched bytes, so the reads are not for nothing */
   int status;
 };
@@ -75,9 +121,20 @@ static int on_chunk(ascope *s, int status, const char *data, size_t len, void *u
   return ASCOPE_CONTINUE;
 }
 
+static int on_line(ascope *s, int status, const char *data, size_t len, void *ud) {
+  (void)s;
+  struct stream_run *r = ud;
+  if (data == NULL) return status;
+  r->sum += (unsigned)len + (len ? (unsigned char)data[0] : 0u);
+  r->bytes += len + 1;
+  r->lines++;
+  return ASCOPE_CONTINUE;
+}
+
 static void body(ascope *s, void *ud) {
   struct stream_run *r = ud;
-  int rc = ascope_file_stream(s, ascope_resource(s, 0), r->chunk, 0, on_chunk, r, NULL);
+  int rc = r->chunk ? ascope_file_stream(s, ascope_resource(s, 0), r->chunk, 0, on_chunk, r, NULL)
+                    : ascope_file_lines(s, ascope_resource(s, 0), NULL, on_line, r, NULL);
   if (rc) ascope_fail(s, rc, "ascope_file_stream refused");
 }
 
@@ -86,7 +143,9 @@ static void done(ascope *s, int status, void *ud) {
   ((struct stream_run *)ud)->status = status;
 }
 
-static double run_stream(ascope_rt *rt, const char *path, size_t chunk, size_t size) {
+/* chunk 0: a line stream, whose bytes must add up to size too. */
+static double run_stream(ascope_rt *rt, const char *path, size_t chunk, size_t size,
+                         uint64_t *nlines) {
   struct stream_run r = {.path = path, .chunk = chunk, .status = 1};
   ascope *s = ascope_new(rt);
   double t0 = now();
@@ -101,6 +160,7 @@ static double run_stream(ascope_rt *rt, const char *path, size_t chunk, size_t s
             ascope_err_name(r.status), (unsigned long long)r.bytes);
     exit(1);
   }
+  if (nlines) *nlines = r.lines;
   return t;
 }
 
@@ -122,7 +182,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   snprintf(path, sizeof path, "%s/data", dir);
-  if (make_file(path, size) != 0) {
+  if (make_file(path, size, 0) != 0) {
     perror("writing the file");
     rmdir(dir);
     return 1;
@@ -135,7 +195,7 @@ int main(int argc, char **argv) {
     double t = run_cat(path);
     if (t < best_cat) best_cat = t;
     for (int c = 0; c < 2; c++) {
-      t = run_stream(rt, path, chunks[c], size);
+      t = run_stream(rt, path, chunks[c], size, NULL);
       if (t < best[c]) best[c] = t;
     }
   }
@@ -154,6 +214,40 @@ int main(int argc, char **argv) {
              ascope_file_stream_memory(chunks[c]) >> 10);
     printf("| %-36s | %10s | %9.0f | %7.2fx |\n", name, ch, mb / best[c], best_cat / best[c]);
   }
+
+  /* Lines: a text file in place of the random one. */
+  unlink(path);
+  if (make_file(path, size, 1) != 0) {
+    perror("writing the text file");
+    rmdir(dir);
+    return 1;
+  }
+  uint64_t n_getline = 0, n_lines = 0;
+  double best_wc = run_wc(path), best_gl = 1e30, best_ln = 1e30;
+  for (int i = 0; i < rounds; i++) {
+    double t = run_wc(path);
+    if (t < best_wc) best_wc = t;
+    if ((t = run_getline(path, &n_getline)) < best_gl) best_gl = t;
+    if ((t = run_stream(rt, path, 0, size, &n_lines)) < best_ln) best_ln = t;
+  }
+  if (n_lines != n_getline) {
+    fprintf(stderr, "file_bench: %llu lines, getline saw %llu\n", (unsigned long long)n_lines,
+            (unsigned long long)n_getline);
+    return 1;
+  }
+  printf("\n%llu lines of random length (%.1f bytes on average), best of %d rounds\n\n",
+         (unsigned long long)n_lines, (double)size / (double)n_lines - 1, rounds);
+  printf("| %-36s | %9s | %10s | %11s |\n", "reader", "MB/s", "Mlines/s", "vs getline");
+  printf("|--------------------------------------|-----------|------------|-------------|\n");
+  printf("| %-36s | %9.0f | %10.1f | %10.2fx |\n", "wc -l FILE (counts, no lines handed)",
+         mb / best_wc, (double)n_lines / 1e6 / best_wc, best_gl / best_wc);
+  printf("| %-36s | %9.0f | %10.1f | %10.2fx |\n", "fopen + getline(3) loop", mb / best_gl,
+         (double)n_lines / 1e6 / best_gl, 1.0);
+  char name[64];
+  snprintf(name, sizeof name, "ascope_file_lines (holds %zu KiB)",
+           ascope_file_lines_memory(NULL) >> 10);
+  printf("| %-36s | %9.0f | %10.1f | %10.2fx |\n", name, mb / best_ln,
+         (double)n_lines / 1e6 / best_ln, best_gl / best_ln);
   ascope_rt_free(rt);
   unlink(path);
   rmdir(dir);
