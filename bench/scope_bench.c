@@ -6,9 +6,15 @@
  * scope. Mallocs are counted through ascope_set_allocator() after a warm-up,
  * so "0" means the steady state recycles every object.
  *
+ * The last cases turn observation on: a trace hook that does nothing (the
+ * cost of building the events), the JSON writer into /dev/null (formatting,
+ * without the disk) and timing alone (the clock reads of acquire_ns and
+ * release_ns). The first four are what tracing costs when it is off.
+ *
  *   bench/scope_bench [scopes]     (default 2,000,000 per case)
  */
 #include <ascope/driver.h>
+#include <ascope/trace.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,11 +51,19 @@ static const ascope_driver noop = {
     .abort = noop_abort,
 };
 
+enum observe { OFF, HOOK, JSON, TIMING };
+
 struct bench_case {
   const char *name;
   int uses;
   int nested; /* the body opens a child with the same uses */
+  enum observe observe;
 };
+
+static void noop_hook(const ascope_trace_event *ev, void *ud) {
+  (void)ev;
+  (void)ud;
+}
 
 static unsigned long long completed;
 static void on_done(ascope *s, int status, void *ud) {
@@ -82,6 +96,10 @@ static double now_ns(void) {
 #define BATCH 1000
 
 static void run_case(ascope_rt *rt, const struct bench_case *c, long total) {
+  ascope_trace_json *json = NULL;
+  if (c->observe == HOOK) ascope_rt_set_trace(rt, noop_hook, NULL);
+  if (c->observe == JSON && ascope_trace_json_open(rt, "/dev/null", &json) != 0) return;
+  if (c->observe == TIMING) ascope_rt_set_timing(rt, 1);
   for (int w = 0; w < 20; w++) { /* warm-up: grow the caches */
     open_batch(rt, c, BATCH);
     ascope_rt_run(rt);
@@ -94,8 +112,11 @@ static void run_case(ascope_rt *rt, const struct bench_case *c, long total) {
     ascope_rt_run(rt);
   }
   double ns = (now_ns() - t0) / (double)total;
+  if (json) ascope_trace_json_close(json);
+  ascope_rt_set_trace(rt, NULL, NULL);
+  ascope_rt_set_timing(rt, 0);
   unsigned long long expect = (unsigned long long)total * (c->nested ? 2 : 1);
-  printf("| %-24s | %10.1f | %12.3f | %s\n", c->name, ns, (double)mallocs / (double)total,
+  printf("| %-26s | %10.1f | %12.3f | %s\n", c->name, ns, (double)mallocs / (double)total,
          completed == expect ? "ok" : "MISSING COMPLETIONS");
 }
 
@@ -105,14 +126,18 @@ int main(int argc, char **argv) {
   if (ascope_set_allocator(count_malloc, count_realloc, free) != 0) return 1;
   ascope_rt *rt = ascope_rt_new(NULL);
   static const struct bench_case cases[] = {
-      {"0 uses", 0, 0},
-      {"1 use", 1, 0},
-      {"3 uses", 3, 0},
-      {"1 use + nested child (1)", 1, 1},
+      {"0 uses", 0, 0, OFF},
+      {"1 use", 1, 0, OFF},
+      {"3 uses", 3, 0, OFF},
+      {"1 use + nested child (1)", 1, 1, OFF},
+      {"1 use, trace hook (no-op)", 1, 0, HOOK},
+      {"3 uses, trace hook (no-op)", 3, 0, HOOK},
+      {"1 use, JSON to /dev/null", 1, 0, JSON},
+      {"1 use, timing", 1, 0, TIMING},
   };
   printf("scope open+close, %ld scopes per case, batches of %d\n\n", total, BATCH);
-  printf("| %-24s | %10s | %12s |\n", "case", "ns/scope", "mallocs/scope");
-  printf("|--------------------------|------------|--------------|\n");
+  printf("| %-26s | %10s | %12s |\n", "case", "ns/scope", "mallocs/scope");
+  printf("|----------------------------|------------|--------------|\n");
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(rt, &cases[i], total);
   ascope_rt_free(rt);
   return 0;

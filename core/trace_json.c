@@ -122,12 +122,14 @@ struct ascope_trace_json {
   uint64_t t0, last_ns;
   unsigned next_track;
   bool first;
-  bool args_open;   /* inside an event's "args" object */
+  bool args_open; /* inside an event's "args" object */
+  int err;        /* the first write error */
+  char *out;      /* OUT_CAP bytes */
+  size_t nout;
   uint64_t dropped; /* events lost for want of memory */
   struct map scopes, ops;
   struct jscope *free_scopes;
   struct jop *free_ops;
-  char *iobuf;
 };
 
 /* ---- output ------------------------------------------------------------------ */
@@ -153,50 +155,119 @@ static size_t utf8_seq(const unsigned char *s) {
   return n;
 }
 
-static void jstr(FILE *f, const char *s) {
-  putc('"', f);
+/* Output goes through the writer's own 64 KiB buffer, handed to stdio
+ * whole: an event is a dozen short pieces, and a stdio call per piece
+ * (with its lock, and printf's parsing) cost more than the rest of the
+ * writer together. */
+#define OUT_CAP (1 << 16)
+
+static void out_flush(ascope_trace_json *w) {
+  if (w->nout && fwrite(w->out, 1, w->nout, w->f) != w->nout && w->err == 0)
+    w->err = errno ? -errno : UV_EIO;
+  w->nout = 0;
+}
+
+static void out(ascope_trace_json *w, const char *s, size_t n) {
+  if (n > OUT_CAP - w->nout) {
+    out_flush(w);
+    if (n > OUT_CAP) {
+      if (fwrite(s, 1, n, w->f) != n && w->err == 0) w->err = errno ? -errno : UV_EIO;
+      return;
+    }
+  }
+  char *d = w->out + w->nout;
+  w->nout += n;
+  if (n > 16) {
+    memcpy(d, s, n);
+    return;
+  }
+  while (n--) *d++ = *s++; /* most pieces are a few bytes: no call */
+}
+
+static void outs(ascope_trace_json *w, const char *s) {
+  out(w, s, strlen(s));
+}
+
+static void outc(ascope_trace_json *w, char c) {
+  if (w->nout == OUT_CAP) out_flush(w);
+  w->out[w->nout++] = c;
+}
+
+static void outu(ascope_trace_json *w, uint64_t v) {
+  char buf[24], *p = buf + sizeof buf;
+  do *--p = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  out(w, p, (size_t)(buf + sizeof buf - p));
+}
+
+/* Nanoseconds as microseconds with three decimals: the format's unit,
+ * nothing of the clock's precision lost, no floating point. */
+static void out_us(ascope_trace_json *w, uint64_t ns) {
+  outu(w, ns / 1000);
+  char frac[4] = {'.', (char)('0' + ns / 100 % 10), (char)('0' + ns / 10 % 10),
+                  (char)('0' + ns % 10)};
+  out(w, frac, 4);
+}
+
+static void jstr(ascope_trace_json *w, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  outc(w, '"');
   const unsigned char *p = (const unsigned char *)(s ? s : "");
   while (*p) {
     if (*p == '"' || *p == '\\') {
-      putc('\\', f);
-      putc(*p++, f);
+      outc(w, '\\');
+      outc(w, (char)*p++);
     } else if (*p < 0x20) {
-      fprintf(f, "\\u%04x", *p++);
+      char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
+      out(w, esc, 6);
+      p++;
+    } else if (*p < 0x80) { /* a run of plain ASCII, copied at once */
+      const unsigned char *q = p + 1;
+      while (*q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\') q++;
+      out(w, (const char *)p, (size_t)(q - p));
+      p = q;
     } else {
       size_t n = utf8_seq(p);
       if (n == 0) {
-        fputs("\\ufffd", f);
+        outs(w, "\\ufffd");
         p++;
       } else {
-        fwrite(p, 1, n, f);
+        out(w, (const char *)p, n);
         p += n;
       }
     }
   }
-  putc('"', f);
+  outc(w, '"');
 }
 
 static void ts_us(ascope_trace_json *w, uint64_t ns) {
-  uint64_t rel = ns > w->t0 ? ns - w->t0 : 0;
-  fprintf(w->f, "%llu.%03u", (unsigned long long)(rel / 1000), (unsigned)(rel % 1000));
+  out_us(w, ns > w->t0 ? ns - w->t0 : 0);
 }
 
-/* Begins an event object up to its args: `{"ph":..,"cat":..,"name":..`. */
+/* Begins an event object up to its args: `{"ph":..,"cat":..,"name":..`.
+ * ph and cat are the writer's own literals: no escaping needed. */
 static void ev_head(ascope_trace_json *w, const char *ph, const char *cat, const char *name,
                     const char *name2, unsigned pid, unsigned tid) {
-  fputs(w->first ? "\n{" : ",\n{", w->f);
+  outs(w, w->first ? "\n{\"ph\":\"" : ",\n{\"ph\":\"");
   w->first = false;
-  fprintf(w->f, "\"ph\":\"%s\",\"pid\":%u,\"tid\":%u", ph, pid, tid);
-  if (cat) fprintf(w->f, ",\"cat\":\"%s\"", cat);
+  outs(w, ph);
+  outs(w, "\",\"pid\":");
+  outu(w, pid);
+  outs(w, ",\"tid\":");
+  outu(w, tid);
+  if (cat) {
+    outs(w, ",\"cat\":\"");
+    outs(w, cat);
+    outc(w, '"');
+  }
   if (name) {
+    outs(w, ",\"name\":");
     if (name2) {
       char buf[LABEL_CAP + 32];
       snprintf(buf, sizeof buf, "%s%s", name, name2);
-      fputs(",\"name\":", w->f);
-      jstr(w->f, buf);
+      jstr(w, buf);
     } else {
-      fputs(",\"name\":", w->f);
-      jstr(w->f, name);
+      jstr(w, name);
     }
   }
 }
@@ -207,42 +278,46 @@ static void ev_head(ascope_trace_json *w, const char *ph, const char *cat, const
 static void ev_ts(ascope_trace_json *w, uint64_t ns) {
   if (ns <= w->last_ns) ns = w->last_ns + 1;
   w->last_ns = ns;
-  fputs(",\"ts\":", w->f);
+  outs(w, ",\"ts\":");
   ts_us(w, ns);
 }
 
 static void arg_key(ascope_trace_json *w, const char *k) {
-  fputs(w->args_open ? "," : ",\"args\":{", w->f);
+  outs(w, w->args_open ? ",\"" : ",\"args\":{\"");
   w->args_open = true;
-  jstr(w->f, k);
-  putc(':', w->f);
+  outs(w, k); /* the writer's own literals */
+  outs(w, "\":");
 }
 static void arg_str(ascope_trace_json *w, const char *k, const char *v) {
   if (v == NULL) return;
   arg_key(w, k);
-  jstr(w->f, v);
+  jstr(w, v);
 }
 static void arg_u64(ascope_trace_json *w, const char *k, uint64_t v) {
   arg_key(w, k);
-  fprintf(w->f, "%llu", (unsigned long long)v);
+  outu(w, v);
 }
 static void arg_status(ascope_trace_json *w, const char *k, int status) {
   arg_key(w, k);
-  jstr(w->f, status ? ascope_err_name(status) : "OK");
+  jstr(w, status ? ascope_err_name(status) : "OK");
+}
+static void arg_true(ascope_trace_json *w, const char *k) {
+  arg_key(w, k);
+  outs(w, "true");
 }
 static void ev_end(ascope_trace_json *w) {
-  fputs(w->args_open ? "}}" : "}", w->f);
+  outs(w, w->args_open ? "}}" : "}");
   w->args_open = false;
 }
 
 static void meta(ascope_trace_json *w, const char *what, unsigned pid, unsigned tid,
                  const char *name, unsigned sort) {
   ev_head(w, "M", NULL, what, NULL, pid, tid);
-  fputs(",\"args\":{\"name\":", w->f);
-  jstr(w->f, name);
-  fputs("}}", w->f);
+  arg_str(w, "name", name);
+  ev_end(w);
   ev_head(w, "M", NULL, tid ? "thread_sort_index" : "process_sort_index", NULL, pid, tid);
-  fprintf(w->f, ",\"args\":{\"sort_index\":%u}}", sort);
+  arg_u64(w, "sort_index", sort);
+  ev_end(w);
 }
 
 /* ---- scopes and lanes ------------------------------------------------------ */
@@ -322,15 +397,14 @@ static void op_write(ascope_trace_json *w, struct jop *o, uint64_t end_ns, int s
   struct jscope *j = o->scope;
   ev_head(w, "X", "op", o->driver ? o->driver : "op", o->driver ? " op" : NULL, j->pid,
           j->lanes[o->lane].tid);
-  fputs(",\"ts\":", w->f);
+  outs(w, ",\"ts\":");
   ts_us(w, o->begin_ns);
-  uint64_t dur = end_ns > o->begin_ns ? end_ns - o->begin_ns : 0;
-  fprintf(w->f, ",\"dur\":%llu.%03u", (unsigned long long)(dur / 1000), (unsigned)(dur % 1000));
+  outs(w, ",\"dur\":");
+  out_us(w, end_ns > o->begin_ns ? end_ns - o->begin_ns : 0);
   arg_u64(w, "op_id", o->id);
   arg_str(w, "driver", o->driver);
   if (unfinished) {
-    arg_key(w, "unfinished");
-    fputs("true", w->f);
+    arg_true(w, "unfinished");
   } else {
     arg_status(w, "status", status);
   }
@@ -373,8 +447,7 @@ static void span_end(ascope_trace_json *w, struct jscope *j, bool *open, uint64_
   ev_head(w, "E", NULL, NULL, NULL, j->pid, j->tid);
   ev_ts(w, ns);
   if (unfinished) {
-    arg_key(w, "unfinished");
-    fputs("true", w->f);
+    arg_true(w, "unfinished");
   } else {
     arg_status(w, "status", status);
   }
@@ -385,7 +458,7 @@ static void instant(ascope_trace_json *w, struct jscope *j, const char *name,
                     const ascope_trace_event *ev) {
   ev_head(w, "i", name, name, NULL, j->pid, j->tid);
   ev_ts(w, ev->ts_ns);
-  fputs(",\"s\":\"t\"", w->f);
+  outs(w, ",\"s\":\"t\"");
   if (ev->status) arg_status(w, "status", ev->status);
   arg_str(w, "driver", ev->driver);
   arg_str(w, "code", ev->code);
@@ -502,13 +575,16 @@ int ascope_trace_json_open(ascope_rt *rt, const char *path, ascope_trace_json **
     ascope__free(w);
     return err;
   }
-  /* Events come in bursts of a few short lines: a large buffer makes them
-   * one write() per 64 KiB instead of one per event. */
-  w->iobuf = ascope__malloc(1 << 16);
-  if (w->iobuf) setvbuf(w->f, w->iobuf, _IOFBF, 1 << 16);
+  w->out = ascope__malloc(OUT_CAP);
+  if (w->out == NULL) {
+    fclose(w->f);
+    ascope__free(w);
+    return UV_ENOMEM;
+  }
+  setvbuf(w->f, NULL, _IONBF, 0); /* the writer buffers: no second copy */
   w->first = true;
   w->t0 = uv_hrtime();
-  fputs("{\"traceEvents\":[", w->f);
+  outs(w, "{\"traceEvents\":[");
   if (rt) {
     w->rt = rt;
     ascope_rt_set_trace(rt, ascope_trace_json_event, w);
@@ -538,15 +614,23 @@ int ascope_trace_json_close(ascope_trace_json *w) {
       scope_forget(w, j);
     }
   }
-  fprintf(w->f, "\n],\"displayTimeUnit\":\"ms\",\"otherData\":{\"library\":\"ascope %u.%u.%u\"",
-          ASCOPE_VERSION_MAJOR, ASCOPE_VERSION_MINOR, ASCOPE_VERSION_PATCH);
-  if (w->dropped) fprintf(w->f, ",\"dropped_events\":%llu", (unsigned long long)w->dropped);
-  fputs("}}\n", w->f);
-  int rc = 0;
-  if (fflush(w->f) != 0 || ferror(w->f)) rc = errno ? -errno : UV_EIO;
+  outs(w, "\n],\"displayTimeUnit\":\"ms\",\"otherData\":{\"library\":\"ascope ");
+  outu(w, ASCOPE_VERSION_MAJOR);
+  outc(w, '.');
+  outu(w, ASCOPE_VERSION_MINOR);
+  outc(w, '.');
+  outu(w, ASCOPE_VERSION_PATCH);
+  outc(w, '"');
+  if (w->dropped) {
+    outs(w, ",\"dropped_events\":");
+    outu(w, w->dropped);
+  }
+  outs(w, "}}\n");
+  out_flush(w);
+  int rc = w->err;
   if (fclose(w->f) != 0 && rc == 0) rc = errno ? -errno : UV_EIO;
   if (rc == 0 && w->dropped) rc = UV_ENOMEM;
-  ascope__free(w->iobuf);
+  ascope__free(w->out);
   for (struct jscope *j = w->free_scopes, *next; j; j = next) {
     next = j->next_free;
     ascope__free(j->lanes);
