@@ -81,6 +81,7 @@ static void read_body(ascope *s, void *ud) {
 
 static void read_report(ascope_rt *rt, char *into) {
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "6. read report.txt");
   ascope_use_file(s, report, "r");
   ascope_start(s, read_body, NULL, into);
   ascope_rt_run(rt);
@@ -117,6 +118,7 @@ int tour_file(ascope_rt *rt) {
   snprintf(report, sizeof report, "%s/report.txt", dir);
 
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "6. write report.txt");
   ascope_use_file(s, report, "w atomic");
   ascope_start(s, report_body, report_done, NULL);
   ascope_rt_run(rt);
@@ -125,6 +127,7 @@ int tour_file(ascope_rt *rt) {
   show(first);
 
   s = ascope_new(rt);
+  ascope_set_name(s, "6. a report that fails");
   ascope_use_file(s, report, "w atomic");
   ascope_use_file(s, "/dev/full", "w");
   ascope_start(s, failing_body, failing_done, NULL);

@@ -59,6 +59,7 @@ static void scene_schema(ascope_rt *rt) {
   tour_say("async with connect(\"%s\") as c, c.transaction(): ... COMMIT when the body is done",
            strrchr(db_path, '/') + 1);
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "7. schema");
   ascope_use_sql(s, sqlite, db_path, "wal=1");
   ascope_use_sql_tx_at(s, sqlite, 0, NULL); /* on use 0, this very scope's connection */
   ascope_start(s, schema_body, scene_done, NULL);
@@ -94,6 +95,7 @@ static void queries_body(ascope *s, void *ud) {
 
 static void scene_queries(ascope_rt *rt) {
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "7. queries");
   ascope_use_sql(s, sqlite, db_path, "wal=1");
   ascope_use_sql(s, sqlite, db_path, "wal=1 mode=ro");
   ascope_start(s, queries_body, scene_done, NULL);
@@ -150,12 +152,14 @@ static void check_body(ascope *s, void *ud) {
 
 static void scene_rollback(ascope_rt *rt) {
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "7. transfer under a deadline");
   ascope_use_sql(s, sqlite, db_path, "wal=1");
   ascope_use_sql_tx_at(s, sqlite, 0, "begin=immediate");
   ascope_set_timeout(s, 80);
   ascope_start(s, transfer_body, scene_done, "timeout");
   ascope_rt_run(rt);
   ascope *c = ascope_new(rt);
+  ascope_set_name(c, "7. check balances");
   ascope_use_sql(c, sqlite, db_path, "mode=ro");
   ascope_start(c, check_body, scene_done, NULL);
   ascope_rt_run(rt);
@@ -216,6 +220,7 @@ static void stream_done(ascope *s, int status, void *ud) {
 static void scene_stream(ascope_rt *rt) {
   static reader r;
   ascope *s = ascope_new(rt);
+  ascope_set_name(s, "7. stream 1000 rows");
   ascope_use_sql(s, sqlite, db_path, "mode=ro batch=100");
   ascope_start(s, stream_body, stream_done, &r);
   ascope_rt_run(rt);
