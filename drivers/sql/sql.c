@@ -46,7 +46,8 @@ static bool driver_ok(const ascope_sql_driver *drv) {
 
 int ascope_use_sql(ascope *s, const ascope_sql_driver *drv, const char *target,
                    const char *options) {
-  if (!driver_ok(drv) || target == NULL) return UV_EINVAL;
+  if (!driver_ok(drv)) return UV_EINVAL;
+  if (target == NULL) return ascope_use(s, &drv->base, NULL, options); /* the driver's default */
   return ascope_use_str(s, &drv->base, target, options); /* the target is copied */
 }
 
