@@ -95,8 +95,6 @@ struct ascope_res {
   ascope *scope;
   const ascope_driver *drv;
   const void *arg;
-  const char *target;  /* arg when it is a string copied by ascope_use_str; else NULL */
-  size_t index;        /* its position in the scope's list, for traces */
   const char *options; /* optbuf, or NULL when the caller gave none */
   char *optbuf;        /* the copy; kept for reuse */
   size_t optbuf_cap;
@@ -153,7 +151,7 @@ struct ascope {
   void (*value_free)(void *value);
   struct ascope_err err; /* the first error lives here: failing never allocates */
   struct ascope_err *err_tail;
-  uint64_t id;       /* for traces: from 1 per runtime, never reused */
+  uint64_t id;       /* for traces: from 1 per runtime, never reused; 0 until needed */
   uint64_t phase_ts; /* when the acquire or release in flight began; 0: not timed */
   char name[ASCOPE_NAME_CAP];
   bool timer_inited, queued, inflight, in_done, value_taken;
@@ -184,7 +182,7 @@ enum { /* one slot per status ascope_err_name() names; UNKNOWN is libuv's */
 };
 #undef STAT_ERR_ENUM
 struct rt_stats {
-  uint64_t scopes, ops, ops_live, acquires, releases;
+  uint64_t scopes, ops, ops_live;
   uint64_t errors, cancelled, timed_out, aborted;
   uint64_t acquire_ns, release_ns;
   uint64_t by_status[STAT_ERR_COUNT]; /* scopes ended with each failure status */
@@ -231,6 +229,7 @@ void scope_step(ascope *s);
 void trace_scope(ascope *s, int kind, int status, uint64_t id, const char *driver, const char *code,
                  const char *message);
 void trace_res(ascope_res *r, int kind, int status); /* ACQUIRE_* and RELEASE_* */
+void trace_res_done(ascope_res *r, int status);      /* the end of what is in flight */
 void trace_op(ascope_op *op, int kind, int status);
 void trace_rt_free(ascope_rt *rt);
 void stat_scope_end(ascope_rt *rt, int status); /* counts a scope's failure */

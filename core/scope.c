@@ -37,7 +37,7 @@ static void scope_init(ascope *s, ascope_rt *rt, ascope *parent) {
   s->err_tail = &s->err;
   s->queued = s->inflight = s->in_done = s->value_taken = false;
   s->cancel_self = s->cancel_parent = false;
-  s->id = ++rt->next_scope_id;
+  s->id = 0; /* given by the first event that needs it: tracing costs nothing when off */
   s->phase_ts = 0;
   s->name[0] = '\0';
 }
@@ -128,8 +128,6 @@ static int use_add(ascope *s, const ascope_driver *drv, const void *arg, const c
   r->scope = s;
   r->drv = drv;
   r->arg = arg;
-  r->target = target ? arg : NULL;
-  r->index = s->nuses;
   r->phase = RES_IDLE;
   r->cancel_called = false;
   aq_push(&s->uses, &r->node);
@@ -391,7 +389,6 @@ static void acquire_next(ascope *s) {
   s->cur = r;
   r->phase = RES_ACQUIRING;
   s->inflight = true;
-  s->rt->stats.acquires++;
   if (OBSERVED(s->rt)) trace_res(r, ASCOPE_TRACE_ACQUIRE_BEGIN, 0);
   r->drv->acquire(r, r->arg, r->options);
 }
@@ -424,7 +421,6 @@ static void release_last(ascope *s) {
   s->cur = r;
   r->phase = RES_RELEASING;
   s->inflight = true;
-  s->rt->stats.releases++;
   if (OBSERVED(s->rt)) trace_res(r, ASCOPE_TRACE_RELEASE_BEGIN, 0);
   r->drv->release(r, s->status);
   /* Most releases complete inside the call: only one still in flight needs
@@ -514,9 +510,9 @@ out:
 
 void scope_res_done(ascope_res *r, int status, const char *code, const char *message) {
   ascope *s = r->scope;
+  if (OBSERVED(r->rt)) trace_res_done(r, status); /* one test for every case below */
   switch (r->phase) {
   case RES_ACQUIRING:
-    if (OBSERVED(r->rt)) trace_res(r, ASCOPE_TRACE_ACQUIRE_END, status);
     s->inflight = false;
     if (status == 0) {
       r->phase = RES_HELD;
@@ -528,7 +524,6 @@ void scope_res_done(ascope_res *r, int status, const char *code, const char *mes
     scope_kick(s);
     break;
   case RES_RELEASING:
-    if (OBSERVED(r->rt)) trace_res(r, ASCOPE_TRACE_RELEASE_END, status);
     scope_timer_stop(s);
     r->phase = RES_RELEASED;
     s->inflight = false;

@@ -31,13 +31,20 @@ int ascope_rt_set_timing(ascope_rt *rt, int on) {
 
 /* ---- events --------------------------------------------------------------- */
 
+/* A scope's id, given at its first event: numbering every scope would
+ * cost the untraced ones too. A parent is numbered before its child. */
+static uint64_t scope_id(ascope *s) {
+  if (s->id == 0) s->id = ++s->rt->next_scope_id;
+  return s->id;
+}
+
 static void event_init(ascope_trace_event *ev, int kind, ascope *s, uint64_t now) {
   memset(ev, 0, sizeof *ev);
   ev->size = sizeof *ev;
   ev->kind = kind;
   ev->ts_ns = now;
-  ev->scope_id = s->id;
-  ev->parent_id = s->parent ? s->parent->id : 0;
+  ev->parent_id = s->parent ? scope_id(s->parent) : 0;
+  ev->scope_id = scope_id(s);
   ev->scope_name = s->name[0] ? s->name : NULL;
 }
 
@@ -53,6 +60,15 @@ void trace_scope(ascope *s, int kind, int status, uint64_t id, const char *drive
   ev.code = code && *code ? code : NULL;
   ev.message = message;
   rt->trace_fn(&ev, rt->trace_ud);
+}
+
+/* The target of a use appended by ascope_use_str: use_add copies it into
+ * optbuf after the options and makes the copy the arg, so an arg pointing
+ * there is that copy (no caller can hold a pointer into optbuf). */
+static const char *str_target(const ascope_res *r) {
+  if (r->optbuf == NULL) return NULL;
+  const char *copy = r->optbuf + (r->options ? strlen(r->options) + 1 : 0);
+  return r->arg == copy ? copy : NULL;
 }
 
 void trace_res(ascope_res *r, int kind, int status) {
@@ -74,19 +90,29 @@ void trace_res(ascope_res *r, int kind, int status) {
   ascope_trace_event ev;
   event_init(&ev, kind, s, now);
   ev.status = status;
-  ev.id = r->index;
   ev.driver = r->drv->name;
+  /* The use's index and its target are found now rather than stored by
+   * ascope_use: an untraced use pays nothing for them. */
+  for (struct aq *q = s->uses.next; q != &r->node; q = q->next) ev.id++;
   if (kind == ASCOPE_TRACE_RELEASE_BEGIN || kind == ASCOPE_TRACE_RELEASE_END ||
       kind == ASCOPE_TRACE_ABORT)
     ev.outcome = s->status;
   /* Redacted into the stack: tracing stays allocation-free, and a long
    * target is cut (ascope_trace_redact terminates it). */
   char target[512];
-  if (r->target) {
-    ascope_trace_redact(r->target, target, sizeof target);
+  const char *t = str_target(r);
+  if (t) {
+    ascope_trace_redact(t, target, sizeof target);
     ev.target = target;
   }
   rt->trace_fn(&ev, rt->trace_ud);
+}
+
+void trace_res_done(ascope_res *r, int status) {
+  /* Completions nothing waits for (after an abort, a driver's bug) are
+   * not events. */
+  if (r->phase == RES_ACQUIRING) trace_res(r, ASCOPE_TRACE_ACQUIRE_END, status);
+  if (r->phase == RES_RELEASING) trace_res(r, ASCOPE_TRACE_RELEASE_END, status);
 }
 
 void trace_op(ascope_op *op, int kind, int status) {
@@ -270,8 +296,6 @@ int64_t ascope_rt_stat(ascope_rt *rt, const char *name) {
       {"scopes", offsetof(struct rt_stats, scopes)},
       {"ops", offsetof(struct rt_stats, ops)},
       {"ops_live", offsetof(struct rt_stats, ops_live)},
-      {"acquires", offsetof(struct rt_stats, acquires)},
-      {"releases", offsetof(struct rt_stats, releases)},
       {"errors", offsetof(struct rt_stats, errors)},
       {"cancelled", offsetof(struct rt_stats, cancelled)},
       {"timed_out", offsetof(struct rt_stats, timed_out)},

@@ -140,7 +140,7 @@ ASCOPE_EXTERN int ascope_use_sem(ascope *s, ascope_sem *sem);
  * the start; ASCOPE_EBUSY once the scope ended. */
 ASCOPE_EXTERN int ascope_set_name(ascope *s, const char *name);
 /* A runtime's counter by name, since ascope_rt_new: "scopes" (started),
- * "scopes_live", "ops" (begun), "ops_live", "acquires", "releases",
+ * "scopes_live", "ops" (begun), "ops_live",
  * "errors" (scopes ended with a failure), "errors.<ascope_err_name>" (of
  * them, those with that status: "errors.ETIMEDOUT"), "cancelled",
  * "timed_out" (deadlines fired), "aborted" (releases past the release

@@ -43,7 +43,7 @@ typedef enum ascope_trace_kind {
 typedef struct ascope_trace_event {
   size_t size;
   int kind;               /* ascope_trace_kind */
-  int status;             /* *_END, ERROR: 0 or a negative status; else 0 */
+  int status;             /* *_END, ERROR, ABORT: 0 or a negative status; else 0 */
   int outcome;            /* RELEASE_*: the status the release is told (the scope's) */
   uint64_t ts_ns;         /* uv_hrtime(): monotonic nanoseconds */
   uint64_t scope_id;      /* from 1 per runtime, never reused; 0 for RT_FREE */
