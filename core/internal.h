@@ -232,6 +232,10 @@ void trace_res(ascope_res *r, int kind, int status); /* ACQUIRE_* and RELEASE_* 
 void trace_res_done(ascope_res *r, int status);      /* the end of what is in flight */
 void trace_op(ascope_op *op, int kind, int status);
 void trace_rt_free(ascope_rt *rt);
-void stat_scope_end(ascope_rt *rt, int status); /* counts a scope's failure */
+/* The JSON writer knows the runtime whose hook it is, to remove itself at
+ * close; replaced or removed, it forgets it (the runtime may be freed
+ * before the writer is closed). */
+void trace_json_attach(void *writer, ascope_rt *rt); /* rt NULL: detach */
+void stat_scope_end(ascope_rt *rt, int status);      /* counts a scope's failure */
 
 #endif

@@ -16,6 +16,9 @@ static void observe_update(ascope_rt *rt) {
 
 int ascope_rt_set_trace(ascope_rt *rt, ascope_trace_fn fn, void *ud) {
   if (rt == NULL) return UV_EINVAL;
+  if (rt->trace_fn == ascope_trace_json_event && (fn != rt->trace_fn || ud != rt->trace_ud))
+    trace_json_attach(rt->trace_ud, NULL);
+  if (fn == ascope_trace_json_event) trace_json_attach(ud, rt);
   rt->trace_fn = fn;
   rt->trace_ud = fn ? ud : NULL;
   observe_update(rt);

@@ -561,6 +561,11 @@ void ascope_trace_json_event(const ascope_trace_event *ev, void *ud) {
   }
 }
 
+void trace_json_attach(void *writer, ascope_rt *rt) {
+  ascope_trace_json *w = writer;
+  if (w) w->rt = rt;
+}
+
 /* ---- open and close ------------------------------------------------------------ */
 
 int ascope_trace_json_open(ascope_rt *rt, const char *path, ascope_trace_json **out) {
@@ -585,18 +590,14 @@ int ascope_trace_json_open(ascope_rt *rt, const char *path, ascope_trace_json **
   w->first = true;
   w->t0 = uv_hrtime();
   outs(w, "{\"traceEvents\":[");
-  if (rt) {
-    w->rt = rt;
-    ascope_rt_set_trace(rt, ascope_trace_json_event, w);
-  }
+  if (rt) ascope_rt_set_trace(rt, ascope_trace_json_event, w);
   *out = w;
   return 0;
 }
 
 int ascope_trace_json_close(ascope_trace_json *w) {
   if (w == NULL) return UV_EINVAL;
-  if (w->rt && w->rt->trace_fn == ascope_trace_json_event && w->rt->trace_ud == w)
-    ascope_rt_set_trace(w->rt, NULL, NULL);
+  if (w->rt) ascope_rt_set_trace(w->rt, NULL, NULL); /* still its hook: see attach */
   uint64_t now = uv_hrtime();
   if (now <= w->last_ns) now = w->last_ns + 1;
   /* Operations first: they may hold the last references to lanes. */

@@ -507,6 +507,39 @@ Test(trace, json_writer_outlives_its_runtime) {
   unlink(path);
 }
 
+/* A writer replaced by another hook forgets its runtime, which may then be
+ * freed before the writer closes; a writer installed by hand is removed by
+ * its close. (Under AddressSanitizer, a slip here is a use after free.) */
+Test(trace, json_writer_replaced_or_installed_by_hand) {
+  char path[128];
+  tmp_path(path, sizeof path, "replaced");
+  ascope_rt *rt2 = ascope_rt_new(NULL);
+  ascope_trace_json *w;
+  cr_assert_eq(ascope_trace_json_open(rt2, path, &w), 0);
+  td_spec sp0 = {.name = "before"};
+  ascope *s0 = ascope_new(rt2);
+  cr_assert_eq(td_use(s0, &sp0), 0);
+  rec r0 = {0};
+  cr_assert_eq(rec_start(s0, &r0), 0);
+  cr_assert_eq(ascope_rt_run(rt2), 0);
+  cr_assert_eq(ascope_rt_set_trace(rt2, record, NULL), 0);
+  cr_assert_eq(ascope_rt_free(rt2), 0);
+  cr_assert_eq(ascope_trace_json_close(w), 0);
+  cr_assert_neq(check_json(path, NULL), 0);
+
+  cr_assert_eq(ascope_trace_json_open(NULL, path, &w), 0);
+  cr_assert_eq(ascope_rt_set_trace(rt, ascope_trace_json_event, w), 0);
+  cr_assert_eq(ascope_trace_json_close(w), 0);
+  td_spec sp = {.name = "after"};
+  ascope *s = ascope_new(rt);
+  cr_assert_eq(td_use(s, &sp), 0);
+  rec r = {0};
+  cr_assert_eq(rec_start(s, &r), 0);
+  cr_assert_eq(ascope_rt_run(rt), 0); /* no event reaches the closed writer */
+  assert_done(&r, 0);
+  unlink(path);
+}
+
 Test(trace, json_open_errors) {
   ascope_trace_json *w = (void *)1;
   cr_assert_eq(ascope_trace_json_open(rt, NULL, &w), UV_EINVAL);

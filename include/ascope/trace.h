@@ -84,7 +84,8 @@ typedef struct ascope_trace_json ascope_trace_json;
 ASCOPE_EXTERN int ascope_trace_json_open(ascope_rt *rt, const char *path, ascope_trace_json **out);
 /* The writer's hook: ud is the writer. */
 ASCOPE_EXTERN void ascope_trace_json_event(const ascope_trace_event *ev, void *ud);
-/* Removes the hook if it is still the writer's, ends every span still open
+/* Removes the writer from the runtime whose hook it still is (installed by
+ * ascope_trace_json_open or ascope_rt_set_trace), ends every span still open
  * (marked "unfinished"), completes the JSON and closes the file. Returns 0,
  * or the first write error as a negated errno; frees the writer either way. */
 ASCOPE_EXTERN int ascope_trace_json_close(ascope_trace_json *w);
