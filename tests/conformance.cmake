@@ -1,0 +1,27 @@
+# The driver conformance kit (tests/conformance/kit.[ch]) and one runner per
+# driver. The kit sees a driver's completions by defining ascope_res_done,
+# ascope_op_begin and ascope_op_end in the executable and forwarding to
+# libascope's (dlsym RTLD_NEXT): the runners export their symbols, and link
+# the shared ascope libraries.
+set(_kit ${CMAKE_CURRENT_SOURCE_DIR}/conformance)
+function(ascope_conformance name)
+  cmake_parse_arguments(C "" "" "LIBS;LABELS" ${ARGN})
+  ascope_test(${name} ${_kit}/${name}.c ${_kit}/kit.c LIBS ${C_LIBS} ${CMAKE_DL_LIBS}
+    LABELS ${C_LABELS})
+  target_include_directories(${name} PRIVATE ${_kit})
+  set_target_properties(${name} PROPERTIES ENABLE_EXPORTS ON)
+endfunction()
+
+ascope_conformance(test_conformance_core LABELS core)
+if(TARGET ascope-file)
+  ascope_conformance(test_conformance_file LIBS ascope-file LABELS file)
+endif()
+if(TARGET ascope-sqlite)
+  ascope_conformance(test_conformance_sqlite LIBS ascope-sqlite LABELS sqlite)
+endif()
+if(TARGET ascope-postgres)
+  ascope_conformance(test_conformance_postgres LIBS ascope-postgres LABELS postgres)
+endif()
+if(TARGET ascope-http)
+  ascope_conformance(test_conformance_http LIBS ascope-http LABELS http)
+endif()
