@@ -1,0 +1,298 @@
+/* The connection: acquire (connect, then AUTH / SELECT or a PING), release,
+ * cancel, abort, and the driver's table and counters.
+ *
+ * Every way out — release, abort, a failed or cancelled acquire, a lost
+ * connection — goes through one close: hiredis's context is freed (which
+ * answers whatever is still pending with a NULL reply), then the poll and
+ * the timer close, and only when both close callbacks have run does
+ * ascope_res_done complete: the core reuses the state's memory at once.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+atomic_llong rd_stat_connections, rd_stat_opened, rd_stat_closed, rd_stat_aborted, rd_stat_commands,
+    rd_stat_cancelled, rd_stat_dropped, rd_stat_max_pipeline;
+
+/* ---- the end ---------------------------------------------------------------------- */
+
+static void maybe_done(ascope_redis *c) {
+  if (c->open_handles || c->ac || !c->closing || c->done) return;
+  c->done = true;
+  rd_target_free(&c->t);
+  atomic_fetch_sub(&rd_stat_connections, 1);
+  int status = c->fail_status;
+  char code[sizeof c->fail_code], msg[sizeof c->fail_msg];
+  memcpy(code, c->fail_code, sizeof code);
+  memcpy(msg, c->fail_msg, sizeof msg);
+  /* the state is the core's again after this call: nothing of c after it */
+  ascope_res_done(c->res, status, code[0] ? code : NULL, msg[0] ? msg : NULL);
+}
+
+void rd_handle_closed(uv_handle_t *h) {
+  ascope_redis *c = h->data;
+  c->open_handles--;
+  maybe_done(c);
+}
+
+static void finish_close(ascope_redis *c) {
+  c->close_pending = false;
+  uv_timer_stop(&c->timer);
+  if (c->ac) { /* answers what is pending with NULL, then cleanup() */
+    c->depth++;
+    redisAsyncFree(c->ac);
+    c->depth--;
+  }
+  if (!uv_is_closing((uv_handle_t *)&c->timer))
+    uv_close((uv_handle_t *)&c->timer, rd_handle_closed);
+  maybe_done(c);
+}
+
+static void rd_close(ascope_redis *c) {
+  c->closing = true;
+  if (c->depth && c->ac) { /* hiredis is on the stack: free it once it returns */
+    c->close_pending = true;
+    return;
+  }
+  finish_close(c);
+}
+
+void rd_after_hiredis(ascope_redis *c) {
+  if (c->depth == 0 && c->close_pending) finish_close(c);
+}
+
+static void acquire_fail(ascope_redis *c, int status, const char *code, const char *msg) {
+  if (c->acquired || c->closing) return;
+  c->fail_status = status;
+  snprintf(c->fail_code, sizeof c->fail_code, "%s", code ? code : "");
+  snprintf(c->fail_msg, sizeof c->fail_msg, "%s", msg ? msg : "");
+  rd_close(c);
+}
+
+static const char *where(ascope_redis *c, char *buf, size_t cap) {
+  if (c->t.path)
+    snprintf(buf, cap, "%s", c->t.path);
+  else
+    snprintf(buf, cap, "%s:%d", c->t.host, c->t.port);
+  return buf;
+}
+
+/* hiredis freed the context: on its own (a lost connection, a failed
+ * connect) or because we asked. */
+void rd_context_gone(ascope_redis *c) {
+  atomic_fetch_add(&rd_stat_closed, 1);
+  c->inflight = 0;
+  if (!c->acquired) {
+    char w[128], m[192];
+    snprintf(m, sizeof m, "the connection to %s was closed while connecting",
+             where(c, w, sizeof w));
+    acquire_fail(c, ASCOPE_ECLOSED, NULL, m);
+  }
+}
+
+/* ---- connecting --------------------------------------------------------------------- */
+
+static void acquired(ascope_redis *c) {
+  uv_timer_stop(&c->timer);
+  c->acquired = true;
+  ascope_res_done(c->res, 0, NULL, NULL);
+}
+
+static void on_handshake(redisAsyncContext *ac, void *reply, void *priv) {
+  ascope_redis *c = priv;
+  redisReply *r = reply;
+  (void)ac;
+  if (c->closing || r == NULL) return; /* the close reports it */
+  if (r->type == REDIS_REPLY_ERROR) {
+    char code[32], m[256];
+    rd_error_code(r, code, sizeof code);
+    snprintf(m, sizeof m, "connecting: %s", r->str);
+    acquire_fail(c, ASCOPE_EDRIVER, code, m);
+    return;
+  }
+  if (--c->handshake == 0) acquired(c);
+}
+
+static int send_handshake(ascope_redis *c) {
+  const char *argv[3];
+  int rc = 0;
+  char db[16];
+  if (c->t.password) {
+    int n = 0;
+    argv[n++] = "AUTH";
+    if (c->t.user) argv[n++] = c->t.user;
+    argv[n++] = c->t.password;
+    rc = redisAsyncCommandArgv(c->ac, on_handshake, c, n, argv, NULL);
+    c->handshake++;
+    /* hiredis holds the command now; the password is needed no more */
+    memset(c->t.password, 0, strlen(c->t.password));
+  }
+  if (rc == REDIS_OK && c->t.db) {
+    snprintf(db, sizeof db, "%u", c->t.db);
+    argv[0] = "SELECT";
+    argv[1] = db;
+    rc = redisAsyncCommandArgv(c->ac, on_handshake, c, 2, argv, NULL);
+    c->handshake++;
+  }
+  if (rc == REDIS_OK && c->handshake == 0) { /* a server that answers, not just a listener */
+    argv[0] = "PING";
+    rc = redisAsyncCommandArgv(c->ac, on_handshake, c, 1, argv, NULL);
+    c->handshake++;
+  }
+  return rc == REDIS_OK ? 0 : UV_ENOMEM;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  int e = errno; /* hiredis set it from the socket's error */
+  ascope_redis *c = ac->data;
+  if (status == REDIS_OK || c->closing) return; /* the handshake's replies decide */
+  /* hiredis frees the context right after this returns: rd_close waits */
+  char w[128], m[256];
+  int st = e > 0 ? -e : ASCOPE_EDRIVER;
+  snprintf(m, sizeof m, "cannot connect to %s: %s", where(c, w, sizeof w),
+           e > 0 ? uv_strerror(st) : ac->errstr);
+  acquire_fail(c, st, e > 0 ? uv_err_name(st) : NULL, m);
+}
+
+static void on_connect_timeout(uv_timer_t *t) {
+  ascope_redis *c = t->data;
+  char w[128], m[192];
+  snprintf(m, sizeof m, "connecting to %s timed out after %llu ms", where(c, w, sizeof w),
+           (unsigned long long)c->t.connect_ms);
+  acquire_fail(c, ASCOPE_ETIMEDOUT, NULL, m);
+}
+
+static int connect_start(ascope_redis *c, char *err, size_t errlen) {
+  c->ac = c->t.path ? redisAsyncConnectUnix(c->t.path) : redisAsyncConnect(c->t.host, c->t.port);
+  if (c->ac == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return UV_ENOMEM;
+  }
+  atomic_fetch_add(&rd_stat_opened, 1);
+  if (c->ac->err) { /* before any hook is set: freed at once, quietly */
+    char w[128];
+    snprintf(err, errlen, "cannot connect to %s: %s", where(c, w, sizeof w), c->ac->errstr);
+    redisAsyncFree(c->ac);
+    c->ac = NULL;
+    atomic_fetch_add(&rd_stat_closed, 1);
+    return ASCOPE_EDRIVER;
+  }
+  c->ac->data = c;
+  int rc = rd_attach(c);
+  if (rc) {
+    snprintf(err, errlen, "cannot watch the socket: %s", uv_strerror(rc));
+    redisAsyncFree(c->ac);
+    c->ac = NULL;
+    atomic_fetch_add(&rd_stat_closed, 1);
+    return rc;
+  }
+  /* after the hooks: setting it asks for the first write event */
+  redisAsyncSetConnectCallback(c->ac, on_connect);
+  if (send_handshake(c)) {
+    snprintf(err, errlen, "out of memory");
+    return UV_ENOMEM;
+  }
+  if (c->t.connect_ms) uv_timer_start(&c->timer, on_connect_timeout, c->t.connect_ms, 0);
+  return 0;
+}
+
+static void rd_acquire(ascope_res *res, const void *arg, const char *options) {
+  ascope_redis *c = ascope_res_state(res);
+  c->res = res;
+  c->loop = ascope_rt_loop(ascope_res_rt(res));
+  uv_timer_init(c->loop, &c->timer); /* cannot fail */
+  c->timer.data = c;
+  uv_unref((uv_handle_t *)&c->timer);
+  c->open_handles = 1;
+  atomic_fetch_add(&rd_stat_connections, 1);
+  char err[256] = "";
+  int rc = rd_target_parse(&c->t, arg, options, err, sizeof err);
+  if (rc == 0) rc = connect_start(c, err, sizeof err);
+  if (rc) acquire_fail(c, rc, NULL, err);
+}
+
+static void rd_cancel(ascope_res *res) {
+  acquire_fail(ascope_res_state(res), ASCOPE_ECANCELED, NULL, "cancelled while connecting");
+}
+
+/* The connection closes the same way whatever the outcome: commands
+ * cancelled earlier and still awaiting replies are answered NULL by
+ * hiredis and dropped. */
+static void rd_release(ascope_res *res, int outcome) {
+  (void)outcome;
+  rd_close(ascope_res_state(res));
+}
+
+/* Nothing here waits on the server, but a release still under way (its
+ * close callbacks to come) completes late, as the core allows. */
+static void rd_abort(ascope_res *res) {
+  atomic_fetch_add(&rd_stat_aborted, 1);
+  rd_close(ascope_res_state(res));
+}
+
+static int rd_check(ascope_res *res) {
+  ascope_redis *c = ascope_res_state(res);
+  return c->ac && !c->closing && c->inflight == 0 && c->sub == NULL ? 0 : ASCOPE_ECLOSED;
+}
+
+const ascope_driver rd_driver = {
+    .abi = ASCOPE_DRIVER_ABI,
+    .name = "redis",
+    .state_size = sizeof(ascope_redis),
+    .acquire = rd_acquire,
+    .release = rd_release,
+    .cancel = rd_cancel,
+    .abort = rd_abort,
+    .check = rd_check,
+};
+
+const ascope_driver *ascope_redis_driver(void) {
+  return &rd_driver;
+}
+
+int ascope_use_redis(ascope *s, const char *target, const char *options) {
+  return ascope_use_str(s, &rd_driver, target ? target : "", options);
+}
+
+ascope_redis *ascope_redis_resource(ascope *s, size_t index) {
+  return ascope_resource_of(s, index, &rd_driver);
+}
+
+/* ---- sending ------------------------------------------------------------------------------ */
+
+int rd_usable(ascope_redis *c) {
+  if (c == NULL || c->ac == NULL || c->closing || !c->acquired) return ASCOPE_ECLOSED;
+  if (c->sub || (c->ac->c.flags & REDIS_SUBSCRIBED)) return ASCOPE_EBUSY;
+  return 0;
+}
+
+int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+            const size_t *lens) {
+  if (c->ac == NULL) return ASCOPE_ECLOSED;
+  if (redisAsyncCommandArgv(c->ac, fn, priv, argc, argv, lens) != REDIS_OK)
+    return c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING) ? ASCOPE_ECLOSED : UV_ENOMEM;
+  atomic_fetch_add(&rd_stat_commands, 1);
+  if (fn) {
+    long long n = (long long)++c->inflight, max = atomic_load(&rd_stat_max_pipeline);
+    while (n > max && !atomic_compare_exchange_weak(&rd_stat_max_pipeline, &max, n)) {
+    }
+  }
+  return 0;
+}
+
+int64_t ascope_redis_stat(const char *name) {
+  static const struct {
+    const char *name;
+    atomic_llong *v;
+  } stats[] = {
+      {"connections", &rd_stat_connections}, {"opened", &rd_stat_opened},
+      {"closed", &rd_stat_closed},           {"aborted", &rd_stat_aborted},
+      {"commands", &rd_stat_commands},       {"cancelled", &rd_stat_cancelled},
+      {"dropped", &rd_stat_dropped},         {"max_pipeline", &rd_stat_max_pipeline},
+  };
+  for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
+    if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
+  return UV_EINVAL;
+}

@@ -1,0 +1,95 @@
+/* Replies: read through functions, so the public header holds no layout.
+ * An ascope_redis_reply is hiredis's redisReply, or a deep copy of one the
+ * driver keeps while a stream is paused. */
+#include "internal.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(ASCOPE_REDIS_STRING == REDIS_REPLY_STRING &&
+                   ASCOPE_REDIS_ARRAY == REDIS_REPLY_ARRAY &&
+                   ASCOPE_REDIS_INTEGER == REDIS_REPLY_INTEGER &&
+                   ASCOPE_REDIS_NIL == REDIS_REPLY_NIL &&
+                   ASCOPE_REDIS_STATUS == REDIS_REPLY_STATUS &&
+                   ASCOPE_REDIS_ERROR == REDIS_REPLY_ERROR,
+               "the public reply types are hiredis's");
+
+#define R(x) ((const redisReply *)(x))
+
+int ascope_redis_reply_type(const ascope_redis_reply *reply) {
+  return reply ? R(reply)->type : 0;
+}
+
+long long ascope_redis_reply_integer(const ascope_redis_reply *reply) {
+  return reply && R(reply)->type == REDIS_REPLY_INTEGER ? R(reply)->integer : 0;
+}
+
+const char *ascope_redis_reply_str(const ascope_redis_reply *reply, size_t *len) {
+  int t = reply ? R(reply)->type : 0;
+  bool has = t == REDIS_REPLY_STRING || t == REDIS_REPLY_STATUS || t == REDIS_REPLY_ERROR;
+  if (len) *len = has ? R(reply)->len : 0;
+  return has ? R(reply)->str : NULL;
+}
+
+size_t ascope_redis_reply_elements(const ascope_redis_reply *reply) {
+  return reply && R(reply)->type == REDIS_REPLY_ARRAY ? R(reply)->elements : 0;
+}
+
+const ascope_redis_reply *ascope_redis_reply_element(const ascope_redis_reply *reply, size_t i) {
+  if (i >= ascope_redis_reply_elements(reply)) return NULL;
+  return (const ascope_redis_reply *)R(reply)->element[i];
+}
+
+redisReply *rd_reply_dup(const redisReply *r) {
+  redisReply *d = calloc(1, sizeof *d);
+  if (d == NULL) return NULL;
+  d->type = r->type;
+  d->integer = r->integer;
+  if (r->str) {
+    if ((d->str = malloc(r->len + 1)) == NULL) goto oom;
+    memcpy(d->str, r->str, r->len);
+    d->str[r->len] = '\0';
+    d->len = r->len;
+  }
+  if (r->type == REDIS_REPLY_ARRAY && r->elements) {
+    if ((d->element = calloc(r->elements, sizeof *d->element)) == NULL) goto oom;
+    d->elements = r->elements;
+    for (size_t i = 0; i < r->elements; i++)
+      if ((d->element[i] = rd_reply_dup(r->element[i])) == NULL) goto oom;
+  }
+  return d;
+oom:
+  rd_reply_free(d);
+  return NULL;
+}
+
+void rd_reply_free(redisReply *r) {
+  if (r == NULL) return;
+  for (size_t i = 0; r->element && i < r->elements; i++) rd_reply_free(r->element[i]);
+  free(r->element);
+  free(r->str);
+  free(r);
+}
+
+void rd_error_code(const redisReply *r, char *code, size_t cap) {
+  size_t n = 0;
+  while (n < r->len && n + 1 < cap && isupper((unsigned char)r->str[n])) n++;
+  if (n == 0 || (n < r->len && r->str[n] != ' ')) {
+    snprintf(code, cap, "ERR");
+    return;
+  }
+  memcpy(code, r->str, n);
+  code[n] = '\0';
+}
+
+void rd_op_end(ascope_op *op, int rc, const redisReply *reply) {
+  if (rc < 0 && reply && reply->type == REDIS_REPLY_ERROR) {
+    char code[32];
+    rd_error_code(reply, code, sizeof code);
+    ascope_op_end(op, rc, code, reply->str);
+    return;
+  }
+  ascope_op_end(op, rc, NULL, NULL);
+}
