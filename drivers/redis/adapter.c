@@ -16,19 +16,31 @@
  */
 #include "internal.h"
 
+/* Replies read often make callbacks send the next commands: they are
+ * written at once, in the same turn, instead of waiting a loop iteration
+ * (and two epoll_ctl calls) for the writable event; a connected socket
+ * with replies coming in almost always has room. */
 static void on_poll(uv_poll_t *p, int status, int events) {
   ascope_redis *c = p->data;
-  if (status < 0) events = c->events; /* libuv stopped the watch: let hiredis see why */
+  if (status < 0) { /* libuv stopped the watch: let hiredis see why */
+    c->applied = 0;
+    events = c->events;
+  }
   c->depth++;
   if (c->ac && (events & UV_READABLE)) redisAsyncHandleRead(c->ac);
-  if (c->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(c->ac);
+  bool more = c->ac && (c->events & UV_WRITABLE) && c->acquired;
+  if (c->ac && ((events & UV_WRITABLE) || more)) redisAsyncHandleWrite(c->ac);
   c->depth--;
   rd_after_hiredis(c);
 }
 
+/* hiredis asks to read again after every read: only a change reaches
+ * libuv, as uv_poll_start re-registers the descriptor each time. */
 void rd_update_poll(ascope_redis *c) {
   if (c->ac == NULL) return; /* closed with the context */
   int ev = c->events & ~(c->read_paused ? UV_READABLE : 0);
+  if (ev == c->applied) return;
+  c->applied = ev;
   if (ev)
     uv_poll_start(&c->poll, ev, on_poll);
   else

@@ -41,6 +41,7 @@ struct ascope_redis {
   uv_timer_t timer; /* the connect deadline */
   unsigned open_handles;
   int events;         /* what hiredis asked to watch */
+  int applied;        /* what the poll watches */
   bool read_paused;   /* a paused subscription: the socket is not read */
   unsigned depth;     /* calls into hiredis on the stack */
   unsigned handshake; /* AUTH / SELECT / PING replies still to come */
