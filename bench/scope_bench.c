@@ -11,8 +11,9 @@
  * without the disk) and timing alone (the clock reads of acquire_ns and
  * release_ns). The first four are what tracing costs when it is off.
  *
- *   bench/scope_bench [scopes] [off]   (default 2,000,000 per case; "off":
- *                                       only the cases without observation)
+ *   bench/scope_bench [scopes] [off | text]   (default 2,000,000 per case;
+ *       "off": only the cases without observation; text: the case of that
+ *       name)
  */
 #include <ascope/driver.h>
 #include <ascope/trace.h>
@@ -124,7 +125,8 @@ static void run_case(ascope_rt *rt, const struct bench_case *c, long total) {
 
 int main(int argc, char **argv) {
   long total = argc > 1 ? atol(argv[1]) : 2000000;
-  int only_off = argc > 2 && strcmp(argv[2], "off") == 0;
+  const char *filter = argc > 2 ? argv[2] : NULL;
+  int only_off = filter && strcmp(filter, "off") == 0;
   total = (total + BATCH - 1) / BATCH * BATCH;
   if (ascope_set_allocator(count_malloc, count_realloc, free) != 0) return 1;
   ascope_rt *rt = ascope_rt_new(NULL);
@@ -142,7 +144,8 @@ int main(int argc, char **argv) {
   printf("| %-26s | %10s | %12s |\n", "case", "ns/scope", "mallocs/scope");
   printf("|----------------------------|------------|--------------|\n");
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-    if (!only_off || cases[i].observe == OFF) run_case(rt, &cases[i], total);
+    if (only_off ? cases[i].observe == OFF : !filter || strcmp(cases[i].name, filter) == 0)
+      run_case(rt, &cases[i], total);
   ascope_rt_free(rt);
   return 0;
 }

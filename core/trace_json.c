@@ -175,13 +175,8 @@ static void out(ascope_trace_json *w, const char *s, size_t n) {
       return;
     }
   }
-  char *d = w->out + w->nout;
+  memcpy(w->out + w->nout, s, n);
   w->nout += n;
-  if (n > 16) {
-    memcpy(d, s, n);
-    return;
-  }
-  while (n--) *d++ = *s++; /* most pieces are a few bytes: no call */
 }
 
 static void outs(ascope_trace_json *w, const char *s) {
