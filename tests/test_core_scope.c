@@ -847,7 +847,10 @@ Test(scope, late_release_after_abort_after_scope_done) {
   cr_assert_eq(rec_start(s, &r), 0);
   cr_assert_eq(ascope_rt_run(rt), 0);
   assert_done(&r, ASCOPE_ETIMEDOUT);
-  cr_assert_eq(sp.late_done_calls, 0);
+  /* Usually still to come; on a machine that stalled past 40 ms both
+   * timers fire in one loop turn and it came right after done: either way
+   * after the scope was done. */
+  cr_assert_leq(sp.late_done_calls, 1);
   while (sp.late_done_calls == 0) uv_run(ascope_rt_loop(rt), UV_RUN_ONCE);
   cr_assert_eq(sp.late_done_calls, 1);
   /* the runtime goes on */
