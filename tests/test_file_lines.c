@@ -30,7 +30,13 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
   return remove(p);
 }
 
+/* In /dev/shm when there is one: a real file system (tmpfs) whose files
+ * never wait for a disk. On a machine whose disk is busy with others'
+ * writes, the kernel throttles every writer, and writing the 64 MiB test
+ * file to /tmp was seen to take minutes. */
 static void dir_setup(void) {
+  snprintf(dir, sizeof dir, "/dev/shm/ascope-lines-XXXXXX");
+  if (mkdtemp(dir)) return;
   snprintf(dir, sizeof dir, "/tmp/ascope-lines-XXXXXX");
   cr_assert_not_null(mkdtemp(dir));
 }
@@ -105,6 +111,7 @@ struct lctx {
   char **lines;
   size_t *lens, nlines, cap;
   int items, finals, final_status, pauses, resumes, bad;
+  int wrong_calls;    /* a line with a status, after the final call or while paused */
   int items_at_pause; /* to show nothing arrives while paused */
   bool paused;
   int status, done_calls, body_calls, start_rc;
@@ -149,9 +156,10 @@ static int on_line(ascope *s, int status, const char *data, size_t len, void *ud
     c->final_status = status;
     return status;
   }
-  cr_assert_eq(status, 0);
-  cr_assert_eq(c->finals, 0, "a line after the final call");
-  cr_assert(!c->paused, "a line arrived while paused");
+  /* Counted, not asserted: Criterion reports every assertion, passing ones
+   * too, to its runner (--full-stats), which per line of 64 MiB of lines
+   * takes minutes. done() asserts the count. */
+  if (status != 0 || c->finals || c->paused) c->wrong_calls++;
   c->items++;
   if (c->check) {
     if (!c->check(c, data, len)) c->bad++;
@@ -168,7 +176,7 @@ static int on_line(ascope *s, int status, const char *data, size_t len, void *ud
   if (c->stop_after && c->items == c->stop_after) return ASCOPE_STOP;
   if (c->pause_forever) return ASCOPE_PAUSE;
   if (c->resume_inside && c->items % 2 == 0) {
-    cr_assert_eq(ascope_op_resume(c->op), 0); /* beats the PAUSE below */
+    if (ascope_op_resume(c->op) != 0) c->wrong_calls++; /* beats the PAUSE below */
     return ASCOPE_PAUSE;
   }
   if (c->pause_every && c->items % c->pause_every == 0) {
@@ -191,6 +199,7 @@ static void body(ascope *s, void *ud) {
 
 static void done(ascope *s, int status, void *ud) {
   lctx *c = ud;
+  cr_assert_eq(c->wrong_calls, 0, "lines with a status, after the end or while paused");
   c->done_calls++;
   c->status = status;
   const ascope_err *e = ascope_error(s);
@@ -391,12 +400,12 @@ Test(lines, lines_across_every_read_boundary) {
       run_lines(rt, &c);
       assert_status(&c, 0);
       cr_assert_eq(c.nlines, n, "%s: %zu lines", opts, c.nlines);
-      size_t total = 0;
-      for (size_t i = 0; i < n; i++) {
-        cr_assert(c.lens[i] == wlen[i] && memcmp(c.lines[i], want[i], wlen[i]) == 0,
-                  "%s: line %zu is '%s', want '%.*s'", opts, i, c.lines[i], (int)wlen[i], want[i]);
-        total += c.lens[i];
-      }
+      size_t total = 0, i = 0;
+      while (i < n && c.lens[i] == wlen[i] && memcmp(c.lines[i], want[i], wlen[i]) == 0)
+        total += c.lens[i++];
+      /* the message is formatted even when the assertion holds (i == n) */
+      cr_assert_eq(i, n, "%s: line %zu is '%s', want '%.*s'", opts, i, i < n ? c.lines[i] : "",
+                   i < n ? (int)wlen[i] : 0, i < n ? want[i] : "");
       if (m == 2) cr_assert_eq(total, len, "keep_delim=1: the lines are the file"); /* lossless */
       forget(&c);
     }
@@ -532,14 +541,15 @@ static size_t make_numbered(const char *path, uint64_t nlines) {
   FILE *f = fopen(path, "w");
   cr_assert_not_null(f);
   char b[256];
-  size_t total = 0;
+  size_t total = 0, put_n = 0; /* checked once: see wrong_calls */
   for (uint64_t i = 0; i < nlines; i++) {
     size_t n = numbered_line(i, b);
     b[n++] = '\n';
-    cr_assert_eq(fwrite(b, 1, n, f), n);
+    put_n += fwrite(b, 1, n, f);
     total += n;
   }
-  fclose(f);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(put_n, total);
   return total;
 }
 
@@ -749,18 +759,22 @@ Test(lines, a_64mib_file_of_lines_with_pauses_in_bounded_memory) {
   size_t size = 64u << 20, total = 0;
   uint64_t nlines = 0;
   FILE *f = fopen(in_dir("big"), "w");
+  cr_assert_not_null(f);
   static char b[100002];
+  size_t put_n = 0; /* checked once: see wrong_calls */
   while (total < size) {
     size_t n = big_line(nlines++, b);
     b[n++] = '\n';
-    cr_assert_eq(fwrite(b, 1, n, f), n);
+    put_n += fwrite(b, 1, n, f);
     total += n;
   }
-  fclose(f);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(put_n, total);
   ascope_rt *rt = ascope_rt_new(NULL);
   const char *opts = "max_line=131072";
   lctx c = {.path = in_dir("big"), .opts = opts, .pause_every = 9973, .check = check_big};
   run_lines(rt, &c);
+  unlink(in_dir("big")); /* now: a failed assertion below may skip the clean-up */
   assert_status(&c, 0);
   cr_assert_eq((uint64_t)c.items, nlines);
   cr_assert_eq(c.bad, 0, "lines out of order or damaged");
