@@ -1,14 +1,13 @@
 /* The file streams: `async for chunk in file` and `async for line in file`.
  *
  * A stream owns DEPTH read buffers ("slots") of `block` bytes (the chunk, or
- * a multiple of it of at least 2 MiB) and keeps a read in flight in each free
- * one, so the threadpool reads ahead while the caller handles a chunk. Reads
- * may finish out of order (several threadpool threads); they are delivered
- * strictly in file order, by matching a slot's offset with the next byte due,
- * and cut into chunks. A short read (the end of the file, or a file changing
- * underneath) restarts the reads after the bytes it did return: the reads
- * already in flight belong to an older generation and are dropped when they
- * come back.
+ * a multiple of it of at least 2 MiB; a line stream's read_size) and keeps a
+ * read in flight in each free one, so the threadpool reads ahead while the
+ * caller handles a chunk. Reads may finish out of order (several threadpool
+ * threads); they are delivered strictly in file order, by matching a slot's
+ * offset with the next byte due, and cut into chunks. A short read (the end of the file, or a file
+ * changing underneath) restarts the reads after the bytes it did return: the reads already in
+ * flight belong to an older generation and are dropped when they come back.
  *
  * Memory is the slots and nothing else: however long the file and however
  * long the caller pauses, the stream holds DEPTH * block bytes

@@ -84,7 +84,8 @@ ASCOPE_EXTERN size_t ascope_file_stream_memory(size_t chunk);
  * without its delimiter (data is never NULL; an empty line has len 0), then
  * the final call as for ascope_file_stream; the same ASCOPE_CONTINUE,
  * ASCOPE_PAUSE, ASCOPE_STOP. A last line without a delimiter is delivered
- * too. options (NULL: all defaults), "key=value" separated by spaces:
+ * too. options (NULL: all defaults), "key=value" separated by spaces,
+ * tabs or commas:
  *   delim=\n        the delimiter: one byte, or \n \r \t \0 \\ \xHH
  *   crlf=1|0        drop a \r before the delimiter (default: 1 for \n only)
  *   keep_delim=0|1  deliver each line as in the file, delimiter (and \r)
