@@ -946,6 +946,7 @@ typedef struct sctx {
   int bad_bytes;
   size_t heap0, heap_peak, rss0, rss_peak;
   bool resume_inside, pause_forever;
+  ascope *cancel_when_paused; /* cancelled once paused: the state, not a delay */
 } sctx;
 
 static void resume_later(void *arg) {
@@ -972,7 +973,11 @@ static int on_chunk(ascope *s, int status, const char *data, size_t len, void *u
   if (h > c->heap_peak) c->heap_peak = h;
   if (rss > c->rss_peak) c->rss_peak = rss;
   if (c->fail_at && c->items == c->fail_at) return UV_EPROTO;
-  if (c->pause_forever) return ASCOPE_PAUSE;
+  if (c->pause_forever) {
+    if (c->cancel_when_paused && c->items == 1)
+      after(c->rt, 0, cancel_scope, c->cancel_when_paused);
+    return ASCOPE_PAUSE;
+  }
   if (c->stop_after && c->items == c->stop_after) return ASCOPE_STOP;
   if (c->resume_inside && c->items % 3 == 0) {
     cr_assert_eq(ascope_op_resume(c->op), 0); /* beats the PAUSE below */
@@ -1090,8 +1095,9 @@ Test(file, stream_item_error_fails_the_scope) {
 
 static void body_stream_pause_cancel(ascope *s, run *r) {
   sctx *c = r->p;
+  c->rt = ascope_scope_rt(s);
+  c->cancel_when_paused = s; /* on the loop turn after the first chunk paused it */
   cr_assert_eq(ascope_file_stream(s, file0(s), c->chunk, 0, on_chunk, c, &c->op), 0);
-  after(ascope_scope_rt(s), 30, cancel_scope, s);
 }
 
 Test(file, stream_cancelled_while_paused) {
