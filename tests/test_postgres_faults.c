@@ -297,7 +297,7 @@ Test(postgres_faults, an_operation_is_cancelled) {
   cr_assert_eq(o.q.calls, 1);
   cr_assert_eq(o.q.status, ASCOPE_ECANCELED);
   cr_assert_lt(o.t.t_done - c.at, 2000);
-  cr_assert_eq(ascope_postgres_stat("cancels"), 1);
+  cr_assert_geq(ascope_postgres_stat("cancels"), 1);
 }
 
 static void failing_op_body(ascope *s, t_scope *t) {

@@ -254,7 +254,8 @@ Test(postgres_pipeline, a_deadline_stops_a_long_query_on_the_server) {
   cr_assert_eq(z.q.calls, 1);
   cr_assert_eq(z.q.status, ASCOPE_ECANCELED, "the query saw the cancellation");
   cr_assert_str_eq(z.q.code, "57014", "the server stopped it");
-  cr_assert_eq(ascope_postgres_stat("cancels"), 1);
+  cr_assert_geq(ascope_postgres_stat("cancels"),
+                1); /* again if the first landed between statements */
 }
 
 Test(postgres_pipeline, the_server_statement_timeout_is_the_server_error) {
@@ -317,7 +318,7 @@ Test(postgres_pipeline, a_child_times_out_and_the_parent_goes_on) {
   cr_assert_eq(sh.after.status, 0);
   cr_assert_eq(sh.after.first, 8);
   cr_assert_lt(sh.t.t_done - sh.t.t_start, 3000);
-  cr_assert_eq(ascope_postgres_stat("cancels"), 1);
+  cr_assert_geq(ascope_postgres_stat("cancels"), 1);
 }
 
 /* A cancelled statement with another scope's statement already pipelined

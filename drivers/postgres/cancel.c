@@ -27,7 +27,10 @@
  * the server has signalled) and every statement in flight has come back
  * (the backend is idle, where a cancel signal is ignored). If the
  * connection is not back to idle within cancel_timeout, or the cancel
- * request cannot be delivered, the connection is closed instead.
+ * request cannot be delivered, the connection is closed instead. A request
+ * that landed while the backend was between statements is dropped by the
+ * server, so one whose target still runs 100 ms after it was delivered is
+ * sent again (under the same conditions as the first).
  */
 #include "internal.h"
 
@@ -59,6 +62,25 @@ static void drain_expired(uv_timer_t *t) {
   pg_break(c, ASCOPE_ECLOSED, "57014", msg);
 }
 
+#define RETRY_MS 100 /* a target still running this long after its cancel landed */
+
+static struct pg_req *unwanted_head(struct pg_conn *c);
+
+/* The server drops a cancel signal that lands while the backend is between
+ * statements (reading the next one): a target that had not started yet
+ * then runs on as if nothing was asked. So while it is still the one the
+ * backend runs, with nothing wanted behind it, the request goes again.
+ * That is as safe as the first: nothing that matters can be hit. */
+static void cancel_retry(uv_timer_t *t) {
+  struct pg_conn *c = t->data;
+  struct pg_req *r = c->cancel_target;
+  if (r == NULL || c->cancel_job || c->state != PG_READY || c->pg == NULL) return;
+  if (unwanted_head(c) != r || (c->solo == NULL && !PQisBusy(c->pg))) return;
+  if (c->solo == NULL && pg_wanted_behind(c, r)) return;
+  if (pg_cancel_fire(c, r) != 0)
+    pg_break(c, ASCOPE_ECLOSED, "57014", "could not start a cancel request");
+}
+
 static void cancel_done(uv_work_t *w, int status) {
   struct pg_cancel_job *j = w->data;
   struct pg_conn *c = j->c;
@@ -82,6 +104,8 @@ static void cancel_done(uv_work_t *w, int status) {
     pg_break(c, ASCOPE_ECLOSED, "57014", m ? m : "the cancel request could not be delivered");
     free(m);
   }
+  if (ok && c->state == PG_READY && c->cancel_target)
+    uv_timer_start(&c->retry, cancel_retry, RETRY_MS, 0);
   pg_kick(c);
 }
 
@@ -107,7 +131,7 @@ int pg_cancel_fire(struct pg_conn *c, struct pg_req *target) {
   /* The target must come back within cancel_timeout; what else is in
    * flight is other scopes' work, and takes the time it takes. */
   c->cancel_target = target;
-  if (target && c->state == PG_READY) {
+  if (target && c->state == PG_READY && !c->draining) { /* a retry keeps the first deadline */
     c->draining = true;
     uv_timer_start(&c->timer, drain_expired, c->opt.cancel_ms, 0);
   }
@@ -117,6 +141,7 @@ int pg_cancel_fire(struct pg_conn *c, struct pg_req *target) {
 void pg_cancel_answered(struct pg_conn *c, struct pg_req *r) {
   if (c->cancel_target != r) return;
   c->cancel_target = NULL;
+  uv_timer_stop(&c->retry);
   if (c->draining) {
     c->draining = false;
     uv_timer_stop(&c->timer);

@@ -50,9 +50,11 @@ static void pg_acquire(ascope_res *res, const void *arg, const char *options) {
   uv_timer_init(c->loop, &c->timer); /* these cannot fail */
   uv_check_init(c->loop, &c->check);
   uv_prepare_init(c->loop, &c->prepare);
+  uv_timer_init(c->loop, &c->retry);
   init_handle(c, (uv_handle_t *)&c->timer);
   init_handle(c, (uv_handle_t *)&c->check);
   init_handle(c, (uv_handle_t *)&c->prepare);
+  init_handle(c, (uv_handle_t *)&c->retry);
   st->c = c;
   int rc = pg_dsn_start(c, arg, err, sizeof err);
   if (rc) pg_acquire_fail(c, rc, rc == UV_EINVAL ? NULL : "08001", err);

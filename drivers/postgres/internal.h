@@ -193,6 +193,7 @@ struct pg_conn {
   /* handles: the conn is freed when every one has closed */
   struct pg_watch *watch;
   uv_timer_t timer;     /* connect timeout, then the drain after a cancel */
+  uv_timer_t retry;     /* a cancel request sent again while its target runs on */
   uv_check_t check;     /* sends what an iteration queued, after its I/O */
   uv_prepare_t prepare; /* ... or before the loop blocks */
   unsigned open_handles;

@@ -325,8 +325,8 @@ static void finish_close(struct pg_conn *c) {
 
 void pg_close_handles(struct pg_conn *c) {
   uv_handle_t *hs[] = {(uv_handle_t *)&c->timer, (uv_handle_t *)&c->check,
-                       (uv_handle_t *)&c->prepare};
-  for (size_t i = 0; i < 3; i++)
+                       (uv_handle_t *)&c->prepare, (uv_handle_t *)&c->retry};
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i])) uv_close(hs[i], pg_handle_closed);
   pg_unwatch(c);
   pg_maybe_done(c);
