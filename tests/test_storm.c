@@ -201,7 +201,7 @@ static struct storm {
   char http_url[256], fault_url[256];
   char pgtable[64];
   int outcome[K_COUNT][4]; /* ok, cancelled, timed out, other */
-  int hub_cancels;
+  int hub_cancels, connect_timeouts;
 } S;
 
 static void fail_task(task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -771,6 +771,10 @@ static bool fault_explains(const task *t) {
   if (t->kind == K_HTTP_FAULT) return true;
   if (!is_pg(t->kind)) return false;
   if (t->status == ASCOPE_ECLOSED) return true;
+  /* A connect that ran into connect_timeout (10 s): seen once in many runs
+   * on a loaded machine, with backends being terminated; counted and
+   * printed, so a rise shows. */
+  if (t->status == ASCOPE_ETIMEDOUT && strcmp(t->code, "08001") == 0) return true;
   return t->status == ASCOPE_EDRIVER &&
          (strncmp(t->code, "08", 2) == 0 || strncmp(t->code, "57P0", 4) == 0);
 }
@@ -823,7 +827,7 @@ static void task_done(ascope *s, int status, void *ud) {
            t->plan != P_CANCEL_BODY && !t->hub_cancelled && !fault_explains(t))
     why = "cancelled without a cancel";
   else if (status == ASCOPE_ETIMEDOUT && t->plan != P_DEADLINE &&
-           !(t->kind == K_HTTP_FAULT && FAULTS[t->n].hangs))
+           !(t->kind == K_HTTP_FAULT && FAULTS[t->n].hangs) && !fault_explains(t))
     why = "timed out without a deadline";
   else if (status != 0 && status != ASCOPE_ECANCELED && status != ASCOPE_ETIMEDOUT &&
            !fault_explains(t))
@@ -864,6 +868,7 @@ static void task_done(ascope *s, int status, void *ud) {
    * once those on it have, and another takes its place, as in a pool. */
   if (t->hub && is_pg(t->kind) && status != 0 && fault_explains(t) && !t->hub->retired)
     hub_retire(t->hub);
+  if (status == ASCOPE_ETIMEDOUT && strcmp(t->code, "08001") == 0) S.connect_timeouts++;
   int o = status == 0 ? 0 : status == ASCOPE_ECANCELED ? 1 : status == ASCOPE_ETIMEDOUT ? 2 : 3;
   S.outcome[t->kind][o]++;
   if (++S.finished == S.total) uv_timer_stop(&S.kill_timer);
@@ -1182,7 +1187,28 @@ static void setup_servers(void) {
   snprintf(S.fault_url, sizeof S.fault_url, "%s", env("ASCOPE_HTTP_FAULT_URL"));
 }
 
-TestSuite(storm, .timeout = 600);
+/* After a failure too: the files and the PostgreSQL table go, so a failing
+ * run leaves nothing behind but its report. */
+static void storm_fini(void) {
+  if (S.killer) {
+    char sql[200];
+    snprintf(sql, sizeof sql, "DROP TABLE %s", S.pgtable);
+    PQclear(PQexec(S.killer, sql));
+    PQfinish(S.killer);
+    S.killer = NULL;
+  }
+  DIR *d = S.dir[0] ? opendir(S.dir) : NULL;
+  if (d == NULL) return;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", S.dir, e->d_name);
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(p);
+  }
+  closedir(d);
+  rmdir(S.dir);
+}
+
+TestSuite(storm, .fini = storm_fini, .timeout = 600);
 
 Test(storm, every_driver_cancelled_and_disturbed) {
   const char *v = getenv("ASCOPE_STORM_SCOPES");
@@ -1298,11 +1324,12 @@ Test(storm, every_driver_cancelled_and_disturbed) {
   fprintf(stderr,
           "storm: %.1f s; ok %d, cancelled %d, timed out %d, failed %d; %d hubs (%d cancelled); "
           "%d backends terminated in %d rounds; pg connections %lld, sqlite %lld (busy %lld, "
-          "yields %lld); semaphore peak %d\nstorm: ok/cancelled/timed out/failed:%s\n",
+          "yields %lld); semaphore peak %d; PostgreSQL connects timed out %d\nstorm: "
+          "ok/cancelled/timed out/failed:%s\n",
           secs, sum[0], sum[1], sum[2], sum[3], S.nhubs, S.hub_cancels, S.terminated, S.kill_rounds,
           (long long)ascope_postgres_stat("opened"), (long long)ascope_sqlite_stat("opened"),
           (long long)ascope_sqlite_stat("busy"), (long long)ascope_sqlite_stat("yields"),
-          S.sem_peak, line);
+          S.sem_peak, S.connect_timeouts, line);
   /* The storm was one: with enough scopes, every ending happened, and the
    * disturber did terminate connections under them. */
   if (S.total >= 1000) {
