@@ -196,3 +196,43 @@ Test(postgres_errors, rows_live_counts_the_result_objects) {
   cr_assert_eq(live_in_cb, 1, "the result being read");
   cr_assert_eq(ascope_sql_stat("rows_live"), 0, "freed with its request");
 }
+
+/* ---- nothing on the host's stderr ------------------------------------------------------------ */
+
+/* A backend terminated while its connection is idle sends a FATAL notice
+ * before it goes: libpq's default would print it on stderr. The library
+ * keeps quiet; the loss reaches the next statement as an error. */
+struct quiet {
+  t_scope t;
+  t_cb after;
+};
+
+static void quiet_body(ascope *s, t_scope *t) {
+  struct quiet *q = (struct quiet *)t;
+  int pid = ascope_postgres_backend_pid(ascope_resource(s, 0));
+  cr_assert_eq(t_raw_int(t_sql("SELECT pg_terminate_backend(%d)::int", pid)), 1);
+  /* the other connection keeps the loop turning while the notice arrives */
+  ascope_sql_query(s, ascope_resource(s, 1), "SELECT 1 FROM pg_sleep(0.3)", NULL, t_cb_fn,
+                   &q->after);
+}
+
+Test(postgres_errors, a_server_notice_never_reaches_stderr) {
+  char path[] = "/tmp/ascope-stderr-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  int saved = dup(2);
+  cr_assert_eq(dup2(fd, 2), 2);
+  struct quiet q = {.t.body = quiet_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_postgres(s, t_dsn(), NULL);
+  ascope_use_postgres(s, t_dsn(), NULL);
+  int status = t_run(s, &q.t);
+  dup2(saved, 2);
+  close(saved);
+  off_t written = lseek(fd, 0, SEEK_END);
+  close(fd);
+  unlink(path);
+  cr_assert_eq(status, 0, "%s", q.t.msg);
+  cr_assert_eq(q.after.status, 0);
+  cr_assert_eq(written, 0, "%lld bytes written to stderr", (long long)written);
+}

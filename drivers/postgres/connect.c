@@ -95,12 +95,21 @@ void pg_connect_poll(struct pg_conn *c) {
   follow(c, PQconnectPoll(c->pg));
 }
 
+/* libpq's default notice processor writes the server's notices, and the
+ * FATAL it sends before it drops a connection, to stderr: a library must not
+ * write to its host's stderr. What matters reaches the scope as an error
+ * (a terminated backend's 57P01, a lost connection's 08006). */
+static void quiet_notice(void *arg, const char *message) {
+  (void)arg, (void)message;
+}
+
 void pg_connect_start(struct pg_conn *c, const char *const *keys, const char *const *vals) {
   c->pg = PQconnectStartParams(keys, vals, 0);
   if (c->pg == NULL) {
     pg_acquire_fail(c, UV_ENOMEM, NULL, "out of memory connecting");
     return;
   }
+  PQsetNoticeProcessor(c->pg, quiet_notice, NULL);
   if (PQstatus(c->pg) == CONNECTION_BAD) {
     connect_failed(c);
     return;
