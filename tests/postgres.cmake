@@ -15,3 +15,7 @@ foreach(t test_postgres test_postgres_pipeline test_postgres_stream test_postgre
       LIBS ascope-postgres PkgConfig::LIBPQ_T LABELS "postgres;tsan" ${_pg_test_opts})
   endif()
 endforeach()
+# Thousands of rounds of 64 scopes: more than the default time on a busy machine.
+if(TEST test_postgres_order)
+  set_tests_properties(test_postgres_order PROPERTIES TIMEOUT 1500)
+endif()
