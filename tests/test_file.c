@@ -1397,9 +1397,12 @@ static void fifo_op_case(bool stream, bool cancel) {
   once_begin(&k);
   k.writer_fd = open(in_dir("fifo"), O_RDWR | O_NONBLOCK); /* both ends: opens at once */
   cr_assert_geq(k.writer_fd, 0);
-  ascope *s = once_scope(&k, in_dir("fifo"), "r", cancel ? 0 : 100);
-  if (cancel) after_start(k.rt, 100, cancel_scope, s);
-  after_start(k.rt, 250, feed_fifo, &k);
+  /* The operation must be running when the deadline or the cancel comes: a
+   * second leaves a busy machine time to open the FIFO first, and the data
+   * comes well after. */
+  ascope *s = once_scope(&k, in_dir("fifo"), "r", cancel ? 0 : 1000);
+  if (cancel) after_start(k.rt, 1000, cancel_scope, s);
+  after_start(k.rt, 2500, feed_fifo, &k);
   sctx c = {.chunk = 64};
   run r = {.body = stream ? body_fifo_stream : body_fifo_read, .p = &c};
   cr_assert_eq(start(s, &r), 0);
