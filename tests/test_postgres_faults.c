@@ -17,7 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-TestSuite(postgres_faults, .init = t_init, .fini = t_fini);
+static void faults_fini(void);
+TestSuite(postgres_faults, .init = t_init, .fini = faults_fini);
 
 /* A TCP port that accepts connections (the kernel does) and never answers:
  * a server that hangs. */
@@ -452,6 +453,7 @@ struct proxy {
   pthread_t thread;
   atomic_int stop; /* set by the test's thread, read by the proxy's */
 };
+static struct proxy *running_proxy; /* stopped by the suite's fini if a test failed early */
 
 static int connect_server(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -507,6 +509,7 @@ static const char *proxy_start(struct proxy *p) {
   const char *s = strstr(t_dsn(), "port=");
   p->server_port = atoi(s + 5);
   pthread_create(&p->thread, NULL, proxy_run, p);
+  running_proxy = p;
   static char dsn[1200];
   char *d = strdup(t_dsn()), *out = dsn;
   size_t cap = sizeof dsn;
@@ -522,9 +525,18 @@ static const char *proxy_start(struct proxy *p) {
 }
 
 static void proxy_stop(struct proxy *p) {
+  if (p != running_proxy) return;
+  running_proxy = NULL;
   atomic_store(&p->stop, 1);
   pthread_join(p->thread, NULL);
   close(p->listen_fd);
+}
+
+/* A failed assertion skips the rest of its test: a proxy left holding a
+ * cancel request would keep PQcancel, and so the runtime's end, waiting. */
+static void faults_fini(void) {
+  if (running_proxy) proxy_stop(running_proxy);
+  t_fini();
 }
 
 static void short_sleep_body(ascope *s, t_scope *t) {
