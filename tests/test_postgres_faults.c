@@ -580,7 +580,8 @@ Test(postgres_faults, a_release_waiting_on_a_cancel_request_is_aborted) {
   ascope_use_postgres(s, dsn, "batch=10");
   cr_assert_eq(t_run(s, &t), ASCOPE_ETIMEDOUT);
   cr_assert(strstr(t.msg, "release did not complete"), "%s", t.msg);
-  cr_assert_lt(t.t_done - t.t_start, 2000);
+  /* from the scope's start, the connect included: bounded, not for ever */
+  cr_assert_lt(t.t_done - t.t_start, 8000);
   cr_assert_eq(ascope_postgres_stat("aborted"), 1);
   proxy_stop(&p);
 }
