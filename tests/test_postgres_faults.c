@@ -332,7 +332,7 @@ static void cb_fails_body(ascope *s, t_scope *t) {
 Test(postgres_faults, a_callback_that_fails_cancels_the_rest) {
   t_scope t = {.body = cb_fails_body};
   cr_assert_eq(t_run_db(&t, NULL), UV_EPROTO);
-  cr_assert_lt(t.t_done - t.t_start, 2000);
+  cr_assert_lt(t.t_done - t.t_start, 4500); /* under cancel_timeout, the connect included */
 }
 
 /* ---- the release ----------------------------------------------------------------------- */
@@ -403,7 +403,7 @@ Test(postgres_faults, a_commit_outliving_the_release_timeout_is_aborted) {
   ascope_use_sql_tx_at(s, ascope_postgres(), 0, NULL);
   cr_assert_eq(t_run(s, &t), ASCOPE_ETIMEDOUT);
   cr_assert_str_eq(t.driver, "postgres");
-  cr_assert_lt(t.t_done - t.t_start, 2000);
+  cr_assert_lt(t.t_done - t.t_start, 4500);
   /* the backend got the cancel request before the connection went */
   for (int i = 0; i < 50; i++) {
     if (t_raw_int(t_sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COMMIT%%' AND "
