@@ -128,7 +128,8 @@ Test(uses, an_error_chain_prints_in_one_call) {
   cr_assert_eq(ascope_rt_run(rt), 0);
   cr_assert_eq(x.status, ASCOPE_EDRIVER);
   cr_log_info("%s", x.formatted);
-  cr_assert(strstr(x.formatted, "ASCOPE_EDRIVER: the body gave up") == x.formatted, "%s", x.formatted);
+  cr_assert(strstr(x.formatted, "ASCOPE_EDRIVER: the body gave up") == x.formatted, "%s",
+            x.formatted);
   cr_assert(strstr(x.formatted, "\n  then, releasing: "), "%s", x.formatted);
   cr_assert(strstr(x.formatted, "EIO"), "the release's error is there: %s", x.formatted);
   cr_assert_eq(x.needed, (int)strlen(x.formatted));

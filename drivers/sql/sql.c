@@ -48,7 +48,7 @@ int ascope_use_sql(ascope *s, const ascope_sql_driver *drv, const char *target,
                    const char *options) {
   if (!driver_ok(drv)) return UV_EINVAL;
   if (target == NULL) return ascope_use(s, &drv->base, NULL, options); /* the driver's default */
-  return ascope_use_str(s, &drv->base, target, options); /* the target is copied */
+  return ascope_use_str(s, &drv->base, target, options);               /* the target is copied */
 }
 
 ascope_sql *ascope_sql_resource(ascope *s, size_t index) {

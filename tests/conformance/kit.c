@@ -74,8 +74,8 @@ static struct {
   int handle_in_state;
   bool warmup; /* the first run: what a library sets up once per process is not a leak */
   int64_t timed_out;
-      /* the runtime's "timed_out" counter at the end of the run */ /* libuv handles still open in
-                                                                       the state at a completion */
+  /* the runtime's "timed_out" counter at the end of the run */ /* libuv handles still open in
+                                                                   the state at a completion */
   uv_loop_t *loop;
   /* across runs */
   int failures;

@@ -37,7 +37,8 @@ int main(int argc, char **argv) {
   ascope_rt *rt = ascope_rt_new(NULL);
   ascope *s = ascope_new(rt);
   int ok = 0, rc;
-  if ((rc = ascope_use_file(s, path, "w atomic")) || (rc = ascope_use_sqlite(s, ":memory:", "mode=memory")) ||
+  if ((rc = ascope_use_file(s, path, "w atomic")) ||
+      (rc = ascope_use_sqlite(s, ":memory:", "mode=memory")) ||
       (rc = ascope_start(s, body, done, &ok))) {
     fprintf(stderr, "consumer: %s\n", ascope_err_name(rc));
     return 1;
