@@ -32,10 +32,6 @@ void t_raw(const char *sql);        /* asserts success */
 int64_t t_raw_int(const char *sql); /* one integer */
 char *t_raw_text(const char *sql);  /* one text, malloc'd */
 
-/* The loop's own timer: fn(ud) after ms. Closed after it fires. */
-void t_after(uint64_t ms, void (*fn)(void *ud), void *ud);
-void t_cancel_cb(void *ud); /* ascope_cancel(ud) */
-
 /* Asserts the driver holds nothing: call when every scope is done. */
 void t_check_clean(void);
 

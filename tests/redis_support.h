@@ -33,10 +33,6 @@ void t_raw_ok(const char *fmt, ...);       /* asserts a non-error reply */
 long long t_raw_int(const char *fmt, ...); /* an INTEGER reply */
 redisContext *t_raw_conn(void);            /* the oracle's connection */
 
-/* The loop's own timer: fn(ud) after ms. Closed after it fires. */
-void t_after(uint64_t ms, void (*fn)(void *ud), void *ud);
-void t_cancel_cb(void *ud); /* ascope_cancel(ud) */
-
 /* A TCP listener on 127.0.0.1 that accepts nothing and answers nothing:
  * the kernel completes connects into its backlog. Its port. */
 int t_blackhole(void);

@@ -109,31 +109,7 @@ char *t_raw_text(const char *path, const char *sql) {
 
 /* ---- timers and the pool ------------------------------------------------------------------- */
 
-struct after {
-  uv_timer_t t;
-  void (*fn)(void *ud);
-  void *ud;
-};
-
-static void after_closed(uv_handle_t *h) {
-  free(h->data);
-}
-
-static void after_fire(uv_timer_t *t) {
-  struct after *a = t->data;
-  uv_close((uv_handle_t *)t, after_closed);
-  a->fn(a->ud);
-}
-
-void t_after(uint64_t ms, void (*fn)(void *ud), void *ud) {
-  struct after *a = calloc(1, sizeof *a);
-  cr_assert_not_null(a);
-  a->fn = fn;
-  a->ud = ud;
-  uv_timer_init(ascope_rt_loop(T_rt), &a->t);
-  a->t.data = a;
-  uv_timer_start(&a->t, after_fire, ms, 0);
-}
+/* t_after and t_cancel_cb: tests/support/scope_record.c */
 
 struct when {
   bool (*cond)(void *ud);

@@ -28,8 +28,6 @@ void t_raw(const char *path, const char *sql);        /* asserts success */
 int64_t t_raw_int(const char *path, const char *sql); /* one integer */
 char *t_raw_text(const char *path, const char *sql);  /* one text, malloc'd */
 
-/* The loop's own timer: fn(ud) after ms. Closed after it fires. */
-void t_after(uint64_t ms, void (*fn)(void *ud), void *ud);
 /* fn(ud) as soon as cond(ud) holds, checked every 2 ms on the loop: for
  * "cancel once the statement is waiting", whatever the machine's speed. */
 void t_when(bool (*cond)(void *ud), void (*fn)(void *ud), void *ud);

@@ -1,6 +1,7 @@
 #include "scope_record.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 uint64_t t_now_ms(void) {
   return uv_hrtime() / 1000000u;
@@ -43,4 +44,36 @@ int t_run(ascope *s, t_scope *t) {
   cr_assert_eq(ascope_rt_run(T_rt), 0);
   cr_assert_eq(t->done_calls, 1, "done ran %d times", t->done_calls);
   return t->status;
+}
+
+/* ---- timers ------------------------------------------------------------------------------ */
+
+struct after {
+  uv_timer_t t;
+  void (*fn)(void *ud);
+  void *ud;
+};
+
+static void after_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void after_fire(uv_timer_t *t) {
+  struct after *a = t->data;
+  uv_close((uv_handle_t *)t, after_closed);
+  a->fn(a->ud);
+}
+
+void t_after(uint64_t ms, void (*fn)(void *ud), void *ud) {
+  struct after *a = calloc(1, sizeof *a);
+  cr_assert_not_null(a);
+  a->fn = fn;
+  a->ud = ud;
+  uv_timer_init(ascope_rt_loop(T_rt), &a->t);
+  a->t.data = a;
+  uv_timer_start(&a->t, after_fire, ms, 0);
+}
+
+void t_cancel_cb(void *ud) {
+  ascope_cancel(ud);
 }

@@ -28,4 +28,8 @@ void t_done(ascope *s, int status, void *ud);
 /* Starts s with t_body/t_done, runs the loop, asserts done ran once; the status. */
 int t_run(ascope *s, t_scope *t);
 
+/* The loop's own timer: fn(ud) after ms. Closed after it fires. */
+void t_after(uint64_t ms, void (*fn)(void *ud), void *ud);
+void t_cancel_cb(void *ud); /* ascope_cancel(ud) */
+
 #endif
