@@ -30,8 +30,10 @@
 
 #include <dirent.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +205,15 @@ static struct storm {
   int outcome[K_COUNT][4]; /* ok, cancelled, timed out, other */
   int hub_cancels, connect_timeouts;
 } S;
+
+/* The watchdog's view of progress (see watch_run). */
+static struct watch {
+  atomic_int progress;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool over;
+} watch = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static void fail_task(task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail_task(task *t, const char *fmt, ...) {
@@ -779,6 +790,24 @@ static bool fault_explains(const task *t) {
          (strncmp(t->code, "08", 2) == 0 || strncmp(t->code, "57P0", 4) == 0);
 }
 
+static void dump_in_flight(void) {
+  for (int i = 0; i < S.launched; i++) {
+    const task *u = &S.tasks[i];
+    if (u->done_calls == 0)
+      fprintf(stderr,
+              "in flight: task %d (%s, plan %d/%u, hub %d) %.0f ms: body %d ops %d/%d "
+              "paused %d stream %p acquired %d\n",
+              i, KIND_NAME[u->kind], u->plan, u->when_ms, u->hub ? u->hub->id : -1,
+              (double)(uv_hrtime() - u->t_start) / 1e6, u->body_calls, u->cb_calls, u->ops,
+              u->paused != NULL, (void *)u->stream_op, u->probe.acquired);
+  }
+  for (int i = 0; i < S.nhubs; i++)
+    if (S.hubs[i].done_calls == 0)
+      fprintf(stderr, "open hub %d: type %d, served %d, ready %d, retired %d, cancelled %d\n", i,
+              S.hubs[i].type, S.hubs[i].assigned, S.hubs[i].ready, S.hubs[i].retired,
+              S.hubs[i].cancelled);
+}
+
 static void task_done(ascope *s, int status, void *ud) {
   task *t = ud;
   /* A scope's done runs exactly once. */
@@ -839,23 +868,7 @@ static void task_done(ascope *s, int status, void *ud) {
     why = "cancelled from its body, yet not cancelled";
   else if (t->plan == P_NONE && status != 0 && !t->hub_cancelled && !fault_explains(t))
     why = "left alone on a healthy path, yet it failed";
-  if ((why || t->bad[0]) && getenv("ASCOPE_STORM_VERBOSE"))
-    for (int i = 0; i < S.launched; i++) {
-      const task *u = &S.tasks[i];
-      if (u->done_calls == 0)
-        fprintf(stderr,
-                "in flight: task %d (%s, plan %d/%u, hub %d) %.0f ms: body %d ops %d/%d "
-                "paused %d stream %p\n",
-                i, KIND_NAME[u->kind], u->plan, u->when_ms, u->hub ? u->hub->id : -1,
-                (double)(uv_hrtime() - u->t_start) / 1e6, u->body_calls, u->cb_calls, u->ops,
-                u->paused != NULL, (void *)u->stream_op);
-    }
-  if ((why || t->bad[0]) && getenv("ASCOPE_STORM_VERBOSE"))
-    for (int i = 0; i < S.nhubs; i++)
-      if (S.hubs[i].done_calls == 0)
-        fprintf(stderr, "open hub %d: type %d, served %d, ready %d, retired %d, cancelled %d\n", i,
-                S.hubs[i].type, S.hubs[i].assigned, S.hubs[i].ready, S.hubs[i].retired,
-                S.hubs[i].cancelled);
+  if ((why || t->bad[0]) && getenv("ASCOPE_STORM_VERBOSE")) dump_in_flight();
   if (why || t->bad[0])
     cr_assert_fail("task %d (%s, plan %d/%u ms, hub %d%s): %s; status %s, code '%s': %s; "
                    "body %d, ops %d, callbacks %d, finals %d",
@@ -872,6 +885,7 @@ static void task_done(ascope *s, int status, void *ud) {
   int o = status == 0 ? 0 : status == ASCOPE_ECANCELED ? 1 : status == ASCOPE_ETIMEDOUT ? 2 : 3;
   S.outcome[t->kind][o]++;
   if (++S.finished == S.total) uv_timer_stop(&S.kill_timer);
+  atomic_fetch_add(&watch.progress, 1);
   launch();
 }
 
@@ -1036,6 +1050,59 @@ static void root_done(ascope *s, int status, void *ud) {
   (void)ud;
   S.root_done_calls++;
   S.root_status = status;
+}
+
+/* ---- the watchdog -----------------------------------------------------------------------------
+ */
+
+/* A storm that stops making progress is a hang in a driver or the core, and
+ * ctest's timeout would only say "Timeout". A thread watches the count of
+ * scopes ended; when it stands still for ASCOPE_STORM_STALL_S seconds
+ * (default 120; the whole storm takes seconds) it prints the scopes in
+ * flight, the open hubs, the drivers' books and every thread's stack (when
+ * gdb is installed), then aborts. Its reads of the test's state race with
+ * the loop, which is acceptable: the process is about to abort. */
+static void watch_stalled(int secs) {
+  fprintf(stderr,
+          "storm: no scope ended for %d s: %d of %d ended, %d launched; pg connections %lld, "
+          "sql requests %lld, sqlite running %lld\n",
+          secs, S.finished, S.total, S.launched, (long long)ascope_postgres_stat("connections"),
+          (long long)ascope_sql_stat("requests"), (long long)ascope_sqlite_stat("running"));
+  dump_in_flight();
+  char cmd[200];
+  snprintf(cmd, sizeof cmd,
+           "command -v gdb >/dev/null && gdb -batch -nx -p %d -ex 'thread apply all bt' 2>&1 "
+           "| grep -v '^\\[New LWP' >&2",
+           (int)getpid());
+  if (system(cmd) != 0) fprintf(stderr, "storm: no stacks (gdb missing or refused)\n");
+  abort();
+}
+
+static void *watch_run(void *arg) {
+  (void)arg;
+  const char *v = getenv("ASCOPE_STORM_STALL_S");
+  int limit = v && *v ? atoi(v) : 120, still = 0, last = -1;
+  pthread_mutex_lock(&watch.mu);
+  while (!watch.over) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    pthread_cond_timedwait(&watch.cv, &watch.mu, &until);
+    int now = atomic_load(&watch.progress);
+    still = now == last ? still + 1 : 0;
+    last = now;
+    if (!watch.over && still >= limit) watch_stalled(still);
+  }
+  pthread_mutex_unlock(&watch.mu);
+  return NULL;
+}
+
+static void watch_end(void) {
+  pthread_mutex_lock(&watch.mu);
+  watch.over = true;
+  pthread_cond_signal(&watch.cv);
+  pthread_mutex_unlock(&watch.mu);
+  pthread_join(watch.thread, NULL);
 }
 
 /* ---- checks after the storm ------------------------------------------------------------------ */
@@ -1251,8 +1318,10 @@ Test(storm, every_driver_cancelled_and_disturbed) {
   ascope *root = ascope_new(S.rt);
   cr_assert_not_null(root);
   ascope_set_mode(root, ASCOPE_COLLECT_ALL);
+  cr_assert_eq(pthread_create(&watch.thread, NULL, watch_run, NULL), 0);
   cr_assert_eq(ascope_start(root, root_body, root_done, NULL), 0);
   cr_assert_eq(ascope_rt_run(S.rt), 0);
+  watch_end();
   double secs = (double)(uv_hrtime() - t0) / 1e9;
 
   /* Every scope ended, each exactly once (task_done fails at once on a
