@@ -1062,6 +1062,35 @@ static void root_done(ascope *s, int status, void *ud) {
  * flight, the open hubs, the drivers' books and every thread's stack (when
  * gdb is installed), then aborts. Its reads of the test's state race with
  * the loop, which is acceptable: the process is about to abort. */
+/* What the server's backends are doing, from a connection of the
+ * watchdog's own: a storm stalled on the server shows here. */
+static void dump_server(void) {
+  const char *dsn = getenv("ASCOPE_PG_DSN");
+  if (dsn == NULL) return;
+  PGconn *c = PQconnectdb(dsn);
+  if (PQstatus(c) != CONNECTION_OK) {
+    fprintf(stderr, "storm: the watchdog cannot connect: %s", PQerrorMessage(c));
+    PQfinish(c);
+    return;
+  }
+  fprintf(stderr, "storm: the disturber's backend is %d\n", S.killer ? PQbackendPID(S.killer) : 0);
+  PGresult *r = PQexec(c, "SELECT pid, application_name, backend_type, state, wait_event_type, "
+                          "wait_event, now() - query_start, left(query, 100) "
+                          "FROM pg_stat_activity WHERE pid <> pg_backend_pid() ORDER BY pid");
+  for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+    fprintf(stderr, "backend:");
+    for (int j = 0; j < PQnfields(r); j++) fprintf(stderr, " %s |", PQgetvalue(r, i, j));
+    fprintf(stderr, "\n");
+  }
+  PQclear(r);
+  r = PQexec(c, "SELECT pid, locktype, mode, relation::regclass FROM pg_locks WHERE NOT granted");
+  for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+    fprintf(stderr, "lock wait: pid %s %s %s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+            PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
+  PQclear(r);
+  PQfinish(c);
+}
+
 static void watch_stalled(int secs) {
   fprintf(stderr,
           "storm: no scope ended for %d s: %d of %d ended, %d launched; pg connections %lld, "
@@ -1069,6 +1098,7 @@ static void watch_stalled(int secs) {
           secs, S.finished, S.total, S.launched, (long long)ascope_postgres_stat("connections"),
           (long long)ascope_sql_stat("requests"), (long long)ascope_sqlite_stat("running"));
   dump_in_flight();
+  dump_server();
   char cmd[200];
   snprintf(cmd, sizeof cmd,
            "command -v gdb >/dev/null && gdb -batch -nx -p %d -ex 'thread apply all bt' 2>&1 "
