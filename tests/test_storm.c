@@ -1099,11 +1099,26 @@ static void watch_stalled(int secs) {
           (long long)ascope_sql_stat("requests"), (long long)ascope_sqlite_stat("running"));
   dump_in_flight();
   dump_server();
-  char cmd[200];
+  /* With the stacks, the PostgreSQL driver's books of each open shared
+   * connection: the requests it holds and what it waits for. */
+  char cmd[4096], ex[3000] = "";
+  size_t n = 0;
+  for (int i = 0; i < S.nhubs && n < sizeof ex - 400; i++) {
+    const hub *h = &S.hubs[i];
+    if (h->done_calls || h->res == NULL || (h->type != H_PG && h->type != H_PGTX)) continue;
+    const char *c = "((struct pg_state_mem *)%p)->c";
+    char conn[80];
+    snprintf(conn, sizeof conn, c, h->res);
+    n += (size_t)snprintf(
+        ex + n, sizeof ex - n,
+        " -ex 'p *%s' -ex 'p %s->steps[%s->step_head]' -ex 'p *%s->steps[%s->step_head].r'"
+        " -ex 'p %s->solo' -ex 'p %s->send_head' -ex 'p %s->victims'",
+        conn, conn, conn, conn, conn, conn, conn, conn);
+  }
   snprintf(cmd, sizeof cmd,
-           "command -v gdb >/dev/null && gdb -batch -nx -p %d -ex 'thread apply all bt' 2>&1 "
+           "command -v gdb >/dev/null && gdb -batch -nx -p %d -ex 'thread apply all bt'%s 2>&1 "
            "| grep -v '^\\[New LWP' >&2",
-           (int)getpid());
+           (int)getpid(), ex);
   if (system(cmd) != 0) fprintf(stderr, "storm: no stacks (gdb missing or refused)\n");
   abort();
 }
