@@ -18,6 +18,7 @@ struct rd_cmd {
   ascope *s;
   ascope_redis_cb cb;
   void *ud;
+  bool answering; /* its callback is running */
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
@@ -31,6 +32,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   }
   int status = r == NULL ? ASCOPE_ECLOSED : r->type == REDIS_REPLY_ERROR ? ASCOPE_EDRIVER : 0;
+  q->answering = true;
   int rc = q->cb ? q->cb(q->s, status, (const ascope_redis_reply *)r, q->ud) : status;
   ascope_op *op = q->op;
   free(q);
@@ -42,6 +44,10 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
 
 static void on_cancel(ascope_op *op) {
   struct rd_cmd *q = ascope_op_data(op);
+  /* Cancelled from its own callback (which failed or cancelled the scope):
+   * the reply is already delivered, and the operation ends with what the
+   * callback returns. Ending it here too would call the callback twice. */
+  if (q->answering) return;
   q->op = NULL; /* on_reply frees it */
   atomic_fetch_add(&rd_stat_cancelled, 1);
   int rc = q->cb ? q->cb(q->s, ASCOPE_ECANCELED, NULL, q->ud) : ASCOPE_ECANCELED;

@@ -149,6 +149,8 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
 
 static void on_cancel(ascope_op *op) {
   struct rd_sub *q = ascope_op_data(op);
+  /* from the final callback (op already taken): the stream is ending */
+  if (q->op == NULL) return;
   q->cancelled = true;
   if (!q->delivering) sub_end(q, ASCOPE_ECANCELED, NULL, true);
 }

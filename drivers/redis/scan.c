@@ -114,6 +114,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
 
 static void on_cancel(ascope_op *op) {
   struct rd_scan *q = ascope_op_data(op);
+  /* from the final callback (op already taken): the stream is ending */
+  if (q->op == NULL) return;
   q->cancelled = true;
   if (!q->delivering) scan_end(q, ASCOPE_ECANCELED, NULL);
 }

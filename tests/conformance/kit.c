@@ -411,7 +411,8 @@ int ascope_kit_op_done(ascope_kit_op *k, int status) {
     return UV_EIO; /* the failure "right after the step": the scope fails with it */
   }
   if (status < 0) return status;
-  if (!K.injected && k->index + 1 < (int)K.nops) start_op(cur_scope, k->index + 1);
+  if (!K.injected && k->index + 1 < (int)K.nops && !(K.d->flags & ASCOPE_KIT_OPS_PIPELINED))
+    start_op(cur_scope, k->index + 1);
   return 0;
 }
 
@@ -464,7 +465,13 @@ static void kit_body(ascope *s, void *ud) {
     ascope_fail(s, UV_EIO, "kit: failing right after the acquire");
     return;
   }
-  if (K.nops) start_op(s, 0);
+  if (K.d->flags & ASCOPE_KIT_OPS_PIPELINED) {
+    /* an injection ends the series: what follows would be refused */
+    for (unsigned i = 0; i < K.nops && !K.injected; i++)
+      if (start_op(s, (int)i) != 0) break;
+  } else if (K.nops) {
+    start_op(s, 0);
+  }
 }
 
 static void kit_done(ascope *s, int status, void *ud) {

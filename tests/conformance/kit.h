@@ -32,6 +32,11 @@ typedef struct ascope_kit_op ascope_kit_op;
  * stopped once sent (a statement on the server, a write on the threadpool).
  * Without it such an operation must end with a negative status. */
 #define ASCOPE_KIT_OPS_RUN_TO_END 1u
+/* The body starts all nops operations at once, instead of each from the
+ * previous one's callback: a driver that pipelines (many operations in
+ * flight on one connection, answered in order) then sees each injection
+ * while the operations behind the step are still in flight too. */
+#define ASCOPE_KIT_OPS_PIPELINED 2u
 
 typedef struct ascope_kit_driver {
   const char *name;            /* for the report */
