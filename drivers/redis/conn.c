@@ -3,14 +3,16 @@
  *
  * Every way out — release, abort, a failed or cancelled acquire, a lost
  * connection — goes through one close: hiredis's context is freed (which
- * answers whatever is still pending with a NULL reply), then the poll and
- * the timer close, and only when both close callbacks have run does
+ * answers whatever is still pending with a NULL reply), then the poll, the
+ * timer and the flush handle close, and only when their close callbacks have
+ * run does
  * ascope_res_done complete: the core reuses the state's memory at once.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 atomic_llong rd_stat_connections, rd_stat_opened, rd_stat_closed, rd_stat_aborted, rd_stat_commands,
@@ -45,8 +47,10 @@ static void finish_close(ascope_redis *c) {
     redisAsyncFree(c->ac);
     c->depth--;
   }
-  if (!uv_is_closing((uv_handle_t *)&c->timer))
+  if (!uv_is_closing((uv_handle_t *)&c->timer)) {
     uv_close((uv_handle_t *)&c->timer, rd_handle_closed);
+    uv_close((uv_handle_t *)&c->flush, rd_handle_closed);
+  }
   maybe_done(c);
 }
 
@@ -205,7 +209,8 @@ static void rd_acquire(ascope_res *res, const void *arg, const char *options) {
   uv_timer_init(c->loop, &c->timer); /* cannot fail */
   c->timer.data = c;
   uv_unref((uv_handle_t *)&c->timer);
-  c->open_handles = 1;
+  rd_flush_init(c);
+  c->open_handles = 2;
   atomic_fetch_add(&rd_stat_connections, 1);
   char err[256] = "";
   int rc = rd_target_parse(&c->t, arg, options, err, sizeof err);
@@ -268,10 +273,55 @@ int rd_usable(ascope_redis *c) {
   return 0;
 }
 
+/* n in decimal at p; returns the end. */
+static char *put_uint(char *p, size_t n) {
+  char tmp[24];
+  int k = 0;
+  do {
+    tmp[k++] = (char)('0' + n % 10);
+  } while ((n /= 10) != 0);
+  while (k) *p++ = tmp[--k];
+  return p;
+}
+
+/* The command in RESP, "*argc\r\n" then "$len\r\n<bytes>\r\n" per
+ * argument, formatted here rather than by redisAsyncCommandArgv: hiredis
+ * builds it in a fresh sds with sdscatfmt, several allocations and a
+ * format parse per argument, which was the largest single cost of a
+ * pipelined command. Small commands are formatted on the stack. */
 int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
             const size_t *lens) {
   if (c->ac == NULL) return ASCOPE_ECLOSED;
-  if (redisAsyncCommandArgv(c->ac, fn, priv, argc, argv, lens) != REDIS_OK)
+  size_t own_small[16], *own = NULL, total = 16; /* "*argc\r\n" */
+  const size_t *len = lens;
+  if (lens == NULL) {
+    own = argc <= 16 ? own_small : malloc((size_t)argc * sizeof *own);
+    if (own == NULL) return UV_ENOMEM;
+    for (int i = 0; i < argc; i++) own[i] = strlen(argv[i]);
+    len = own;
+  }
+  for (int i = 0; i < argc; i++) total += len[i] + 26; /* "$" len "\r\n" bytes "\r\n" */
+  char small[512], *buf = total <= sizeof small ? small : malloc(total);
+  if (buf == NULL) {
+    if (own != own_small) free(own);
+    return UV_ENOMEM;
+  }
+  char *p = buf;
+  *p++ = '*';
+  p = put_uint(p, (size_t)argc);
+  *p++ = '\r', *p++ = '\n';
+  for (int i = 0; i < argc; i++) {
+    *p++ = '$';
+    p = put_uint(p, len[i]);
+    *p++ = '\r', *p++ = '\n';
+    memcpy(p, argv[i], len[i]);
+    p += len[i];
+    *p++ = '\r', *p++ = '\n';
+  }
+  if (own != own_small) free(own);
+  int rc = redisAsyncFormattedCommand(c->ac, fn, priv, buf, (size_t)(p - buf));
+  if (buf != small) free(buf);
+  if (rc != REDIS_OK)
     return c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING) ? ASCOPE_ECLOSED : UV_ENOMEM;
   atomic_fetch_add(&rd_stat_commands, 1);
   if (fn) {

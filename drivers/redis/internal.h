@@ -37,12 +37,15 @@ struct ascope_redis {
   uv_loop_t *loop;
   redisAsyncContext *ac; /* NULL once hiredis freed it */
   struct rd_target t;
-  uv_poll_t poll;   /* hiredis's socket */
-  uv_timer_t timer; /* the connect deadline */
+  uv_poll_t poll;     /* hiredis's socket */
+  uv_timer_t timer;   /* the connect deadline */
+  uv_prepare_t flush; /* writes commands sent outside on_poll, before the loop blocks */
   unsigned open_handles;
   int events;         /* what hiredis asked to watch */
   int applied;        /* what the poll watches */
   bool read_paused;   /* a paused subscription: the socket is not read */
+  bool in_poll;       /* on_poll runs: it writes what its callbacks sent */
+  bool write_blocked; /* the socket took less than hiredis had: watch for writable */
   unsigned depth;     /* calls into hiredis on the stack */
   unsigned handshake; /* AUTH / SELECT / PING replies still to come */
   bool acquired, closing, close_pending, done;
@@ -57,6 +60,7 @@ struct ascope_redis {
 /* Watches ac's socket for hiredis: its event hooks on a uv_poll. */
 int rd_attach(ascope_redis *c);
 void rd_update_poll(ascope_redis *c);
+void rd_flush_init(ascope_redis *c); /* the prepare handle, unstarted */
 
 /* ---- the connection (conn.c) ----------------------------------------------------- */
 extern const ascope_driver rd_driver;
