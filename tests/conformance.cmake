@@ -28,3 +28,29 @@ endif()
 if(TARGET ascope-redis)
   ascope_conformance(test_conformance_redis LIBS ascope-redis LABELS redis)
 endif()
+
+# The SQL conformance suite (conformance/sql_suite.[ch]): the same cases on
+# every SQL driver, each runner describing its own. Compiled once per runner
+# under a suite name of its own (sql_sqlite…), so a report names the driver.
+# Labelled like the driver's own tests, "tsan" included (there on the
+# Criterion stand-in): statements are handed to threads either way.
+set(_sql_suite_opts)
+if(TARGET mini_criterion)
+  list(APPEND _sql_suite_opts MINI_UNDER_TSAN)
+endif()
+function(ascope_sql_conformance name suite)
+  cmake_parse_arguments(C "" "" "LIBS;LABELS" ${ARGN})
+  ascope_test(${name} ${_kit}/${name}.c ${_kit}/sql_suite.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c
+    LIBS ${C_LIBS} LABELS "${C_LABELS}" ${_sql_suite_opts})
+  target_include_directories(${name} PRIVATE ${_kit})
+  target_compile_definitions(${name} PRIVATE ASCOPE_SQL_SUITE_NAME=${suite})
+endfunction()
+if(TARGET ascope-sqlite)
+  ascope_sql_conformance(test_conformance_sql_sqlite sql_sqlite LIBS ascope-sqlite
+    LABELS sqlite tsan)
+endif()
+if(TARGET ascope-postgres)
+  ascope_sql_conformance(test_conformance_sql_postgres sql_postgres
+    LIBS ascope-postgres PkgConfig::LIBPQ_T LABELS postgres tsan)
+endif()

@@ -220,10 +220,13 @@ static void exec_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
   case PGRES_SINGLE_TUPLE:
   case PGRES_TUPLES_OK:
     if (r->kind == K_QUERY || r->kind == K_STREAM) take_rows(r, res);
-    r->changes = strtoll(PQcmdTuples(res), NULL, 10);
+    /* Rows a SELECT returned are not rows it changed (docs/sql.md); a
+     * command's own count is (INSERT ... RETURNING). A query's is 0. */
+    if (r->kind == K_EXEC && strncmp(PQcmdStatus(res), "SELECT", 6) != 0)
+      r->changes = strtoll(PQcmdTuples(res), NULL, 10);
     break;
   case PGRES_COMMAND_OK:
-    r->changes = strtoll(PQcmdTuples(res), NULL, 10);
+    if (r->kind != K_QUERY && r->kind != K_STREAM) r->changes = strtoll(PQcmdTuples(res), NULL, 10);
     /* COMMIT in a transaction an error had aborted answers "ROLLBACK". */
     if (r->kind == K_TX && r->tx_action == ASCOPE_SQL_TX_COMMIT && r->tx_depth == 0 &&
         strcmp(PQcmdStatus(res), "ROLLBACK") == 0)

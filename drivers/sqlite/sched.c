@@ -167,6 +167,11 @@ static void hop_work(uv_work_t *w) {
     else
       sq_remove(c, j);
     answer(c, j);
+    /* A cancelled job ends the hop: its scope's other statements, queued
+     * behind it, are being cancelled on the loop thread right now (one
+     * ascope_cancel cancels them in turn), and must be dropped there, not
+     * run here first. The next hop starts from the loop, after that. */
+    if (atomic_load(&j->cancelled)) break;
     if (++n % 32 == 0 && uv_hrtime() - t0 > HOP_NS && sq_sched_waiting(c->sched)) break;
   }
   bool close = c->aborted && c->db;

@@ -171,9 +171,11 @@ static void run_once(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st, bo
       return;
     }
   }
-  if (rc == SQLITE_DONE)
-    set_changes(c, j, before, true);
-  else if (busy_retry(c, j, rc, ascope_rows_count(rows) > 0))
+  if (rc == SQLITE_DONE) {
+    /* a query's counts are 0 (docs/sql.md): SQLite's last insert rowid is
+     * the connection's, left by whatever statement inserted last */
+    if (!query) set_changes(c, j, before, true);
+  } else if (busy_retry(c, j, rc, ascope_rows_count(rows) > 0))
     ascope_rows_clear(rows);
   else
     sq_fail(c, j, rc);
