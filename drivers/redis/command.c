@@ -18,8 +18,43 @@ struct rd_cmd {
   ascope *s;
   ascope_redis_cb cb;
   void *ud;
-  bool answering; /* its callback is running */
+  bool answering;      /* its callback is running */
+  struct rd_cmd *next; /* in the connection's pool */
 };
+
+/* Command records are recycled on their connection: with many commands
+ * pipelined, an allocation and a free each showed in the profile. The pool
+ * keeps at most POOL_MAX and goes with the connection (rd_cmd_pool_free,
+ * once hiredis answered every command it held). */
+#define POOL_MAX 256
+
+static struct rd_cmd *cmd_get(ascope_redis *c) {
+  struct rd_cmd *q = c->cmd_pool;
+  if (q == NULL) return malloc(sizeof *q);
+  c->cmd_pool = q->next;
+  c->cmd_pooled--;
+  return q;
+}
+
+static void cmd_put(struct rd_cmd *q) {
+  ascope_redis *c = q->c;
+  if (c->cmd_pooled >= POOL_MAX) {
+    free(q);
+    return;
+  }
+  q->next = c->cmd_pool;
+  c->cmd_pool = q;
+  c->cmd_pooled++;
+}
+
+void rd_cmd_pool_free(ascope_redis *c) {
+  while (c->cmd_pool) {
+    struct rd_cmd *q = c->cmd_pool;
+    c->cmd_pool = q->next;
+    free(q);
+  }
+  c->cmd_pooled = 0;
+}
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   struct rd_cmd *q = priv;
@@ -28,14 +63,14 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   if (r && q->c->inflight) q->c->inflight--;
   if (q->op == NULL) {
     if (r) atomic_fetch_add(&rd_stat_dropped, 1);
-    free(q);
+    cmd_put(q);
     return;
   }
   int status = r == NULL ? ASCOPE_ECLOSED : r->type == REDIS_REPLY_ERROR ? ASCOPE_EDRIVER : 0;
   q->answering = true;
   int rc = q->cb ? q->cb(q->s, status, (const ascope_redis_reply *)r, q->ud) : status;
   ascope_op *op = q->op;
-  free(q);
+  cmd_put(q);
   if (r == NULL && rc < 0)
     ascope_op_end(op, rc, NULL, "the connection was closed before the reply came");
   else
@@ -61,18 +96,18 @@ int ascope_redis_command(ascope *s, ascope_redis *c, int argc, const char **argv
     if (argv[i] == NULL) return UV_EINVAL;
   int rc = rd_usable(c);
   if (rc) return rc;
-  struct rd_cmd *q = malloc(sizeof *q);
+  struct rd_cmd *q = cmd_get(c);
   if (q == NULL) return UV_ENOMEM;
   *q = (struct rd_cmd){.c = c, .s = s, .cb = cb, .ud = ud};
   q->op = ascope_op_begin(s, &rd_driver, on_cancel, q);
   if (q->op == NULL) {
-    free(q);
+    cmd_put(q);
     return ASCOPE_ECANCELED;
   }
   rc = rd_send(c, on_reply, q, argc, argv, lens);
   if (rc) {
     ascope_op_end(q->op, 0, NULL, NULL); /* nothing happened: the scope is not failed */
-    free(q);
+    cmd_put(q);
   }
   return rc;
 }

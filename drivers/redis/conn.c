@@ -24,6 +24,7 @@ static void maybe_done(ascope_redis *c) {
   if (c->open_handles || c->ac || !c->closing || c->done) return;
   c->done = true;
   rd_target_free(&c->t);
+  rd_cmd_pool_free(c); /* hiredis answered every command with its context */
   atomic_fetch_sub(&rd_stat_connections, 1);
   int status = c->fail_status;
   char code[sizeof c->fail_code], msg[sizeof c->fail_msg];
@@ -184,6 +185,7 @@ static int connect_start(ascope_redis *c, char *err, size_t errlen) {
     return ASCOPE_EDRIVER;
   }
   c->ac->data = c;
+  c->ac->c.reader->fn = &rd_reply_fns; /* before any reply is read */
   int rc = rd_attach(c);
   if (rc) {
     snprintf(err, errlen, "cannot watch the socket: %s", uv_strerror(rc));

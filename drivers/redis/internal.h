@@ -31,6 +31,7 @@ int rd_target_parse(struct rd_target *t, const char *target, const char *options
 void rd_target_free(struct rd_target *t); /* wipes the password */
 
 struct rd_sub;
+struct rd_cmd;
 
 struct ascope_redis {
   ascope_res *res;
@@ -49,7 +50,9 @@ struct ascope_redis {
   unsigned depth;     /* calls into hiredis on the stack */
   unsigned handshake; /* AUTH / SELECT / PING replies still to come */
   bool acquired, closing, close_pending, done;
-  size_t inflight; /* commands awaiting replies */
+  size_t inflight;         /* commands awaiting replies */
+  struct rd_cmd *cmd_pool; /* command records to reuse (command.c) */
+  unsigned cmd_pooled;
   struct rd_sub *sub;
   int fail_status;
   char fail_code[32];
@@ -73,9 +76,15 @@ int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const ch
             const size_t *lens);
 int rd_usable(ascope_redis *c); /* 0, ASCOPE_ECLOSED or ASCOPE_EBUSY */
 
+/* ---- commands (command.c) --------------------------------------------------------- */
+void rd_cmd_pool_free(ascope_redis *c); /* when no command of c is left */
+
 /* ---- replies (reply.c) ------------------------------------------------------------- */
 redisReply *rd_reply_dup(const redisReply *r); /* a deep copy; NULL: no memory */
 void rd_reply_free(redisReply *r);
+/* The reader's reply objects, one allocation each (a connection's reader
+ * uses them from its connect on). */
+extern redisReplyObjectFunctions rd_reply_fns;
 /* An error reply's code (its first word, when upper case; else "ERR"). */
 void rd_error_code(const redisReply *r, char *code, size_t cap);
 /* Ends op with rc, adding the reply's error when it is one. */

@@ -73,6 +73,76 @@ void rd_reply_free(redisReply *r) {
   free(r);
 }
 
+/* ---- the reader's objects ----------------------------------------------------------
+ * hiredis's own make a string reply in two allocations (the object, then
+ * its bytes) and an array in two (the object, then its element pointers);
+ * these make each in one, the bytes or the pointers right after the
+ * object, which a pipelined GET or SET pays once per reply. They are the
+ * reader's objects, made while hiredis parses and freed by it through
+ * freeObject: plain malloc, as hiredis's are (a failure is the reader's
+ * "out of memory", which closes the connection). */
+
+static void *link_to_parent(const redisReadTask *task, redisReply *r) {
+  if (task->parent) ((redisReply *)task->parent->obj)->element[task->idx] = r;
+  return r;
+}
+
+static redisReply *new_reply(int type, size_t extra) {
+  redisReply *r = malloc(sizeof *r + extra);
+  if (r) *r = (redisReply){.type = type};
+  return r;
+}
+
+static void *make_string(const redisReadTask *task, char *str, size_t len) {
+  redisReply *r = new_reply(task->type, len + 1);
+  if (r == NULL) return NULL;
+  r->str = (char *)(r + 1);
+  memcpy(r->str, str, len);
+  r->str[len] = '\0';
+  r->len = len;
+  return link_to_parent(task, r);
+}
+
+static void *make_array(const redisReadTask *task, int elements) {
+  size_t n = elements > 0 ? (size_t)elements : 0;
+  redisReply *r = new_reply(REDIS_REPLY_ARRAY, n * sizeof(redisReply *));
+  if (r == NULL) return NULL;
+  r->elements = n;
+  if (n) {
+    r->element = (redisReply **)(r + 1);
+    memset(r->element, 0, n * sizeof(redisReply *)); /* a parse cut short frees what is there */
+  }
+  return link_to_parent(task, r);
+}
+
+static void *make_integer(const redisReadTask *task, long long value) {
+  redisReply *r = new_reply(REDIS_REPLY_INTEGER, 0);
+  if (r == NULL) return NULL;
+  r->integer = value;
+  return link_to_parent(task, r);
+}
+
+static void *make_nil(const redisReadTask *task) {
+  redisReply *r = new_reply(REDIS_REPLY_NIL, 0);
+  return r ? link_to_parent(task, r) : NULL;
+}
+
+static void free_object(void *obj) {
+  redisReply *r = obj;
+  if (r == NULL) return;
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+    free_object(r->element[i]);
+  free(r);
+}
+
+redisReplyObjectFunctions rd_reply_fns = {
+    .createString = make_string,
+    .createArray = make_array,
+    .createInteger = make_integer,
+    .createNil = make_nil,
+    .freeObject = free_object,
+};
+
 void rd_error_code(const redisReply *r, char *code, size_t cap) {
   size_t n = 0;
   while (n < r->len && n + 1 < cap && isupper((unsigned char)r->str[n])) n++;
