@@ -38,7 +38,7 @@ set(_sql_suite_opts)
 if(TARGET mini_criterion)
   list(APPEND _sql_suite_opts MINI_UNDER_TSAN)
 endif()
-function(ascope_sql_conformance name suite)
+function(sql_conformance_runner name suite)
   cmake_parse_arguments(C "" "" "LIBS;LABELS" ${ARGN})
   ascope_test(${name} ${_kit}/${name}.c ${_kit}/sql_suite.c
     ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c
@@ -47,10 +47,10 @@ function(ascope_sql_conformance name suite)
   target_compile_definitions(${name} PRIVATE ASCOPE_SQL_SUITE_NAME=${suite})
 endfunction()
 if(TARGET ascope-sqlite)
-  ascope_sql_conformance(test_conformance_sql_sqlite sql_sqlite LIBS ascope-sqlite
+  sql_conformance_runner(test_conformance_sql_sqlite sql_sqlite LIBS ascope-sqlite
     LABELS sqlite tsan)
 endif()
 if(TARGET ascope-postgres)
-  ascope_sql_conformance(test_conformance_sql_postgres sql_postgres
+  sql_conformance_runner(test_conformance_sql_postgres sql_postgres
     LIBS ascope-postgres PkgConfig::LIBPQ_T LABELS postgres tsan)
 endif()

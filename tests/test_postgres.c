@@ -346,19 +346,6 @@ Test(postgres, errors_carry_sqlstate_message_detail_and_hint) {
   cr_assert_eq(e.after.first, 1);
 }
 
-static void unhandled_body(ascope *s, t_scope *t) {
-  (void)t;
-  ascope_sql_query(s, ascope_resource(s, 0), "SELECT 1/0", NULL, NULL, NULL);
-}
-
-Test(postgres, an_unhandled_error_fails_the_scope_with_its_code) {
-  t_scope t = {.body = unhandled_body};
-  cr_assert_eq(t_run_db(&t, NULL), ASCOPE_EDRIVER);
-  cr_assert_str_eq(t.driver, "postgres");
-  cr_assert_str_eq(t.code, "22012");
-  cr_assert(strstr(t.msg, "division by zero"), "%s", t.msg);
-}
-
 /* ---- scripts ------------------------------------------------------------------------------ */
 
 struct script {

@@ -355,25 +355,6 @@ Test(postgres_faults, a_failing_commit_is_the_scope_error) {
   cr_assert_eq(t_raw_int(t_sql("SELECT count(*) FROM %s", t_name("defer"))), 0);
 }
 
-static void insert_then_wait(ascope *s, t_scope *t) {
-  (void)t;
-  ascope_sql *db = ascope_resource(s, 0);
-  ascope_sql_exec(s, db, t_sql("INSERT INTO %s VALUES (1)", t_name("defer")), NULL, NULL, NULL);
-  ascope_sql_query(s, db, LONG_SLEEP, NULL, NULL, NULL);
-}
-
-Test(postgres_faults, a_cancelled_scope_rolls_its_transaction_back) {
-  t_raw(t_sql("CREATE TABLE %s(id int)", t_name("defer")));
-  t_scope t = {.body = insert_then_wait};
-  struct canceller c = {.s = ascope_new(T_rt)};
-  ascope_use_postgres(c.s, t_dsn(), NULL);
-  ascope_use_sql_tx_at(c.s, ascope_postgres(), 0, NULL);
-  when(sleeping, cancel_now, &c); /* the INSERT ran, in the transaction */
-  cr_assert_eq(t_run(c.s, &t), ASCOPE_ECANCELED);
-  cr_assert_eq(t.nerr, 1, "the rollback went well");
-  cr_assert_eq(t_raw_int(t_sql("SELECT count(*) FROM %s", t_name("defer"))), 0);
-}
-
 /* A COMMIT that outlives the release timeout (a deferred trigger sleeps):
  * the core aborts the transaction use, the connection's release stops the
  * server's work (a cancel request) and closes; nothing is committed. */

@@ -140,24 +140,6 @@ Test(postgres_stream, a_deadline_ends_a_paused_stream) {
   cr_assert_eq(r->behind.status, ASCOPE_ECANCELED);
 }
 
-static void failing_stream_body(ascope *s, t_scope *t) {
-  struct reader *r = (struct reader *)t;
-  r->db = ascope_resource(s, 0);
-  r->order_ok = true;
-  ascope_sql_stream(s, r->db, "SELECT g, 1 / (2000 - g) FROM generate_series(1, 3000) g", NULL,
-                    on_batch, r, &r->op);
-}
-
-Test(postgres_stream, an_error_midway_ends_the_stream_with_it) {
-  struct reader r = {.t.body = failing_stream_body};
-  cr_assert_eq(t_run_db(&r.t, "batch=100"), ASCOPE_EDRIVER);
-  cr_assert_str_eq(r.t.code, "22012");
-  cr_assert_eq(r.ends, 1);
-  cr_assert_eq(r.end_status, ASCOPE_EDRIVER);
-  cr_assert_lt(r.rows, 2000);
-  cr_assert(r.order_ok);
-}
-
 /* ---- COPY ------------------------------------------------------------------------------ */
 
 #define MILLION 1000000

@@ -341,26 +341,6 @@ Test(sqlite, errors_reach_the_callback_with_names) {
   cr_assert_eq(e.ok_after.first, 1);
 }
 
-static void unhandled_body(ascope *s, t_scope *t) {
-  (void)t;
-  ascope_sql *db = ascope_resource(s, 0);
-  ascope_sql_exec(s, db, "CREATE TABLE u(k UNIQUE); INSERT INTO u VALUES (1)", NULL, NULL, NULL);
-  ascope_sql_exec(s, db, "INSERT INTO u VALUES (1)", NULL, NULL,
-                  NULL); /* NULL cb: fails the scope */
-  /* Queued behind it: like a pipeline it may already have run when the
-   * failure reaches the loop (a transaction makes the three all or nothing). */
-  ascope_sql_exec(s, db, "INSERT INTO u VALUES (2)", NULL, NULL, NULL);
-}
-
-Test(sqlite, an_unhandled_error_fails_the_scope) {
-  t_scope t = {.body = unhandled_body};
-  cr_assert_eq(t_run_db(&t, t_path("e.db"), NULL), ASCOPE_EDRIVER);
-  cr_assert_str_eq(t.driver, "sqlite");
-  cr_assert_str_eq(t.code, "SQLITE_CONSTRAINT_UNIQUE");
-  cr_assert(strstr(t.msg, "UNIQUE constraint failed"), "%s", t.msg);
-  cr_assert_eq(t_raw_int(t_path("e.db"), "SELECT count(*) FROM u WHERE k = 1"), 1);
-}
-
 Test(sqlite, code_names) {
   cr_assert_str_eq(ascope_sqlite_code_name(SQLITE_BUSY_SNAPSHOT), "SQLITE_BUSY_SNAPSHOT");
   cr_assert_str_eq(ascope_sqlite_code_name(SQLITE_IOERR_SHORT_READ), "SQLITE_IOERR_SHORT_READ");

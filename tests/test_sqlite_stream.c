@@ -1,5 +1,8 @@
-/* Streams, the `async for`: rows in bounded batches, pause and resume,
- * stop, errors and cancellation in the middle of a result. */
+/* Streams, the `async for`, where SQLite has more to show than the SQL
+ * conformance suite (tests/conformance/sql_suite.c, which runs batches,
+ * pause and resume, stop, errors and cancellation on every SQL driver): a
+ * million rows in bounded memory, big values ending a batch early, a
+ * deadline on a paused stream, a NULL callback. */
 #include "sqlite_support.h"
 
 #include <stdio.h>
@@ -18,9 +21,7 @@ struct st {
   int batches, finals, final_status, paused_now, during_pause, resumes;
   int64_t rows, next, max_batch_rows, disorder;
   size_t max_memory;
-  int stop_at, fail_at, pause_every, pause_last, resume_inside;
-  char code[64], msg[128];
-  int64_t after_count;
+  int pause_every;
 };
 
 static void resume_later(void *ud) {
@@ -36,10 +37,6 @@ static int on_rows(ascope *s, int status, ascope_rows *rows, void *ud) {
   if (rows == NULL) { /* the final call */
     x->finals++;
     x->final_status = status;
-    if (status < 0) {
-      snprintf(x->code, sizeof x->code, "%s", ascope_sql_errcode(x->db));
-      snprintf(x->msg, sizeof x->msg, "%s", ascope_sql_errmsg(x->db));
-    }
     return 0;
   }
   cr_assert_eq(status, 0);
@@ -56,25 +53,12 @@ static int on_rows(ascope *s, int status, ascope_rows *rows, void *ud) {
     x->next = v;
   }
   x->rows += (int64_t)n;
-  if (x->stop_at && x->batches == x->stop_at) return ASCOPE_STOP;
-  if (x->fail_at && x->batches == x->fail_at) return UV_EPROTO;
-  if (x->resume_inside) {
-    cr_assert_eq(ascope_op_resume(x->op), 0); /* before the PAUSE: the PAUSE is void */
-    return ASCOPE_PAUSE;
-  }
-  if ((x->pause_every && x->batches % x->pause_every == 0) || x->pause_last) {
+  if (x->pause_every && x->batches % x->pause_every == 0) {
     x->paused_now = 1;
     t_after(1, resume_later, x);
     return ASCOPE_PAUSE;
   }
   return ASCOPE_CONTINUE;
-}
-
-static int count_after(ascope *s, int status, ascope_rows *rows, void *ud) {
-  (void)s;
-  cr_assert_eq(status, 0);
-  ((struct st *)ud)->after_count = ascope_rows_int64(rows, 0, 0);
-  return 0;
 }
 
 static const char *stream_sql;
@@ -92,24 +76,6 @@ static int run_stream(struct st *x, const char *sql, const char *options) {
   int status = t_run_db(&x->t, t_path("s.db"), options);
   cr_assert_eq(x->disorder, 0, "rows arrive in order");
   return status;
-}
-
-Test(sqlite_stream, rows_in_batches_then_the_end) {
-  struct st x = {0};
-  cr_assert_eq(run_stream(&x, SERIES(1000) "SELECT x FROM c", "batch=100"), 0, "%s", x.t.msg);
-  cr_assert_eq(x.rows, 1000);
-  cr_assert_eq(x.batches, 10);
-  cr_assert_eq(x.max_batch_rows, 100);
-  cr_assert_eq(x.finals, 1);
-  cr_assert_eq(x.final_status, 0);
-}
-
-Test(sqlite_stream, an_empty_result_has_only_the_end) {
-  struct st x = {0};
-  cr_assert_eq(run_stream(&x, "SELECT 1 AS x WHERE 0", NULL), 0);
-  cr_assert_eq(x.batches, 0);
-  cr_assert_eq(x.finals, 1);
-  cr_assert_eq(x.final_status, 0);
 }
 
 static long rss_kb(void) {
@@ -156,65 +122,7 @@ Test(sqlite_stream, big_values_end_a_batch_early) {
   cr_assert_lt(x.max_memory, 2 * 1024 * 1024);
 }
 
-Test(sqlite_stream, a_paused_last_batch_waits_for_resume) {
-  struct st x = {.pause_last = 1};
-  cr_assert_eq(run_stream(&x, SERIES(15) "SELECT x FROM c", "batch=10"), 0);
-  cr_assert_eq(x.batches, 2);
-  cr_assert_eq(x.resumes, 2);
-  cr_assert_eq(x.finals, 1);
-  cr_assert_eq(x.during_pause, 0);
-}
-
-Test(sqlite_stream, resume_inside_the_callback_voids_its_pause) {
-  struct st x = {.resume_inside = 1};
-  cr_assert_eq(run_stream(&x, SERIES(1000) "SELECT x FROM c", "batch=100"), 0);
-  cr_assert_eq(x.rows, 1000);
-  cr_assert_eq(x.finals, 1);
-}
-
-/* ---- stop, fail, error, cancel ------------------------------------------------------------- */
-
-static void stop_body(ascope *s, t_scope *t) {
-  struct st *x = (struct st *)t;
-  stream_body(s, t);
-  /* Queued behind the stream: runs once it stopped, and can write, so the
-   * stream's statement no longer holds the database. */
-  ascope_sql_exec(s, x->db, "CREATE TABLE w(v); INSERT INTO w VALUES (1)", NULL, NULL, NULL);
-  ascope_sql_query(s, x->db, "SELECT count(*) FROM w", NULL, count_after, x);
-}
-
-Test(sqlite_stream, stop_ends_it_with_ok_and_frees_the_connection) {
-  struct st x = {.stop_at = 3};
-  stream_sql = SERIES(100000) "SELECT x FROM c";
-  x.t.body = stop_body;
-  cr_assert_eq(t_run_db(&x.t, t_path("s.db"), "batch=100"), 0, "%s", x.t.msg);
-  cr_assert_eq(x.batches, 3);
-  cr_assert_eq(x.rows, 300);
-  cr_assert_eq(x.finals, 0, "no call after STOP");
-  cr_assert_eq(x.after_count, 1);
-}
-
-Test(sqlite_stream, a_negative_return_fails_the_scope) {
-  struct st x = {.fail_at = 2};
-  cr_assert_eq(run_stream(&x, SERIES(100000) "SELECT x FROM c", "batch=100"), UV_EPROTO);
-  cr_assert_eq(x.batches, 2);
-  cr_assert_eq(x.finals, 0);
-}
-
-Test(sqlite_stream, an_error_mid_stream_is_the_end_status) {
-  struct st x = {0};
-  cr_assert_eq(
-      run_stream(&x,
-                 SERIES(1000) "SELECT CASE WHEN x = 700 THEN abs(-9223372036854775807 - 1) "
-                              "ELSE x END AS x FROM c",
-                 "batch=256"),
-      0, "the callback handled it");
-  cr_assert_eq(x.rows, 512);
-  cr_assert_eq(x.finals, 1);
-  cr_assert_eq(x.final_status, ASCOPE_EDRIVER);
-  cr_assert_str_eq(x.code, "SQLITE_ERROR");
-  cr_assert(strstr(x.msg, "integer overflow"), "%s", x.msg);
-}
+/* ---- a deadline, a NULL callback ---------------------------------------------------------- */
 
 static int pause_forever(ascope *s, int status, ascope_rows *rows, void *ud) {
   (void)s;

@@ -1,16 +1,16 @@
 /* Transactions as uses: BEGIN on acquire, COMMIT or ROLLBACK by the scope's
- * outcome, savepoints when nested. Every outcome is checked against the
- * database file itself, read with plain sqlite3. */
+ * outcome, savepoints when nested. The cases every SQL driver shares
+ * (commit, rollback on a failure, a deadline, a cancel) are the SQL
+ * conformance suite's (tests/conformance/sql_suite.c); here, SQLite's own:
+ * BEGIN modes and locks, a failed COMMIT, SQLite's own rollback. Every
+ * outcome is checked against the database file itself, read with plain
+ * sqlite3. */
 #include "sqlite_support.h"
 
 #include <sqlite3.h>
 #include <string.h>
 
 TestSuite(sqlite_tx, .init = t_init, .fini = t_fini);
-
-#define LONG_QUERY                                                                                 \
-  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "          \
-  "SELECT count(*) FROM c"
 
 static const char *db_path(void) {
   return t_path("tx.db");
@@ -56,14 +56,6 @@ static void commit_body(ascope *s, t_scope *t) {
   insert(s, db, "b", NULL, NULL);
 }
 
-Test(sqlite_tx, ok_commits) {
-  schema();
-  t_scope t = {.body = commit_body};
-  cr_assert_eq(run_tx(&t, NULL, 0), 0, "%s", t.msg);
-  cr_assert_eq(rows_with("a"), 1);
-  cr_assert_eq(rows_with("b"), 1);
-}
-
 Test(sqlite_tx, begin_modes) {
   schema();
   const char *modes[] = {"begin=deferred", "begin=immediate", "begin=exclusive"};
@@ -92,59 +84,6 @@ Test(sqlite_tx, op_error_rolls_back) {
   cr_assert_eq(run_tx(&t, NULL, 0), ASCOPE_EDRIVER);
   cr_assert_str_eq(t.code, "SQLITE_ERROR");
   cr_assert(strstr(t.msg, "no such table"), "%s", t.msg);
-  cr_assert_eq(rows_with("x"), 0);
-}
-
-static int fail_after_insert(ascope *s, int status, ascope_rows *rows, void *ud) {
-  (void)rows;
-  (void)ud;
-  cr_assert_eq(status, 0);
-  ascope_fail(s, UV_EPROTO, "the body changed its mind");
-  return 0;
-}
-
-static void fail_body(ascope *s, t_scope *t) {
-  (void)t;
-  insert(s, ascope_resource(s, 0), "x", fail_after_insert, NULL);
-}
-
-Test(sqlite_tx, ascope_fail_rolls_back) {
-  schema();
-  t_scope t = {.body = fail_body};
-  cr_assert_eq(run_tx(&t, NULL, 0), UV_EPROTO);
-  cr_assert_str_eq(t.msg, "the body changed its mind");
-  cr_assert_eq(rows_with("x"), 0);
-}
-
-static void slow_body(ascope *s, t_scope *t) {
-  (void)t;
-  ascope_sql *db = ascope_resource(s, 0);
-  insert(s, db, "x", NULL, NULL);
-  ascope_sql_query(s, db, LONG_QUERY, NULL, NULL, NULL);
-}
-
-Test(sqlite_tx, deadline_rolls_back) {
-  schema();
-  t_scope t = {.body = slow_body};
-  cr_assert_eq(run_tx(&t, NULL, 100), ASCOPE_ETIMEDOUT);
-  cr_assert_lt(t.t_done - t.t_start, 2000, "the long query was interrupted");
-  cr_assert_eq(rows_with("x"), 0);
-}
-
-static void cancel_it(void *ud) {
-  ascope_cancel(ud);
-}
-
-static void cancelled_body(ascope *s, t_scope *t) {
-  slow_body(s, t);
-  t_after(50, cancel_it, s);
-}
-
-Test(sqlite_tx, cancel_rolls_back) {
-  schema();
-  t_scope t = {.body = cancelled_body};
-  cr_assert_eq(run_tx(&t, NULL, 0), ASCOPE_ECANCELED);
-  cr_assert_lt(t.t_done - t.t_start, 2000);
   cr_assert_eq(rows_with("x"), 0);
 }
 
