@@ -11,9 +11,12 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <hiredis/sds.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 atomic_llong rd_stat_connections, rd_stat_opened, rd_stat_closed, rd_stat_aborted, rd_stat_commands,
     rd_stat_cancelled, rd_stat_dropped, rd_stat_max_pipeline;
@@ -286,29 +289,9 @@ static char *put_uint(char *p, size_t n) {
   return p;
 }
 
-/* The command in RESP, "*argc\r\n" then "$len\r\n<bytes>\r\n" per
- * argument, formatted here rather than by redisAsyncCommandArgv: hiredis
- * builds it in a fresh sds with sdscatfmt, several allocations and a
- * format parse per argument, which was the largest single cost of a
- * pipelined command. Small commands are formatted on the stack. */
-int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
-            const size_t *lens) {
-  if (c->ac == NULL) return ASCOPE_ECLOSED;
-  size_t own_small[16], *own = NULL, total = 16; /* "*argc\r\n" */
-  const size_t *len = lens;
-  if (lens == NULL) {
-    own = argc <= 16 ? own_small : malloc((size_t)argc * sizeof *own);
-    if (own == NULL) return UV_ENOMEM;
-    for (int i = 0; i < argc; i++) own[i] = strlen(argv[i]);
-    len = own;
-  }
-  for (int i = 0; i < argc; i++) total += len[i] + 26; /* "$" len "\r\n" bytes "\r\n" */
-  char small[512], *buf = total <= sizeof small ? small : malloc(total);
-  if (buf == NULL) {
-    if (own != own_small) free(own);
-    return UV_ENOMEM;
-  }
-  char *p = buf;
+/* The command in RESP at p, "*argc\r\n" then "$len\r\n<bytes>\r\n" per
+ * argument; returns the end. At most resp_size(...) bytes. */
+static char *put_resp(char *p, int argc, const char **argv, const size_t *len) {
   *p++ = '*';
   p = put_uint(p, (size_t)argc);
   *p++ = '\r', *p++ = '\n';
@@ -320,11 +303,87 @@ int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const ch
     p += len[i];
     *p++ = '\r', *p++ = '\n';
   }
-  if (own != own_small) free(own);
-  int rc = redisAsyncFormattedCommand(c->ac, fn, priv, buf, (size_t)(p - buf));
+  return p;
+}
+
+#if HIREDIS_MAJOR == 0
+/* Whether hiredis must see the command: SUBSCRIBE, UNSUBSCRIBE (P- too) and
+ * MONITOR change how it matches replies. */
+static bool hiredis_must_parse(const char *name, size_t n) {
+  if (n && (name[0] == 'p' || name[0] == 'P')) name++, n--;
+  return (n == 9 && strncasecmp(name, "subscribe", 9) == 0) ||
+         (n == 11 && strncasecmp(name, "unsubscribe", 11) == 0) ||
+         (n == 7 && strncasecmp(name, "monitor", 7) == 0);
+}
+
+/* What redisAsyncFormattedCommand does for any other command, without
+ * parsing the command back out of its RESP (strchr, strtol and three
+ * strncasecmp a command) and without copying it: the command is formatted
+ * straight into the context's output buffer, and its callback queued. This
+ * uses hiredis 0.14's public structures (async.h, sds.h) as its own
+ * __redisAsyncCommand does, which frees the callback record with free()
+ * once the reply came; another major version takes the public call. */
+static int append_direct(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc,
+                         const char **argv, const size_t *len, size_t size) {
+  redisContext *ctx = &c->ac->c;
+  redisCallback *cb = malloc(sizeof *cb);
+  sds ob = cb ? sdsMakeRoomFor(ctx->obuf, size) : NULL;
+  if (ob == NULL) {
+    free(cb);
+    return UV_ENOMEM;
+  }
+  ctx->obuf = ob;
+  char *end = put_resp(ob + sdslen(ob), argc, argv, len);
+  sdsIncrLen(ob, (int)(end - (ob + sdslen(ob))));
+  *cb = (redisCallback){.fn = fn, .privdata = priv, .pending_subs = 1};
+  redisCallbackList *l = &c->ac->replies;
+  if (l->tail)
+    l->tail->next = cb;
+  else
+    l->head = cb;
+  l->tail = cb;
+  if (c->ac->ev.addWrite) c->ac->ev.addWrite(c->ac->ev.data);
+  return 0;
+}
+#endif
+
+/* Commands are formatted here rather than by redisAsyncCommandArgv:
+ * hiredis builds each in a fresh sds with sdscatfmt, several allocations
+ * and a format parse per argument, which was the largest single cost of a
+ * pipelined command. */
+int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+            const size_t *lens) {
+  if (c->ac == NULL || (c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)))
+    return ASCOPE_ECLOSED;
+  size_t own_small[16], *own = NULL, size = 16; /* "*argc\r\n" */
+  const size_t *len = lens;
+  if (lens == NULL) {
+    own = argc <= 16 ? own_small : malloc((size_t)argc * sizeof *own);
+    if (own == NULL) return UV_ENOMEM;
+    for (int i = 0; i < argc; i++) own[i] = strlen(argv[i]);
+    len = own;
+  }
+  for (int i = 0; i < argc; i++) size += len[i] + 26; /* "$" len "\r\n" bytes "\r\n" */
+  int rc;
+#if HIREDIS_MAJOR == 0
+  if (size <= INT_MAX && !hiredis_must_parse(argv[0], len[0])) {
+    rc = append_direct(c, fn, priv, argc, argv, len, size);
+    goto sent;
+  }
+#endif
+  char small[512], *buf = size <= sizeof small ? small : malloc(size);
+  if (buf == NULL) {
+    rc = UV_ENOMEM;
+    goto sent;
+  }
+  char *end = put_resp(buf, argc, argv, len);
+  rc = redisAsyncFormattedCommand(c->ac, fn, priv, buf, (size_t)(end - buf)) == REDIS_OK
+           ? 0
+           : UV_ENOMEM;
   if (buf != small) free(buf);
-  if (rc != REDIS_OK)
-    return c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING) ? ASCOPE_ECLOSED : UV_ENOMEM;
+sent:
+  if (own != own_small) free(own);
+  if (rc) return rc;
   atomic_fetch_add(&rd_stat_commands, 1);
   if (fn) {
     long long n = (long long)++c->inflight, max = atomic_load(&rd_stat_max_pipeline);
