@@ -280,6 +280,10 @@ int rd_usable(ascope_redis *c) {
 
 /* n in decimal at p; returns the end. */
 static char *put_uint(char *p, size_t n) {
+  if (n < 10) { /* argument counts and short keys and values: most of them */
+    *p = (char)('0' + n);
+    return p + 1;
+  }
   char tmp[24];
   int k = 0;
   do {
