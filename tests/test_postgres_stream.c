@@ -112,34 +112,6 @@ Test(postgres_stream, a_paused_stream_stops_reading_the_socket) {
   cr_assert_geq(ascope_postgres_stat("cancels"), 1);
 }
 
-/* The deadline belongs to a child started once the connection is open, so
- * it counts from the stream's start however long a busy machine takes to
- * connect. */
-static struct reader paused; /* its resume timer outlives the test's frame */
-
-static void paused_parent_body(ascope *s, t_scope *t) {
-  (void)t;
-  paused.db = ascope_resource(s, 0);
-  ascope *k = ascope_child(s);
-  ascope_set_timeout(k, 200);
-  cr_assert_eq(ascope_start(k, t_body, t_done, &paused), 0);
-}
-
-Test(postgres_stream, a_deadline_ends_a_paused_stream) {
-  struct reader *r = &paused;
-  *r =
-      (struct reader){.t.body = stream_body, .wanted = 2000000, .pause_every = 1, .pause_ms = 1000};
-  t_scope parent = {.body = paused_parent_body};
-  ascope *s = ascope_new(T_rt);
-  ascope_use_postgres(s, t_dsn(), "batch=100");
-  cr_assert_eq(t_run(s, &parent), ASCOPE_ETIMEDOUT, "the child's deadline fails its parent");
-  cr_assert_eq(r->t.status, ASCOPE_ETIMEDOUT);
-  cr_assert_lt(r->t.t_done - parent.t_start, 5000);
-  cr_assert_eq(r->ends, 1);
-  cr_assert_eq(r->end_status, ASCOPE_ECANCELED);
-  cr_assert_eq(r->behind.status, ASCOPE_ECANCELED);
-}
-
 /* ---- COPY ------------------------------------------------------------------------------ */
 
 #define MILLION 1000000

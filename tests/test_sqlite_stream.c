@@ -1,8 +1,8 @@
 /* Streams, the `async for`, where SQLite has more to show than the SQL
  * conformance suite (tests/conformance/sql_suite.c, which runs batches,
- * pause and resume, stop, errors and cancellation on every SQL driver): a
- * million rows in bounded memory, big values ending a batch early, a
- * deadline on a paused stream, a NULL callback. */
+ * pause and resume, stop, errors, deadlines and cancellation on every SQL
+ * driver): a million rows in bounded memory, big values ending a batch
+ * early. */
 #include "sqlite_support.h"
 
 #include <stdio.h>
@@ -120,52 +120,4 @@ Test(sqlite_stream, big_values_end_a_batch_early) {
   cr_assert_eq(x.rows, 64);
   cr_assert_gt(x.batches, 8, "1 MB of data ends a batch");
   cr_assert_lt(x.max_memory, 2 * 1024 * 1024);
-}
-
-/* ---- a deadline, a NULL callback ---------------------------------------------------------- */
-
-static int pause_forever(ascope *s, int status, ascope_rows *rows, void *ud) {
-  (void)s;
-  struct st *x = ud;
-  if (rows == NULL) {
-    x->finals++;
-    x->final_status = status;
-    return status;
-  }
-  x->batches++;
-  return ASCOPE_PAUSE;
-}
-
-static void paused_body(ascope *s, t_scope *t) {
-  struct st *x = (struct st *)t;
-  x->db = ascope_resource(s, 0);
-  ascope_sql_stream(s, x->db, stream_sql, NULL, pause_forever, x, NULL);
-}
-
-Test(sqlite_stream, a_deadline_ends_a_paused_stream) {
-  const char *sqls[] = {SERIES(100000) "SELECT x FROM c", SERIES(5) "SELECT x FROM c"};
-  for (int i = 0; i < 2; i++) { /* paused mid-way, and paused on the last batch */
-    struct st x = {.t.body = paused_body};
-    stream_sql = sqls[i];
-    ascope *s = ascope_new(T_rt);
-    ascope_use_sqlite(s, t_path("s.db"), "batch=100");
-    ascope_set_timeout(s, 100);
-    cr_assert_eq(t_run(s, &x.t), ASCOPE_ETIMEDOUT);
-    cr_assert_eq(x.batches, 1);
-    cr_assert_eq(x.finals, 1);
-    cr_assert_eq(x.final_status, ASCOPE_ECANCELED);
-  }
-}
-
-static void null_cb_body(ascope *s, t_scope *t) {
-  (void)t;
-  ascope_sql *db = ascope_resource(s, 0);
-  cr_assert_eq(ascope_sql_stream(s, db, SERIES(5000) "SELECT x FROM c", NULL, NULL, NULL, NULL), 0);
-  ascope_sql_stream(s, db, "SELECT * FROM nowhere", NULL, NULL, NULL, NULL); /* fails the scope */
-}
-
-Test(sqlite_stream, a_null_callback_drains_it_and_fails_on_error) {
-  t_scope t = {.body = null_cb_body};
-  cr_assert_eq(t_run_db(&t, t_path("s.db"), NULL), ASCOPE_EDRIVER);
-  cr_assert_str_eq(t.code, "SQLITE_ERROR");
 }

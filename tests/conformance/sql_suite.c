@@ -670,7 +670,7 @@ struct commit {
   ss_cb peeked;
   unsigned depth;
   int64_t open_tx;
-  bool same_db;
+  bool same_db, tx_not_db;
 };
 
 static void peek_body(ascope *s, t_scope *t) {
@@ -700,6 +700,7 @@ static void commit_body(ascope *s, t_scope *t) {
   ascope_sql_tx *tx = ascope_resource(s, 1);
   cr_assert_not_null(tx);
   c->same_db = ascope_sql_tx_db(tx) == c->db;
+  c->tx_not_db = ascope_sql_resource(s, 1) == NULL; /* a transaction is no connection */
   c->depth = ascope_sql_tx_depth(tx);
   c->open_tx = ascope_sql_stat("transactions");
   insert_text(s, c->db, tx_table(), "a", NULL, NULL);
@@ -711,6 +712,7 @@ SQL_TEST(a_transaction_commits_when_its_scope_succeeds) {
   struct commit c = {.t.body = commit_body};
   cr_assert_eq(run(tx_scope(), &c.t), 0, "%s", c.t.msg);
   cr_assert(c.same_db, "ascope_sql_tx_db is the connection");
+  cr_assert(c.tx_not_db, "ascope_sql_resource of the transaction's use is NULL");
   cr_assert_eq(c.depth, 1);
   cr_assert_eq(c.open_tx, 1);
   cr_assert_eq(c.peek.status, 0, "%s", c.peek.msg);
@@ -1032,7 +1034,7 @@ struct st {
   bool paused_now;
   /* what to do */
   int stop_at, fail_at, cancel_at, pause_every;
-  bool resume_inside, cancel_paused;
+  bool resume_inside, cancel_paused, pause_forever;
   char code[64], msg[256];
   ss_cb behind;
   int finals_before_behind;
@@ -1074,6 +1076,10 @@ static int on_batch(ascope *s, int status, ascope_rows *rows, void *ud) {
     ascope_cancel(s);
     return ASCOPE_CONTINUE;
   }
+  if (x->pause_forever) {
+    x->paused_now = true;
+    return ASCOPE_PAUSE;
+  }
   if (x->cancel_paused) {
     x->paused_now = true;
     t_after(1, t_cancel_cb, s); /* from outside, while paused */
@@ -1100,7 +1106,8 @@ static int behind_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
 static void stream_body(ascope *s, t_scope *t) {
   struct st *x = (struct st *)t;
   x->s = s;
-  x->db = x->behind.db = ascope_sql_resource(s, 0);
+  if (x->db == NULL) x->db = ascope_sql_resource(s, 0); /* else its parent's */
+  x->behind.db = x->db;
   cr_assert_eq(ascope_sql_stream(s, x->db, x->sql, NULL, on_batch, x, &x->op), 0);
   cr_assert_not_null(x->op);
   /* behind the stream: it runs when the stream is over */
@@ -1187,6 +1194,69 @@ SQL_TEST(a_cancelled_stream_ends_with_ecanceled) {
   cr_assert_eq(y.final_status, ASCOPE_ECANCELED);
 }
 
+/* A paused stream holds no scope past its deadline: its final call comes
+ * with ASCOPE_ECANCELED, paused mid-way or on its last batch. The deadline
+ * is a child's, started on its parent's open connection, so it counts from
+ * the stream's start however long the connect took. */
+struct paused {
+  t_scope t;
+  struct st x;
+};
+
+static void paused_parent_body(ascope *s, t_scope *t) {
+  struct paused *p = (struct paused *)t;
+  p->x.db = ascope_sql_resource(s, 0);
+  p->x.t.body = stream_body;
+  ascope *k = ascope_child(s);
+  cr_assert_not_null(k);
+  cr_assert_eq(ascope_set_timeout(k, 200), 0);
+  p->x.t.t_start = t_now_ms();
+  cr_assert_eq(ascope_start(k, t_body, t_done, &p->x.t), 0);
+}
+
+SQL_TEST(a_deadline_ends_a_paused_stream) {
+  for (int i = 0; i < 2; i++) { /* paused mid-way, then paused on the last batch */
+    static struct paused p;
+    p = (struct paused){.t.body = paused_parent_body, .x.pause_forever = true};
+    p.x.sql = i == 0 ? series(100000) : series(5);
+    ascope *s = db_scope(D->batch_100);
+    ascope_set_mode(s, ASCOPE_COLLECT_ALL); /* the child's deadline stays the child's */
+    cr_assert_eq(run(s, &p.t), 0, "%s", p.t.msg);
+    struct st *x = &p.x;
+    cr_assert_eq(x->t.status, ASCOPE_ETIMEDOUT, "case %d", i);
+    cr_assert_eq(x->batches, 1, "case %d", i);
+    cr_assert_eq(x->finals, 1, "case %d", i);
+    cr_assert_eq(x->final_status, ASCOPE_ECANCELED, "case %d", i);
+    /* Paused mid-way, the stream holds its connection: the statement behind
+     * never ran. Paused on its last batch, the database is done with it,
+     * and the statement behind may run (in its order) before the deadline
+     * ends the pause. */
+    cr_assert_eq(x->behind.calls, 1, "case %d", i);
+    if (i == 0)
+      cr_assert_eq(x->behind.status, ASCOPE_ECANCELED, "the statement behind: %d",
+                   x->behind.status);
+    else
+      cr_assert(x->behind.status == 0 || x->behind.status == ASCOPE_ECANCELED,
+                "the statement behind: %d", x->behind.status);
+    cr_assert_lt(x->t.t_done - x->t.t_start, 5000, "case %d", i);
+  }
+}
+
+/* A NULL callback: the stream is drained, and its error fails the scope. */
+static void null_cb_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  cr_assert_eq(ascope_sql_stream(s, db, series(5000), NULL, NULL, NULL, NULL), 0);
+  ascope_sql_stream(s, db, sqlf("SELECT * FROM %s", tab("nowhere")), NULL, NULL, NULL, NULL);
+}
+
+SQL_TEST(a_stream_without_a_callback_is_drained_and_its_error_fails_the_scope) {
+  t_scope t = {.body = null_cb_body};
+  cr_assert_eq(run(db_scope(D->batch_100), &t), ASCOPE_EDRIVER, "%s", t.msg);
+  cr_assert_str_eq(t.driver, D->name);
+  cr_assert_neq(t.code[0], '\0');
+}
+
 /* abs() of the smallest int64 overflows, in SQLite as in PostgreSQL: row
  * 700 fails, after the batches before it went out. */
 SQL_TEST(a_stream_failing_midway_ends_with_the_error) {
@@ -1247,6 +1317,46 @@ SQL_TEST(statements_queued_behind_a_cancelled_one_complete_once) {
     if (q.ins[i].status == 0) cr_assert_eq(rows_with(vs[i]), 1, "insert %d said it ran", i);
     if (!may_run) cr_assert_eq(rows_with(vs[i]), 0, "insert %d ran", i);
   }
+}
+
+/* ==== scripts ================================================================================= */
+
+/* An exec without parameters runs a script, each statement prepared after
+ * the previous ran (so it may create what it then fills); its changes are
+ * all of the script's. With parameters, or in a query, two statements are
+ * refused. */
+struct script {
+  t_scope t;
+  ss_cb run, with_params, count;
+};
+
+static void script_body(ascope *s, t_scope *t) {
+  struct script *x = (struct script *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  x->with_params.db = db;
+  const char *st = tab("script");
+  ascope_sql_exec(s, db,
+                  sqlf("CREATE TABLE %s(v BIGINT); -- a comment; with a semicolon\n"
+                       "INSERT INTO %s VALUES (1), (2), (3);\n"
+                       "/* a block; comment */ INSERT INTO %s VALUES (4);",
+                       st, st, st),
+                  NULL, ss_cb_fn, &x->run);
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_int64(p, 5);
+  ascope_sql_exec(s, db, sqlf("INSERT INTO %s VALUES ($1); INSERT INTO %s VALUES (6)", st, st), p,
+                  ss_cb_fn, &x->with_params);
+  ascope_sql_params_free(p);
+  ascope_sql_query(s, db, sqlf("SELECT count(*) FROM %s", st), NULL, ss_cb_fn, &x->count);
+}
+
+SQL_TEST(an_exec_without_parameters_runs_a_script) {
+  struct script x = {.t.body = script_body};
+  cr_assert_eq(run(db_scope(NULL), &x.t), 0, "%s", x.t.msg);
+  cr_assert_eq(x.run.status, 0, "%s", x.run.msg);
+  cr_assert_eq(x.run.changes, 4, "a script's changes are all of its statements'");
+  cr_assert_eq(x.with_params.status, ASCOPE_EDRIVER, "two statements with parameters");
+  assert_code(x.with_params.code, D->code.several, "two statements with parameters");
+  cr_assert_eq(x.count.first, 4, "nothing of the refused text ran");
 }
 
 /* ==== bad input ================================================================================
