@@ -39,8 +39,7 @@ ascope_rt *T_rt; /* scope_record.c's runtime */
 static const ascope_sql_suite *D;
 static const char *target;
 
-/* ---- names, SQL text, options ----------------------------------------------------------------
- */
+/* ---- names, SQL text, options ---------------------------------------------------------------- */
 
 /* Tables this test made, dropped at its end (a shared server keeps them). */
 static char made[8][64];
@@ -90,7 +89,7 @@ static const char *long_query(void) {
   return D->long_query ? D->long_query : PORTABLE_LONG_QUERY;
 }
 
-/* "the code" for a message; "" when there is none. */
+/* s, or "" for NULL: for messages and string comparisons. */
 static const char *nz(const char *s) {
   return s ? s : "";
 }
@@ -101,8 +100,7 @@ static void assert_code(const char *got, const char *want, const char *what) {
   if (want) cr_assert_str_eq(got, want, "%s", what);
 }
 
-/* ---- a recording callback --------------------------------------------------------------------
- */
+/* ---- a recording callback -------------------------------------------------------------------- */
 
 typedef struct ss_cb {
   int calls, status, ret;
@@ -133,8 +131,7 @@ static int ss_cb_fn(ascope *s, int status, ascope_rows *rows, void *ud) {
   return c->pass ? status : c->ret;
 }
 
-/* ---- scopes ----------------------------------------------------------------------------------
- */
+/* ---- scopes ---------------------------------------------------------------------------------- */
 
 /* A failed assertion inside a callback ends the test with its loop half
  * run: the end of the test must then not run the loop again. */
@@ -202,8 +199,7 @@ static void insert_text(ascope *s, ascope_sql *db, const char *table, const char
   ascope_sql_params_free(p);
 }
 
-/* ---- set-up and the leak check ---------------------------------------------------------------
- */
+/* ---- set-up and the leak check --------------------------------------------------------------- */
 
 static void ss_init(void) {
   D = ascope_sql_suite_describe();
@@ -234,8 +230,7 @@ static void ss_fini(void) {
 
 SQL_SUITE_(ASCOPE_SQL_SUITE_NAME, .init = ss_init, .fini = ss_fini, .timeout = 120);
 
-/* ==== types ====================================================================================
- */
+/* ==== types =================================================================================== */
 
 static const char utf8[] = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x80\x94 \xe2\x9c\x93 "
                            "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x8e\x89";
@@ -511,8 +506,7 @@ SQL_TEST(types_round_trip_through_parameters_and_results) {
   cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", tab("types"))), 4);
 }
 
-/* ==== order ====================================================================================
- */
+/* ==== order =================================================================================== */
 
 /* Many child scopes share their parent's connection; each starts its
  * statements without waiting for any. Every statement notes its place in
@@ -647,8 +641,7 @@ SQL_TEST(results_arrive_in_the_order_started_on_a_shared_connection) {
   }
 }
 
-/* ==== transactions =============================================================================
- */
+/* ==== transactions ============================================================================ */
 
 static const char *tx_table(void) {
   return tab("tx");
@@ -970,8 +963,7 @@ SQL_TEST(a_nested_transaction_is_a_savepoint_rolled_back_alone) {
   cr_assert_eq(rows_with("g"), 1);
 }
 
-/* ==== constraint errors ========================================================================
- */
+/* ==== constraint errors ======================================================================= */
 
 struct uniq {
   t_scope t;
@@ -1019,8 +1011,7 @@ SQL_TEST(a_unique_violation_is_the_drivers_code_and_the_connection_goes_on) {
   cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", tab("uniq"))), 2);
 }
 
-/* ==== streams ==================================================================================
- */
+/* ==== streams ================================================================================= */
 
 struct st {
   t_scope t;
@@ -1276,8 +1267,7 @@ SQL_TEST(a_stream_failing_midway_ends_with_the_error) {
   cr_assert_eq(x.behind.first, 7);
 }
 
-/* ==== cancelled statements =====================================================================
- */
+/* ==== cancelled statements ==================================================================== */
 
 /* A scope cancelled while its long query runs, with INSERTs queued behind
  * it: every statement's callback runs once. One the driver had not started
@@ -1359,8 +1349,7 @@ SQL_TEST(an_exec_without_parameters_runs_a_script) {
   cr_assert_eq(x.count.first, 4, "nothing of the refused text ran");
 }
 
-/* ==== bad input ================================================================================
- */
+/* ==== bad input =============================================================================== */
 
 struct bad {
   t_scope t;
