@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 static void *(*malloc_hook)(size_t) = malloc;
@@ -48,6 +49,44 @@ char *ascope__strdup(const char *s) {
   size_t n = strlen(s) + 1;
   char *d = ascope__malloc(n);
   if (d) memcpy(d, s, n);
+  return d;
+}
+
+/* The same hooks, exported for drivers: a driver's memory then meets the
+ * embedder's allocator and the allocation-failure tests just as the core's
+ * does. */
+void *ascope_malloc(size_t n) {
+  return ascope__malloc(n);
+}
+
+void *ascope_calloc(size_t n, size_t size) {
+  /* calloc's own overflow check, which a malloc hook does not make */
+  if (size && n > SIZE_MAX / size) return NULL;
+  void *p = ascope__malloc(n * size);
+  if (p) memset(p, 0, n * size);
+  return p;
+}
+
+void *ascope_realloc(void *p, size_t n) {
+  return ascope__realloc(p, n);
+}
+
+void ascope_free(void *p) {
+  ascope__free(p);
+}
+
+char *ascope_strdup(const char *s) {
+  return s ? ascope__strdup(s) : NULL;
+}
+
+char *ascope_strndup(const char *s, size_t n) {
+  if (s == NULL) return NULL;
+  size_t len = strnlen(s, n);
+  char *d = ascope__malloc(len + 1);
+  if (d) {
+    memcpy(d, s, len);
+    d[len] = '\0';
+  }
   return d;
 }
 

@@ -9,3 +9,6 @@ ascope_test(test_file ${CMAKE_CURRENT_SOURCE_DIR}/test_file.c LIBS ascope-file L
   ${_file_test_opts})
 ascope_test(test_file_lines ${CMAKE_CURRENT_SOURCE_DIR}/test_file_lines.c LIBS ascope-file
   LABELS file tsan ${_file_test_opts})
+# Each allocation of a read and of an atomic write failed in turn.
+ascope_test(test_file_alloc ${CMAKE_CURRENT_SOURCE_DIR}/test_file_alloc.c LIBS ascope-file
+  LABELS file)

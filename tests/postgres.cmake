@@ -19,3 +19,6 @@ endforeach()
 if(TEST test_postgres_order)
   set_tests_properties(test_postgres_order PROPERTIES TIMEOUT 1500)
 endif()
+# Each allocation of a connect and a query failed in turn, on the real server.
+ascope_test(test_postgres_alloc ${CMAKE_CURRENT_SOURCE_DIR}/test_postgres_alloc.c
+  LIBS ascope-postgres LABELS postgres)

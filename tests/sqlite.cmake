@@ -13,3 +13,7 @@ foreach(t test_sqlite test_sqlite_tx test_sqlite_stream test_sqlite_faults test_
       LIBS ascope-sqlite PkgConfig::SQLITE3 LABELS "sqlite;tsan" ${_sqlite_test_opts})
   endif()
 endforeach()
+# Each allocation of a connect, a transaction, an exec, a query and a stream
+# failed in turn (statements allocate on the threadpool too).
+ascope_test(test_sqlite_alloc ${CMAKE_CURRENT_SOURCE_DIR}/test_sqlite_alloc.c
+  LIBS ascope-sqlite LABELS sqlite)

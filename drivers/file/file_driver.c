@@ -52,7 +52,7 @@ static void on_step(uv_fs_t *req);
 
 char *file_msg_reason(const char *what, const char *path, const char *reason) {
   int n = snprintf(NULL, 0, "%s '%s': %s", what, path, reason);
-  char *m = n < 0 ? NULL : malloc((size_t)n + 1);
+  char *m = n < 0 ? NULL : ascope_malloc((size_t)n + 1);
   if (m) snprintf(m, (size_t)n + 1, "%s '%s': %s", what, path, reason);
   return m;
 }
@@ -171,13 +171,13 @@ int ascope_use_file(ascope *s, const char *path, const char *mode) {
   if (parse_mode(mode, strlen(mode), &fm, &fl, &why)) return UV_EINVAL;
   size_t ml = strlen(mode), pl = strlen(path);
   char small[512];
-  char *opts = ml + pl + 2 <= sizeof small ? small : malloc(ml + pl + 2);
+  char *opts = ml + pl + 2 <= sizeof small ? small : ascope_malloc(ml + pl + 2);
   if (opts == NULL) return UV_ENOMEM;
   memcpy(opts, mode, ml);
   opts[ml] = '\n';
   memcpy(opts + ml + 1, path, pl + 1);
   int rc = ascope_use(s, &ascope_file_driver, NULL, opts);
-  if (opts != small) free(opts);
+  if (opts != small) ascope_free(opts);
   return rc;
 }
 
@@ -226,9 +226,9 @@ static void unlink_now(const char *path) {
 }
 
 static void free_names(ascope_file *f) {
-  free(f->path);
-  free(f->tmp);
-  free(f->dir);
+  ascope_free(f->path);
+  ascope_free(f->tmp);
+  ascope_free(f->dir);
   f->path = f->tmp = f->dir = NULL;
 }
 
@@ -244,7 +244,7 @@ static void complete(ascope_file *f, bool keep) {
     f->magic = 0;
   }
   ascope_res_done(r, status, status ? ascope_err_name(status) : NULL, msg);
-  free(msg);
+  ascope_free(msg);
 }
 
 /* ---- acquire ------------------------------------------------------------ */
@@ -277,9 +277,9 @@ static int tmp_name(ascope_file *f) {
   x ^= x >> 29;
   x *= 0xbf58476d1ce4e5b9u;
   x ^= x >> 32;
-  free(f->tmp);
+  ascope_free(f->tmp);
   size_t cap = (size_t)dirlen + (size_t)baselen + 32;
-  f->tmp = malloc(cap);
+  f->tmp = ascope_malloc(cap);
   if (f->tmp == NULL) return UV_ENOMEM;
   snprintf(f->tmp, cap, "%.*s.%.*s.%08x.tmp", dirlen, f->path, baselen, base, (unsigned)x);
   return 0;
@@ -299,9 +299,9 @@ static void open_tmp(ascope_file *f) {
 /* "dir/name" -> "dir/", "name" -> ".", "/name" -> "/" */
 static char *dir_of(const char *path) {
   const char *slash = strrchr(path, '/');
-  if (slash == NULL) return strdup(".");
+  if (slash == NULL) return ascope_strdup(".");
   size_t n = (size_t)(slash - path) + 1;
-  char *d = malloc(n + 1);
+  char *d = ascope_malloc(n + 1);
   if (d) {
     memcpy(d, path, n);
     d[n] = '\0';
@@ -338,11 +338,11 @@ static void file_acquire(ascope_res *r, const void *arg, const char *options) {
   const char *path = split_options(options, arg, &mlen);
   if (path == NULL || *path == '\0') {
     f->err = UV_EINVAL;
-    f->errmsg = strdup("open: no path given");
+    f->errmsg = ascope_strdup("open: no path given");
     complete(f, false);
     return;
   }
-  f->path = strdup(path);
+  f->path = ascope_strdup(path);
   if (f->path == NULL) {
     f->err = UV_ENOMEM;
     complete(f, false);
@@ -603,7 +603,7 @@ static void file_release(ascope_res *r, int outcome) {
  * points into it has come back; then the late completion frees it. */
 static void abort_settle(ascope_file *f) {
   if (f->busy || f->nops) return;
-  free(f->errmsg);
+  ascope_free(f->errmsg);
   f->errmsg = NULL;
   f->err = 0;
   complete(f, false);

@@ -70,18 +70,18 @@ void fop_end_reason(struct fop *o, int rc, int status, const char *what, const c
                           : file_msg(what, f->path, status);
   const char *code = status < 0 ? ascope_err_name(status) : NULL;
   fop_unlink(o);
-  free(o);
+  ascope_free(o);
   /* May resume a release waiting for this op: the file is not touched after. */
   file_op_gone(f);
   ascope_op_end(op, rc, code, msg);
-  free(msg);
+  ascope_free(msg);
 }
 
 void fop_abandon(struct fop *o) {
   ascope_op *op = o->op;
   ascope_file *f = o->f;
   fop_unlink(o);
-  free(o);
+  ascope_free(o);
   file_op_gone(f);
   ascope_op_end(op, 0, NULL, NULL);
 }
@@ -120,7 +120,7 @@ static void on_read(uv_fs_t *req) {
   }
   r->o.ending = true;
   int rc = CALL_OR(&r->o, r->cb, status, status ? NULL : r->buf, n);
-  free(r->buf);
+  ascope_free(r->buf);
   fop_end(&r->o, rc, status, "read");
 }
 
@@ -129,24 +129,24 @@ int ascope_file_read(ascope *s, ascope_file *f, size_t len, int64_t offset, asco
   int rc = fop_check(s, f, FM_READ);
   if (rc) return rc;
   if (offset < -1 || len > UINT32_MAX) return UV_EINVAL;
-  struct read_op *r = calloc(1, sizeof *r);
-  char *buf = malloc(len ? len : 1);
+  struct read_op *r = ascope_calloc(1, sizeof *r);
+  char *buf = ascope_malloc(len ? len : 1);
   if (r == NULL || buf == NULL) {
-    free(r);
-    free(buf);
+    ascope_free(r);
+    ascope_free(buf);
     return UV_ENOMEM;
   }
   r->cb = cb;
   r->buf = buf;
   if ((rc = fop_begin(&r->o, s, f, ud, read_cancel))) {
-    free(buf);
-    free(r);
+    ascope_free(buf);
+    ascope_free(r);
     return rc;
   }
   uv_buf_t b = uv_buf_init(buf, (unsigned)len);
   rc = uv_fs_read(f->loop, &r->req, f->fd, &b, 1, offset, on_read);
   if (rc) {
-    free(buf);
+    ascope_free(buf);
     fop_abandon(&r->o);
   }
   return rc;
@@ -172,7 +172,7 @@ static void read_all_finish(struct read_all_op *r, int status) {
   if (status == 0) r->buf[r->len] = '\0';
   r->o.ending = true;
   int rc = CALL_OR(&r->o, r->cb, status, status ? NULL : r->buf, status ? 0 : r->len);
-  free(r->buf);
+  ascope_free(r->buf);
   fop_end(&r->o, rc, status, status == UV_EFBIG ? "read_all (over the size limit)" : "read_all");
 }
 
@@ -184,7 +184,7 @@ static void on_read_all(uv_fs_t *req);
 static void read_all_next(struct read_all_op *r) {
   if (r->len + 1 == r->cap) {
     size_t cap = r->cap * 2 < r->max + 2 ? r->cap * 2 : r->max + 2;
-    char *p = realloc(r->buf, cap);
+    char *p = ascope_realloc(r->buf, cap);
     if (p == NULL) {
       read_all_finish(r, UV_ENOMEM);
       return;
@@ -210,7 +210,7 @@ static void read_all_start(struct read_all_op *r, uint64_t size, bool regular) {
   }
   size_t want = regular ? (size_t)size + 2 : 64 * 1024;
   r->cap = want < r->max + 2 ? want : r->max + 2;
-  if ((r->buf = malloc(r->cap)) == NULL) {
+  if ((r->buf = ascope_malloc(r->cap)) == NULL) {
     read_all_finish(r, UV_ENOMEM);
     return;
   }
@@ -241,12 +241,12 @@ static void on_read_all(uv_fs_t *req) {
 int ascope_file_read_all(ascope *s, ascope_file *f, size_t max, ascope_file_data_cb cb, void *ud) {
   int rc = fop_check(s, f, FM_READ);
   if (rc) return rc;
-  struct read_all_op *r = calloc(1, sizeof *r);
+  struct read_all_op *r = ascope_calloc(1, sizeof *r);
   if (r == NULL) return UV_ENOMEM;
   r->cb = cb;
   r->max = max > SIZE_MAX - 2 ? SIZE_MAX - 2 : max;
   if ((rc = fop_begin(&r->o, s, f, ud, read_all_cancel))) {
-    free(r);
+    ascope_free(r);
     return rc;
   }
   rc = uv_fs_fstat(f->loop, &r->req, f->fd, on_read_all);
@@ -274,7 +274,7 @@ static void write_finish(struct write_op *w, int status) {
   if (w->running) f->writing = NULL;
   w->o.ending = true;
   int rc = CALL_OR0(&w->o, w->cb, status);
-  free(w->buf);
+  ascope_free(w->buf);
   wq_kick(f); /* the next in line starts before this one ends */
   fop_end(&w->o, rc, status, w->is_sync ? "fsync" : "write");
 }
@@ -345,8 +345,8 @@ static void write_cancel(struct fop *o) {
 static int write_enqueue(ascope *s, ascope_file *f, struct write_op *w, void *ud) {
   int rc = fop_begin(&w->o, s, f, ud, write_cancel);
   if (rc) {
-    free(w->buf);
-    free(w);
+    ascope_free(w->buf);
+    ascope_free(w);
     return rc;
   }
   if (f->wq_tail)
@@ -363,11 +363,11 @@ int ascope_file_write(ascope *s, ascope_file *f, const void *data, size_t len, i
   int rc = fop_check(s, f, FM_WRITE);
   if (rc) return rc;
   if (offset < -1 || (data == NULL && len)) return UV_EINVAL;
-  struct write_op *w = calloc(1, sizeof *w);
-  char *buf = malloc(len ? len : 1);
+  struct write_op *w = ascope_calloc(1, sizeof *w);
+  char *buf = ascope_malloc(len ? len : 1);
   if (w == NULL || buf == NULL) {
-    free(w);
-    free(buf);
+    ascope_free(w);
+    ascope_free(buf);
     return UV_ENOMEM;
   }
   if (len) memcpy(buf, data, len);
@@ -381,7 +381,7 @@ int ascope_file_write(ascope *s, ascope_file *f, const void *data, size_t len, i
 int ascope_file_sync(ascope *s, ascope_file *f, ascope_file_cb cb, void *ud) {
   int rc = fop_check(s, f, 0);
   if (rc) return rc;
-  struct write_op *w = calloc(1, sizeof *w);
+  struct write_op *w = ascope_calloc(1, sizeof *w);
   if (w == NULL) return UV_ENOMEM;
   w->cb = cb;
   w->is_sync = true;
@@ -414,11 +414,11 @@ static void on_stat(uv_fs_t *req) {
 int ascope_file_stat(ascope *s, ascope_file *f, ascope_file_stat_cb cb, void *ud) {
   int rc = fop_check(s, f, 0);
   if (rc) return rc;
-  struct stat_op *t = calloc(1, sizeof *t);
+  struct stat_op *t = ascope_calloc(1, sizeof *t);
   if (t == NULL) return UV_ENOMEM;
   t->cb = cb;
   if ((rc = fop_begin(&t->o, s, f, ud, stat_cancel))) {
-    free(t);
+    ascope_free(t);
     return rc;
   }
   rc = uv_fs_fstat(f->loop, &t->req, f->fd, on_stat);

@@ -201,7 +201,7 @@ static void too_long(struct stream_op *st) {
   char buf[96];
   snprintf(buf, sizeof buf, "line longer than %zu bytes at offset %lld", st->ln.max,
            (long long)st->ln.start);
-  st->ln.reason = strdup(buf); /* NULL: the message falls back to the status's text */
+  st->ln.reason = ascope_strdup(buf); /* NULL: the message falls back to the status's text */
   stop(st, UV_E2BIG);
 }
 
@@ -219,7 +219,7 @@ static bool carry(struct stream_op *st, const char *p, size_t n) {
     size_t cap = ln->ccap ? ln->ccap * 2 : 256;
     if (cap < ln->clen + n) cap = ln->clen + n;
     if (cap > ln->max + 2) cap = ln->max + 2;
-    char *c = realloc(ln->carry, cap);
+    char *c = ascope_realloc(ln->carry, cap);
     if (c == NULL) {
       stop(st, UV_ENOMEM);
       return false;
@@ -317,10 +317,10 @@ static void finish(struct stream_op *st) {
   int status = st->end_status;
   int rc = st->cb(st->o.s, status, NULL, 0, st->o.ud);
   char *reason = st->ln.reason;
-  free(st->mem);
-  free(st->ln.carry);
+  ascope_free(st->mem);
+  ascope_free(st->ln.carry);
   fop_end_reason(&st->o, rc, status, "read", reason);
-  free(reason);
+  ascope_free(reason);
 }
 
 static void pump(struct stream_op *st) {
@@ -368,9 +368,9 @@ static int stream_start(struct stream_op *st, ascope *s, ascope_file *f, size_t 
   int rc;
   st->depth = f->seekable ? DEPTH : 1;
   st->block = block;
-  st->mem = malloc(st->depth * st->block);
+  st->mem = ascope_malloc(st->depth * st->block);
   if (st->mem == NULL) {
-    free(st);
+    ascope_free(st);
     return UV_ENOMEM;
   }
   for (unsigned i = 0; i < st->depth; i++) {
@@ -380,8 +380,8 @@ static int stream_start(struct stream_op *st, ascope *s, ascope_file *f, size_t 
   st->cb = cb;
   st->read_pos = st->deliver_pos = st->ln.start = f->seekable ? offset : 0;
   if ((rc = fop_begin(&st->o, s, f, ud, stream_cancel))) {
-    free(st->mem);
-    free(st);
+    ascope_free(st->mem);
+    ascope_free(st);
     return rc;
   }
   ascope_op_set_resume(st->o.op, stream_resume);
@@ -395,7 +395,7 @@ int ascope_file_stream(ascope *s, ascope_file *f, size_t chunk, int64_t offset,
   int rc = fop_check(s, f, FM_READ);
   if (rc) return rc;
   if (cb == NULL || chunk == 0 || chunk > MAX_CHUNK || offset < 0) return UV_EINVAL;
-  struct stream_op *st = calloc(1, sizeof *st);
+  struct stream_op *st = ascope_calloc(1, sizeof *st);
   if (st == NULL) return UV_ENOMEM;
   st->chunk = chunk;
   /* A pipe gives what it has: one read of one chunk at a time. */
@@ -494,7 +494,7 @@ int ascope_file_lines(ascope *s, ascope_file *f, const char *options, ascope_fil
   if (rc) return rc;
   struct line_opts lo;
   if (cb == NULL || parse_line_opts(options, &lo)) return UV_EINVAL;
-  struct stream_op *st = calloc(1, sizeof *st);
+  struct stream_op *st = ascope_calloc(1, sizeof *st);
   if (st == NULL) return UV_ENOMEM;
   st->ln = (struct lines){.on = true,
                           .delim = lo.delim,

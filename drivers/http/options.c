@@ -33,10 +33,10 @@ void http_conf_default(http_conf *c) {
 }
 
 void http_conf_free(http_conf *c) {
-  free(c->base_url);
-  free(c->user_agent);
-  free(c->ca_file);
-  free(c->proxy);
+  ascope_free(c->base_url);
+  ascope_free(c->user_agent);
+  ascope_free(c->ca_file);
+  ascope_free(c->proxy);
   c->base_url = c->user_agent = c->ca_file = c->proxy = NULL;
 }
 
@@ -68,9 +68,9 @@ static int parse_bool(const char *v, bool *out) {
 }
 
 static int set_str(char **dst, const char *v) {
-  char *p = strdup(v);
+  char *p = ascope_strdup(v);
   if (p == NULL) return UV_ENOMEM;
-  free(*dst);
+  ascope_free(*dst);
   *dst = p;
   return 0;
 }

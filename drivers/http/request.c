@@ -24,7 +24,7 @@ static bool has_crlf(const char *s) {
 
 ascope_http_req *ascope_http_req_new(ascope_http *h, const char *method, const char *url) {
   if (h == NULL || method == NULL || url == NULL) return NULL;
-  ascope_http_req *q = calloc(1, sizeof *q);
+  ascope_http_req *q = ascope_calloc(1, sizeof *q);
   if (q == NULL) return NULL;
   hq_init(&q->node);
   hq_init(&q->deferred);
@@ -34,7 +34,7 @@ ascope_http_req *ascope_http_req_new(ascope_http *h, const char *method, const c
   /* A bad method or URL is remembered and refused by the send, so that
    * NULL here always means "no memory". */
   if (!is_token(method)) q->error = UV_EINVAL;
-  q->method = strdup(method);
+  q->method = ascope_strdup(method);
   if (q->method == NULL) goto nomem;
   if (q->error == 0) {
     /* The slot key is needed only when slots are counted per host. */
@@ -54,12 +54,12 @@ void http_req_free(ascope_http_req *q) {
   hq_remove(&q->deferred);
   if (q->easy) http_easy_put(q->h, q->easy);
   curl_slist_free_all(q->headers);
-  free(q->method);
-  free(q->url);
-  free(q->host_key);
-  free(q->resp.hdr);
-  free(q->resp.body);
-  free(q);
+  ascope_free(q->method);
+  ascope_free(q->url);
+  ascope_free(q->host_key);
+  ascope_free(q->resp.hdr);
+  ascope_free(q->resp.body);
+  ascope_free(q);
 }
 
 void ascope_http_req_free(ascope_http_req *q) {
@@ -76,7 +76,7 @@ int ascope_http_req_header(ascope_http_req *q, const char *name, const char *val
   if (q->state != REQ_NEW) return ASCOPE_EBUSY;
   if (!is_token(name) || value == NULL || has_crlf(value)) return req_fail(q, UV_EINVAL);
   size_t n = strlen(name) + strlen(value) + 3;
-  char *line = malloc(n);
+  char *line = ascope_malloc(n);
   if (line == NULL) return req_fail(q, UV_ENOMEM);
   /* "Name;" is libcurl's way of sending a header with an empty value. */
   if (*value)
@@ -84,7 +84,7 @@ int ascope_http_req_header(ascope_http_req *q, const char *name, const char *val
   else
     snprintf(line, n, "%s;", name);
   struct curl_slist *l = curl_slist_append(q->headers, line);
-  free(line);
+  ascope_free(line);
   if (l == NULL) return req_fail(q, UV_ENOMEM);
   q->headers = l;
   return 0;

@@ -18,7 +18,7 @@ static int reserve(char **buf, size_t *cap, size_t need) {
   if (need <= *cap) return 0;
   size_t n = *cap ? *cap : 256;
   while (n < need) n *= 2;
-  char *p = realloc(*buf, n);
+  char *p = ascope_realloc(*buf, n);
   if (p == NULL) return UV_ENOMEM;
   *buf = p;
   *cap = n;

@@ -106,7 +106,7 @@ void http_easy_put(ascope_http *h, CURL *easy) {
   if (easy == NULL) return;
   if (h->closing || h->neasy_free == h->easy_free_cap) {
     size_t cap = h->easy_free_cap ? h->easy_free_cap * 2 : 16;
-    CURL **p = h->closing ? NULL : realloc(h->easy_free, cap * sizeof *p);
+    CURL **p = h->closing ? NULL : ascope_realloc(h->easy_free, cap * sizeof *p);
     if (p == NULL) {
       curl_easy_cleanup(easy);
       return;
@@ -198,13 +198,13 @@ static void teardown(ascope_http *h) {
   h->depth++;
   http_socks_close(h); /* before libcurl closes the descriptors they watch */
   while (h->neasy_free) curl_easy_cleanup(h->easy_free[--h->neasy_free]);
-  free(h->easy_free);
+  ascope_free(h->easy_free);
   h->easy_free = NULL;
   curl_free_all(h);
   h->depth--;
   http_socks_close(h); /* any that libcurl announced meanwhile */
   http_hosts_free(h);
-  free(h->socks);
+  ascope_free(h->socks);
   h->socks = NULL;
   h->nsocks = 0;
   http_conf_free(&h->conf);

@@ -21,7 +21,7 @@ struct http_host *http_host_get(ascope_http *h, const char *key) {
   for (struct http_host *x = h->hosts; x; x = x->next)
     if (!strcmp(x->key, key)) return x;
   size_t n = strlen(key) + 1;
-  struct http_host *x = malloc(sizeof *x + n);
+  struct http_host *x = ascope_malloc(sizeof *x + n);
   if (x == NULL) return NULL; /* then the host is simply not limited */
   memcpy(x->key, key, n);
   x->active = 0;
@@ -43,7 +43,7 @@ void http_host_put(ascope_http *h, struct http_host *host) {
   for (struct http_host **p = &h->hosts; *p; p = &(*p)->next) {
     if (*p == host) {
       *p = host->next;
-      free(host);
+      ascope_free(host);
       return;
     }
   }
@@ -53,7 +53,7 @@ void http_hosts_free(ascope_http *h) {
   while (h->hosts) {
     struct http_host *x = h->hosts;
     h->hosts = x->next;
-    free(x);
+    ascope_free(x);
   }
 }
 

@@ -54,7 +54,7 @@ struct http_sock {
 static void sock_closed(uv_handle_t *handle) {
   struct http_sock *k = hq_data(handle, struct http_sock, poll);
   ascope_http *h = k->h;
-  free(k);
+  ascope_free(k);
   http_handle_gone(h);
 }
 
@@ -62,7 +62,7 @@ static void sock_closed(uv_handle_t *handle) {
 static void sock_close(ascope_http *h, struct http_sock *k) {
   h->socks[k->fd] = NULL;
   if (!k->polled) {
-    free(k);
+    ascope_free(k);
     return;
   }
   /* uv_close takes the descriptor out of epoll now, before it is closed. */
@@ -97,14 +97,14 @@ static struct http_sock *sock_get(ascope_http *h, curl_socket_t fd) {
   if ((size_t)fd >= h->nsocks) {
     size_t n = h->nsocks ? h->nsocks : 64;
     while (n <= (size_t)fd) n *= 2;
-    struct http_sock **p = realloc(h->socks, n * sizeof *p);
+    struct http_sock **p = ascope_realloc(h->socks, n * sizeof *p);
     if (p == NULL) return NULL;
     memset(p + h->nsocks, 0, (n - h->nsocks) * sizeof *p);
     h->socks = p;
     h->nsocks = n;
   }
   if (h->socks[fd]) return h->socks[fd];
-  struct http_sock *k = calloc(1, sizeof *k);
+  struct http_sock *k = ascope_calloc(1, sizeof *k);
   if (k == NULL) return NULL;
   k->h = h;
   k->fd = fd;

@@ -186,7 +186,7 @@ static size_t buffer_body(ascope_http_req *q, const char *ptr, size_t len) {
       if (n > cap) cap = (size_t)n;
     }
     while (cap < r->body_len + len) cap *= 2;
-    char *p = realloc(r->body, cap);
+    char *p = ascope_realloc(r->body, cap);
     if (p == NULL) {
       set_local(q, UV_ENOMEM, "CURLE_OUT_OF_MEMORY", "no memory for the response body");
       return 0;

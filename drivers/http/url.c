@@ -57,7 +57,7 @@ static char *host_key(CURLU *u) {
       curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
       curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
     size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
-    key = malloc(n);
+    key = ascope_malloc(n);
     if (key) snprintf(key, n, "%s://%s:%s", scheme, host, port);
   }
   curl_free(scheme);
@@ -71,7 +71,7 @@ int http_url_resolve(const char *base, const char *url, char **out, char **key) 
   if ((base == NULL || *base == '\0') && key == NULL) {
     /* Nothing to join and no host to count: libcurl parses it when it
      * starts, and a malformed URL fails the request there. */
-    *out = strdup(url);
+    *out = ascope_strdup(url);
     return *out ? 0 : UV_ENOMEM;
   }
   CURLU *u = curl_url();
@@ -82,12 +82,12 @@ int http_url_resolve(const char *base, const char *url, char **out, char **key) 
   if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) goto out;
   char *full = NULL;
   if (curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK) goto out;
-  *out = strdup(full);
+  *out = ascope_strdup(full);
   curl_free(full);
   char *k = key ? host_key(u) : NULL;
   if (*out == NULL || (key && k == NULL)) {
-    free(*out);
-    free(k);
+    ascope_free(*out);
+    ascope_free(k);
     *out = NULL;
     rc = UV_ENOMEM;
     goto out;

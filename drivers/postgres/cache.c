@@ -54,9 +54,9 @@ static void lru_front(struct pg_cache *k, struct pg_stmt *e) {
 }
 
 static void entry_free(struct pg_stmt *e) {
-  free(e->types);
-  free(e->sql);
-  free(e);
+  ascope_free(e->types);
+  ascope_free(e->sql);
+  ascope_free(e);
 }
 
 /* Out of the table; freed now or when its last step is answered. */
@@ -86,13 +86,13 @@ static struct pg_stmt *entry_new(struct pg_conn *c, uint64_t h, const char *sql,
   if (k->buckets == NULL) {
     size_t nb = 16;
     while (nb < 2 * (size_t)k->cap) nb *= 2;
-    if ((k->buckets = calloc(nb, sizeof *k->buckets)) == NULL) return NULL;
+    if ((k->buckets = ascope_calloc(nb, sizeof *k->buckets)) == NULL) return NULL;
     k->nbuckets = nb;
   }
-  struct pg_stmt *e = calloc(1, sizeof *e);
+  struct pg_stmt *e = ascope_calloc(1, sizeof *e);
   if (e == NULL) return NULL;
-  e->sql = strdup(sql);
-  e->types = n ? malloc((size_t)n * sizeof *types) : NULL;
+  e->sql = ascope_strdup(sql);
+  e->types = n ? ascope_malloc((size_t)n * sizeof *types) : NULL;
   if (e->sql == NULL || (n && e->types == NULL)) {
     entry_free(e);
     return NULL;
@@ -159,7 +159,7 @@ void pg_cache_clear(struct pg_conn *c) {
     struct pg_stmt *e = k->lru.lnext;
     unlink_entry(k, e);
   }
-  free(k->buckets);
+  ascope_free(k->buckets);
   k->buckets = NULL;
   k->nbuckets = 0;
 }

@@ -86,7 +86,7 @@ static void cancel_done(uv_work_t *w, int status) {
   struct pg_conn *c = j->c;
   PQfreeCancel(j->pc);
   if (c == NULL) { /* aborted meanwhile: nobody waits */
-    free(j);
+    ascope_free(j);
     return;
   }
   c->cancel_job = NULL;
@@ -94,7 +94,7 @@ static void cancel_done(uv_work_t *w, int status) {
   char err[300];
   snprintf(err, sizeof err, "the cancel request could not be delivered: %s",
            status ? uv_strerror(status) : j->err);
-  free(j);
+  ascope_free(j);
   if (c->state == PG_CLOSING) {
     pg_maybe_done(c);
     return;
@@ -102,7 +102,7 @@ static void cancel_done(uv_work_t *w, int status) {
   if (!ok && c->state == PG_READY) {
     char *m = pg_scrub(err, c->secret);
     pg_break(c, ASCOPE_ECLOSED, "57014", m ? m : "the cancel request could not be delivered");
-    free(m);
+    ascope_free(m);
   }
   if (ok && c->state == PG_READY && c->cancel_target)
     uv_timer_start(&c->retry, cancel_retry, RETRY_MS, 0);
@@ -111,10 +111,10 @@ static void cancel_done(uv_work_t *w, int status) {
 
 int pg_cancel_fire(struct pg_conn *c, struct pg_req *target) {
   if (c->cancel_job || c->pg == NULL) return 0;
-  struct pg_cancel_job *j = calloc(1, sizeof *j);
+  struct pg_cancel_job *j = ascope_calloc(1, sizeof *j);
   if (j == NULL) return UV_ENOMEM;
   if ((j->pc = PQgetCancel(c->pg)) == NULL) {
-    free(j);
+    ascope_free(j);
     return UV_ENOMEM;
   }
   j->c = c;
@@ -122,7 +122,7 @@ int pg_cancel_fire(struct pg_conn *c, struct pg_req *target) {
   int rc = uv_queue_work(c->loop, &j->work, cancel_work, cancel_done);
   if (rc) {
     PQfreeCancel(j->pc);
-    free(j);
+    ascope_free(j);
     return rc;
   }
   c->cancel_job = j;

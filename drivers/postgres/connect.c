@@ -50,7 +50,16 @@ void pg_connect_arm(struct pg_conn *c, uint64_t ms) {
 static void connect_failed(struct pg_conn *c) {
   char *msg = pg_conn_error(c, "could not connect to the server");
   pg_acquire_fail(c, ASCOPE_EDRIVER, "08001", msg);
-  free(msg);
+  ascope_free(msg);
+}
+
+/* A watch that could not be made is the driver's failure, not the server's:
+ * out of memory says so, rather than an EDRIVER with libpq's empty message. */
+static void watch_failed(struct pg_conn *c, int rc) {
+  if (rc == UV_ENOMEM)
+    pg_acquire_fail(c, UV_ENOMEM, NULL, "out of memory watching the connection");
+  else
+    connect_failed(c);
 }
 
 static void connected(struct pg_conn *c) {
@@ -61,8 +70,9 @@ static void connected(struct pg_conn *c) {
   }
   c->pid = PQbackendPID(c->pg);
   /* read from now on: a notification, or the server going away */
-  if (pg_watch(c, UV_READABLE) != 0) {
-    connect_failed(c);
+  int rc = pg_watch(c, UV_READABLE);
+  if (rc != 0) {
+    watch_failed(c, rc);
     return;
   }
   c->state = PG_READY;
@@ -74,10 +84,11 @@ static void connected(struct pg_conn *c) {
 static void follow(struct pg_conn *c, PostgresPollingStatusType st) {
   switch (st) {
   case PGRES_POLLING_READING:
-  case PGRES_POLLING_WRITING:
-    if (pg_watch(c, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) != 0)
-      connect_failed(c);
+  case PGRES_POLLING_WRITING: {
+    int rc = pg_watch(c, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
+    if (rc != 0) watch_failed(c, rc);
     break;
+  }
   case PGRES_POLLING_OK:
     connected(c);
     break;

@@ -41,7 +41,7 @@ int pg_solo_start(struct pg_conn *c, struct pg_req *r) {
   if (!ok) {
     char *msg = pg_conn_error(c, "could not send to the server");
     pg_break(c, ASCOPE_ECLOSED, "08006", msg);
-    free(msg);
+    ascope_free(msg);
     return -1;
   }
   return 0;
@@ -50,7 +50,7 @@ int pg_solo_start(struct pg_conn *c, struct pg_req *r) {
 /* Back into the pipeline; r is answered. */
 static void solo_end(struct pg_conn *c, struct pg_req *r) {
   c->solo = NULL;
-  if (r->data == NULL) free(r->stage); /* from memory, it was the caller's */
+  if (r->data == NULL) ascope_free(r->stage); /* from memory, it was the caller's */
   r->stage = NULL;
   if (!PQenterPipelineMode(c->pg)) {
     char *msg = pg_conn_error(c, "could not enter pipeline mode");
@@ -58,7 +58,7 @@ static void solo_end(struct pg_conn *c, struct pg_req *r) {
     r->where = R_SENT;
     c->solo = r; /* fail_all answers it with the rest */
     pg_break(c, ASCOPE_ECLOSED, "08006", msg);
-    free(msg);
+    ascope_free(msg);
     return;
   }
   pg_answer(c, r);
@@ -81,7 +81,7 @@ static int next_chunk(struct pg_conn *c, struct pg_req *r) {
     r->off += n;
     return n > 0;
   }
-  if (r->stage == NULL && (r->stage = malloc(CHUNK)) == NULL) {
+  if (r->stage == NULL && (r->stage = ascope_malloc(CHUNK)) == NULL) {
     pg_req_fail(r, UV_ENOMEM, NULL, "out of memory feeding the COPY");
     PQputCopyEnd(c->pg, "out of memory in the client");
     r->copy_ended = true;

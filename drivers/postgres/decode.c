@@ -41,15 +41,15 @@ static int scratch_reserve(struct pg_conn *c, size_t n) {
   if (n <= c->pcap) return 0;
   size_t cap = c->pcap ? c->pcap : 8;
   while (cap < n) cap *= 2;
-  const char **v = realloc(c->pvals, cap * sizeof *v);
+  const char **v = ascope_realloc(c->pvals, cap * sizeof *v);
   if (v) c->pvals = v;
-  int *l = realloc(c->plens, cap * sizeof *l);
+  int *l = ascope_realloc(c->plens, cap * sizeof *l);
   if (l) c->plens = l;
-  int *f = realloc(c->pfmts, cap * sizeof *f);
+  int *f = ascope_realloc(c->pfmts, cap * sizeof *f);
   if (f) c->pfmts = f;
-  Oid *t = realloc(c->ptypes, cap * sizeof *t);
+  Oid *t = ascope_realloc(c->ptypes, cap * sizeof *t);
   if (t) c->ptypes = t;
-  char *b = realloc(c->pbin, cap * 8);
+  char *b = ascope_realloc(c->pbin, cap * 8);
   if (b) c->pbin = b;
   if (!v || !l || !f || !t || !b) return UV_ENOMEM;
   c->pcap = cap;
@@ -239,14 +239,14 @@ static int put_bytea_text(ascope_rows *rows, size_t col, const char *s, size_t l
   if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
     size_t n = (len - 2) / 2;
     if (n == 0) return ascope_rows_put_blob(rows, col, "", 0);
-    char small[256], *buf = n <= sizeof small ? small : malloc(n);
+    char small[256], *buf = n <= sizeof small ? small : ascope_malloc(n);
     if (buf == NULL) return UV_ENOMEM;
     for (size_t i = 0; i < n; i++) {
       int hi = hexval(s[2 + 2 * i]), lo = hexval(s[3 + 2 * i]);
       buf[i] = (char)((hi < 0 ? 0 : hi) << 4 | (lo < 0 ? 0 : lo));
     }
     int rc = ascope_rows_put_blob(rows, col, buf, n);
-    if (buf != small) free(buf);
+    if (buf != small) ascope_free(buf);
     return rc;
   }
   size_t n;

@@ -32,13 +32,13 @@ static void pg_acquire(ascope_res *res, const void *arg, const char *options) {
   struct pg_state_mem *st = ascope_res_state(res);
   ascope_sql_header_init((ascope_sql *)st, &pg_driver);
   char err[300];
-  struct pg_conn *c = calloc(1, sizeof *c);
+  struct pg_conn *c = ascope_calloc(1, sizeof *c);
   if (c == NULL) {
     ascope_res_done(res, UV_ENOMEM, NULL, "out of memory");
     return;
   }
   if (pg_options_parse(&c->opt, options, err, sizeof err) != 0) {
-    free(c);
+    ascope_free(c);
     ascope_res_done(res, UV_EINVAL, NULL, err);
     return;
   }
@@ -143,7 +143,7 @@ static int pg_submit(ascope_sql *db, ascope_sql_req *req) {
   if (c->special) {
     const char *channel = c->special->channel;
     take_special(c, r);
-    if (channel && (r->channel = strdup(channel)) == NULL) return UV_ENOMEM;
+    if (channel && (r->channel = ascope_strdup(channel)) == NULL) return UV_ENOMEM;
   } else if (pg_sql_is_copy(ascope_sql_req_text(req))) {
     /* COPY runs outside the pipeline: to or from a file it works as any
      * statement; with STDIN or STDOUT it fails, pointing to the COPY calls */
@@ -368,7 +368,7 @@ int ascope_postgres_listen(ascope *s, ascope_sql *db, const char *channel, ascop
   char *q = PQescapeIdentifier(c->pg, channel, strlen(channel));
   if (q == NULL) return UV_ENOMEM;
   size_t n = strlen(q) + 8;
-  char small[192], *sql = n <= sizeof small ? small : malloc(n);
+  char small[192], *sql = n <= sizeof small ? small : ascope_malloc(n);
   if (sql == NULL) {
     PQfreemem(q);
     return UV_ENOMEM;
@@ -377,7 +377,7 @@ int ascope_postgres_listen(ascope *s, ascope_sql *db, const char *channel, ascop
   PQfreemem(q);
   struct pg_special sp = {.kind = K_LISTEN, .channel = channel};
   int rc = start_special(s, db, &sp, sql, cb, ud, op, true);
-  if (sql != small) free(sql);
+  if (sql != small) ascope_free(sql);
   return rc;
 }
 

@@ -52,13 +52,13 @@ static bool nonempty(const char *s) {
 
 /* Cuts a copy of s at its commas; *n entries into *out (malloc'd). */
 static char *split(const char *s, char ***out, size_t *n) {
-  char *buf = strdup(s ? s : "");
+  char *buf = ascope_strdup(s ? s : "");
   size_t k = 1;
   for (const char *p = buf ? buf : ""; *p; p++) k += *p == ',';
-  *out = calloc(k, sizeof **out);
+  *out = ascope_calloc(k, sizeof **out);
   if (buf == NULL || *out == NULL) {
-    free(buf);
-    free(*out);
+    ascope_free(buf);
+    ascope_free(*out);
     *out = NULL;
     return NULL;
   }
@@ -86,13 +86,13 @@ void pg_dsn_free(struct pg_conn *c) {
   if (d == NULL || d->pending) return; /* lookups still out: their callbacks free it */
   for (size_t i = 0; d->lookups && i < d->nhosts; i++)
     if (d->lookups[i].ai) uv_freeaddrinfo(d->lookups[i].ai);
-  free(d->lookups);
-  free(d->hosts);
-  free(d->ports);
-  free(d->hostbuf);
-  free(d->portbuf);
+  ascope_free(d->lookups);
+  ascope_free(d->hosts);
+  ascope_free(d->ports);
+  ascope_free(d->hostbuf);
+  ascope_free(d->portbuf);
   PQconninfoFree(d->opts);
-  free(d);
+  ascope_free(d);
   c->dns = NULL;
 }
 
@@ -116,7 +116,7 @@ static void sb_add(struct strbuf *b, const char *s) {
   if (b->len + n + 2 > b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 128;
     while (cap < b->len + n + 2) cap *= 2;
-    char *p = realloc(b->s, cap);
+    char *p = ascope_realloc(b->s, cap);
     if (p == NULL) {
       b->oom = true;
       return;
@@ -191,9 +191,9 @@ static void connect_resolved(struct pg_dns *d) {
     vals[k] = NULL;
     pg_connect_start(c, keys, vals);
   }
-  free(h.s);
-  free(a.s);
-  free(p.s);
+  ascope_free(h.s);
+  ascope_free(a.s);
+  ascope_free(p.s);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -216,7 +216,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 static int start_lookups(struct pg_dns *d) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  d->lookups = calloc(d->nhosts, sizeof *d->lookups);
+  d->lookups = ascope_calloc(d->nhosts, sizeof *d->lookups);
   if (d->lookups == NULL) return UV_ENOMEM;
   for (size_t i = 0; i < d->nhosts; i++) {
     if (!needs_lookup(d->hosts[i])) continue;
@@ -252,10 +252,10 @@ int pg_dsn_start(struct pg_conn *c, const char *dsn, char *err, size_t errlen) {
   if (opts == NULL) {
     char *guess = pg_dsn_secret_guess(dsn);
     char *m = pg_scrub(perr ? perr : "out of memory parsing the connection string", guess);
-    free(guess);
+    ascope_free(guess);
     snprintf(err, errlen, "bad connection string: %s", m ? m : "");
     if (m && strlen(m) && err[strlen(err) - 1] == '\n') err[strlen(err) - 1] = '\0';
-    free(m);
+    ascope_free(m);
     PQfreemem(perr);
     return perr ? UV_EINVAL : UV_ENOMEM;
   }
@@ -269,7 +269,7 @@ int pg_dsn_start(struct pg_conn *c, const char *dsn, char *err, size_t errlen) {
   pg_connect_arm(c, ms ? ms : 15000);
   const char *pw = opt_val(opts, "password");
   if (!nonempty(pw)) pw = getenv("PGPASSWORD");
-  if (nonempty(pw) && (c->secret = strdup(pw)) == NULL) {
+  if (nonempty(pw) && (c->secret = ascope_strdup(pw)) == NULL) {
     PQconninfoFree(opts);
     snprintf(err, errlen, "out of memory");
     return UV_ENOMEM;
@@ -277,7 +277,7 @@ int pg_dsn_start(struct pg_conn *c, const char *dsn, char *err, size_t errlen) {
   const char *host = opt_val(opts, "host"), *addr = opt_val(opts, "hostaddr");
   if (!nonempty(host)) host = getenv("PGHOST");
   if (!nonempty(addr)) addr = getenv("PGHOSTADDR");
-  struct pg_dns *d = calloc(1, sizeof *d);
+  struct pg_dns *d = ascope_calloc(1, sizeof *d);
   if (d == NULL) {
     PQconninfoFree(opts);
     snprintf(err, errlen, "out of memory");

@@ -25,7 +25,7 @@ static char *mask_all(char *buf, const char *s, size_t n) {
   for (const char *p = buf; (p = strstr(p, s)) != NULL; p += n) count++;
   if (count == 0) return buf;
   size_t len = strlen(buf), mlen = strlen(MASK);
-  char *out = malloc(len + count * mlen + 1);
+  char *out = ascope_malloc(len + count * mlen + 1);
   if (out == NULL) { /* cannot grow: blank it in place rather than leak it */
     for (char *p = buf; (p = strstr(p, s)) != NULL;) memset(p, '*', n);
     return buf;
@@ -40,7 +40,7 @@ static char *mask_all(char *buf, const char *s, size_t n) {
     p = q + n;
   }
   strcpy(o, p);
-  free(buf);
+  ascope_free(buf);
   return out;
 }
 
@@ -85,7 +85,7 @@ static void mask_uri(char *buf) {
 }
 
 char *pg_scrub(const char *msg, const char *secret) {
-  char *buf = strdup(msg ? msg : "");
+  char *buf = ascope_strdup(msg ? msg : "");
   if (buf == NULL) return NULL;
   if (secret && *secret) buf = mask_all(buf, secret, strlen(secret));
   mask_keyword(buf);
@@ -110,7 +110,7 @@ char *pg_result_error(const PGresult *res, char code[6]) {
   if (primary == NULL) primary = PQresultErrorMessage(res);
   if (primary == NULL || *primary == '\0') primary = "the server reported an error";
   size_t n = trimmed(primary) + (detail ? strlen(detail) + 11 : 0) + (hint ? strlen(hint) + 9 : 0);
-  char *msg = malloc(n + 1);
+  char *msg = ascope_malloc(n + 1);
   if (msg == NULL) return NULL;
   int k = snprintf(msg, n + 1, "%.*s", (int)trimmed(primary), primary);
   if (detail) k += snprintf(msg + k, n + 1 - (size_t)k, "; DETAIL: %s", detail);
@@ -132,7 +132,7 @@ char *pg_conn_error(struct pg_conn *c, const char *fallback) {
 /* ---- a password in a DSN libpq could not parse ----------------------------------------- */
 
 static char *dup_n(const char *s, size_t n) {
-  char *d = n ? malloc(n + 1) : NULL;
+  char *d = n ? ascope_malloc(n + 1) : NULL;
   if (d) {
     memcpy(d, s, n);
     d[n] = '\0';

@@ -276,6 +276,7 @@ void pg_queue(struct pg_conn *c, struct pg_req *r);       /* at the back */
 void pg_queue_front(struct pg_conn *c, struct pg_req *r); /* victims, follow-ups */
 void pg_unqueue(struct pg_conn *c, struct pg_req *r);
 /* NULL: out of memory */
+int pg_steps_reserve(struct pg_conn *c, size_t n); /* room for n more steps, or UV_ENOMEM */
 struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r, struct pg_stmt *st);
 struct pg_step *pg_step_head(struct pg_conn *c);
 void pg_step_pop(struct pg_conn *c);

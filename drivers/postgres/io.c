@@ -31,17 +31,17 @@ static void conn_free(struct pg_conn *c) {
   pg_dsn_free(c);
   if (c->secret) {
     memset(c->secret, 0, strlen(c->secret));
-    free(c->secret);
+    ascope_free(c->secret);
   }
-  free(c->fail_msg);
-  free(c->steps);
-  free(c->pvals);
-  free(c->plens);
-  free(c->pfmts);
-  free(c->ptypes);
-  free(c->pbin);
+  ascope_free(c->fail_msg);
+  ascope_free(c->steps);
+  ascope_free(c->pvals);
+  ascope_free(c->plens);
+  ascope_free(c->pfmts);
+  ascope_free(c->ptypes);
+  ascope_free(c->pbin);
   atomic_fetch_sub(&pg_stat_connections, 1);
-  free(c);
+  ascope_free(c);
 }
 
 /* The last handle is closed and no cancel request refers to the
@@ -56,7 +56,7 @@ void pg_maybe_done(struct pg_conn *c) {
   c->fail_msg = NULL;
   conn_free(c);
   ascope_res_done(r, status, code, msg);
-  free(msg);
+  ascope_free(msg);
 }
 
 void pg_handle_closed(uv_handle_t *h) {
@@ -68,7 +68,7 @@ void pg_handle_closed(uv_handle_t *h) {
 static void watch_closed(uv_handle_t *h) {
   struct pg_watch *w = (struct pg_watch *)h;
   struct pg_conn *c = w->c;
-  free(w);
+  ascope_free(w);
   c->open_handles--;
   pg_maybe_done(c);
 }
@@ -90,10 +90,10 @@ int pg_watch(struct pg_conn *c, int events) {
   if (fd < 0) return UV_EBADF;
   struct pg_watch *w = c->watch;
   if (w == NULL) {
-    if ((w = calloc(1, sizeof *w)) == NULL) return UV_ENOMEM;
+    if ((w = ascope_calloc(1, sizeof *w)) == NULL) return UV_ENOMEM;
     int rc = uv_poll_init_socket(c->loop, &w->poll, fd);
     if (rc) {
-      free(w);
+      ascope_free(w);
       return rc;
     }
     w->poll.data = w;
@@ -125,7 +125,7 @@ static bool read_paused(struct pg_conn *c) {
 static void lost(struct pg_conn *c) {
   char *msg = pg_conn_error(c, "the connection to the server was lost");
   pg_break(c, ASCOPE_ECLOSED, "08006", msg);
-  free(msg);
+  ascope_free(msg);
 }
 
 void pg_update_poll(struct pg_conn *c) {

@@ -60,7 +60,7 @@ void pg_listen_end(struct pg_conn *c, struct pg_req *r) {
   }
   char *q = PQescapeIdentifier(c->pg, r->channel, strlen(r->channel));
   size_t n = q ? strlen(q) + 10 : 0;
-  if (q == NULL || (r->sqlbuf = malloc(n)) == NULL) {
+  if (q == NULL || (r->sqlbuf = ascope_malloc(n)) == NULL) {
     PQfreemem(q);
     pg_answer(c, r); /* the channel stays listened to; nothing reads it */
     return;

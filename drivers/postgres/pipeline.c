@@ -48,18 +48,26 @@ void pg_unqueue(struct pg_conn *c, struct pg_req *r) {
   r->where = R_NEW;
 }
 
+/* Made before a statement is handed to libpq: once it is out, a step that
+ * could not be recorded would leave the pipeline without its place, and
+ * only breaking the connection would be left. */
+int pg_steps_reserve(struct pg_conn *c, size_t n) {
+  if (c->nsteps + n <= c->step_cap) return 0;
+  size_t cap = c->step_cap ? c->step_cap * 2 : 64;
+  while (cap < c->nsteps + n) cap *= 2;
+  struct pg_step *s = ascope_malloc(cap * sizeof *s);
+  if (s == NULL) return UV_ENOMEM;
+  for (size_t i = 0; i < c->nsteps; i++) s[i] = c->steps[(c->step_head + i) % c->step_cap];
+  ascope_free(c->steps);
+  c->steps = s;
+  c->step_head = 0;
+  c->step_cap = cap;
+  return 0;
+}
+
 struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r,
                              struct pg_stmt *st) {
-  if (c->nsteps == c->step_cap) {
-    size_t cap = c->step_cap ? c->step_cap * 2 : 64;
-    struct pg_step *s = malloc(cap * sizeof *s);
-    if (s == NULL) return NULL;
-    for (size_t i = 0; i < c->nsteps; i++) s[i] = c->steps[(c->step_head + i) % c->step_cap];
-    free(c->steps);
-    c->steps = s;
-    c->step_head = 0;
-    c->step_cap = cap;
-  }
+  if (pg_steps_reserve(c, 1) != 0) return NULL;
   struct pg_step *s = &c->steps[(c->step_head + c->nsteps) % c->step_cap];
   s->kind = kind;
   s->fresh = true;

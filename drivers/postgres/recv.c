@@ -37,7 +37,7 @@ static void one_line(char *msg) {
 
 void pg_req_fail_own(struct pg_req *r, int status, const char *code, char *msg) {
   if (r->status) { /* the first failure stands */
-    free(msg);
+    ascope_free(msg);
     return;
   }
   /* A failure libpq reports without a SQLSTATE on a connection that is
@@ -51,16 +51,16 @@ void pg_req_fail_own(struct pg_req *r, int status, const char *code, char *msg) 
   if (msg) one_line(msg);
   r->status = status;
   snprintf(r->code, sizeof r->code, "%s", code ? code : "");
-  free(r->msg);
+  ascope_free(r->msg);
   r->msg = msg;
 }
 
 void pg_req_fail(struct pg_req *r, int status, const char *code, const char *msg) {
-  pg_req_fail_own(r, status, code, msg ? strdup(msg) : NULL);
+  pg_req_fail_own(r, status, code, msg ? ascope_strdup(msg) : NULL);
 }
 
 void pg_req_reset(struct pg_req *r) {
-  free(r->prior_msg); /* the first failure is kept: the retry may only echo it */
+  ascope_free(r->prior_msg); /* the first failure is kept: the retry may only echo it */
   r->prior_msg = r->msg;
   r->prior_status = r->status;
   memcpy(r->prior_code, r->code, sizeof r->code);
@@ -105,13 +105,13 @@ void pg_answer(struct pg_conn *c, struct pg_req *r) {
   if (c->barrier == r) c->barrier = NULL;
   pg_cancel_answered(c, r);
   if (r->prior_msg && r->status && strcmp(r->code, "25P02") == 0) {
-    free(r->msg); /* sent again into an aborted block: the first error tells why */
+    ascope_free(r->msg); /* sent again into an aborted block: the first error tells why */
     r->msg = r->prior_msg;
     r->prior_msg = NULL;
     r->status = r->prior_status;
     memcpy(r->code, r->prior_code, sizeof r->code);
   }
-  free(r->prior_msg);
+  ascope_free(r->prior_msg);
   r->prior_msg = NULL;
   ascope_sql_req *req = r->req;
   int status = r->status;
@@ -119,20 +119,20 @@ void pg_answer(struct pg_conn *c, struct pg_req *r) {
   memcpy(code, r->code, sizeof code);
   char *msg = r->msg;
   r->msg = NULL;
-  free(r->channel);
+  ascope_free(r->channel);
   r->channel = NULL;
-  free(r->sqlbuf);
+  ascope_free(r->sqlbuf);
   r->sqlbuf = NULL;
   r->where = R_NEW;
   if (r->abandoned) { /* its scope heard ASCOPE_ECANCELED already */
-    free(msg);
+    ascope_free(msg);
     ascope_sql_req_done(req, ASCOPE_ECANCELED, NULL, NULL); /* only frees */
     return;
   }
   bool streamed = r->kind == K_STREAM || r->kind == K_COPY_OUT || r->kind == K_LISTEN;
   if (status == 0 && streamed && r->cancelled && !r->stopped) {
     status = ASCOPE_ECANCELED;
-    msg = msg ? msg : strdup("cancelled");
+    msg = msg ? msg : ascope_strdup("cancelled");
   }
   /* A statement cancelled by its scope reports the cancellation, never a
    * result it did not deliver: its rows were not read (take_rows). The
@@ -142,22 +142,22 @@ void pg_answer(struct pg_conn *c, struct pg_req *r) {
   /* A transaction whose connection went was rolled back by the server: a
    * ROLLBACK has nothing left to do; a COMMIT says what became of it. */
   if (r->kind == K_TX && status == ASCOPE_ECLOSED) {
-    free(msg);
+    ascope_free(msg);
     msg = NULL;
     if (r->tx_action == ASCOPE_SQL_TX_ROLLBACK) {
       status = 0;
       code[0] = '\0';
     } else if (r->tx_action == ASCOPE_SQL_TX_COMMIT) {
-      msg = strdup("the connection was lost; the transaction was rolled back");
+      msg = ascope_strdup("the connection was lost; the transaction was rolled back");
     } else {
-      msg = strdup("the connection was lost");
+      msg = ascope_strdup("the connection was lost");
     }
   }
   if (r->cancelled && status == ASCOPE_EDRIVER && strcmp(code, "57014") == 0)
     status = ASCOPE_ECANCELED;
   if (plain && r->cancelled && status == 0) {
-    free(msg);
-    msg = strdup("cancelled; the statement had already run on the server");
+    ascope_free(msg);
+    msg = ascope_strdup("cancelled; the statement had already run on the server");
     status = ASCOPE_ECANCELED;
   }
   ascope_rows *rows = NULL;
@@ -169,7 +169,7 @@ void pg_answer(struct pg_conn *c, struct pg_req *r) {
     if (status == 0) ascope_sql_req_set_changes(req, r->changes, 0);
     ascope_sql_req_done(req, status, code[0] ? code : NULL, msg);
   }
-  free(msg);
+  ascope_free(msg);
 }
 
 /* ---- streams ----------------------------------------------------------------------- */
@@ -425,7 +425,7 @@ void pg_take_results(struct pg_conn *c) {
     if (c->state == PG_READY && PQstatus(c->pg) == CONNECTION_BAD) {
       char *msg = pg_conn_error(c, "the connection to the server was lost");
       pg_break(c, ASCOPE_ECLOSED, "08006", msg);
-      free(msg);
+      ascope_free(msg);
     }
   }
 }

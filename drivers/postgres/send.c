@@ -38,7 +38,7 @@ static int send_sync(struct pg_conn *c) {
 static void send_failed(struct pg_conn *c) {
   char *msg = pg_conn_error(c, "could not send to the server");
   pg_break(c, ASCOPE_ECLOSED, "08006", msg);
-  free(msg);
+  ascope_free(msg);
 }
 
 /* The statement, then its sync point. -1: the connection broke. */
@@ -61,6 +61,9 @@ static int close_segment(struct pg_conn *c) {
 
 int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
   if (c->pg == NULL || c->state != PG_READY) return 0;
+  /* Without room for its steps it is not sent: the name is never used
+   * again, and the server drops the statement with the connection. */
+  if (pg_steps_reserve(c, 2) != 0) return 0;
   char sql[48];
   snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
   if (!PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) ||
@@ -120,6 +123,13 @@ static int send_req(struct pg_conn *c, struct pg_req *r) {
   bool shared = shares_sync(c, r);
   int rc = shared ? 0 : close_segment(c);
   r->where = R_SENT;
+  /* Room for every step r can take (a segment's sync point, then Prepare,
+   * Execute and a sync point per statement), or r fails alone, before any
+   * of it is sent. */
+  if (rc == 0 && pg_steps_reserve(c, 1 + 3 * (size_t)(r->kind == K_TX ? r->nsql : 1)) != 0) {
+    pg_req_fail(r, UV_ENOMEM, NULL, "out of memory");
+    return 1;
+  }
   if (rc == 0 && r->kind == K_TX) {
     for (unsigned i = 0; rc == 0 && i < r->nsql; i++)
       rc = send_stmt(c, r, r->sql[i], NULL, true, false);

@@ -30,7 +30,7 @@ struct rd_cmd {
 
 static struct rd_cmd *cmd_get(ascope_redis *c) {
   struct rd_cmd *q = c->cmd_pool;
-  if (q == NULL) return malloc(sizeof *q);
+  if (q == NULL) return ascope_malloc(sizeof *q);
   c->cmd_pool = q->next;
   c->cmd_pooled--;
   return q;
@@ -39,7 +39,7 @@ static struct rd_cmd *cmd_get(ascope_redis *c) {
 static void cmd_put(struct rd_cmd *q) {
   ascope_redis *c = q->c;
   if (c->cmd_pooled >= POOL_MAX) {
-    free(q);
+    ascope_free(q);
     return;
   }
   q->next = c->cmd_pool;
@@ -51,7 +51,7 @@ void rd_cmd_pool_free(ascope_redis *c) {
   while (c->cmd_pool) {
     struct rd_cmd *q = c->cmd_pool;
     c->cmd_pool = q->next;
-    free(q);
+    ascope_free(q);
   }
   c->cmd_pooled = 0;
 }

@@ -362,7 +362,7 @@ int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const ch
   size_t own_small[16], *own = NULL, size = 16; /* "*argc\r\n" */
   const size_t *len = lens;
   if (lens == NULL) {
-    own = argc <= 16 ? own_small : malloc((size_t)argc * sizeof *own);
+    own = argc <= 16 ? own_small : ascope_malloc((size_t)argc * sizeof *own);
     if (own == NULL) return UV_ENOMEM;
     for (int i = 0; i < argc; i++) own[i] = strlen(argv[i]);
     len = own;
@@ -375,7 +375,7 @@ int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const ch
     goto sent;
   }
 #endif
-  char small[512], *buf = size <= sizeof small ? small : malloc(size);
+  char small[512], *buf = size <= sizeof small ? small : ascope_malloc(size);
   if (buf == NULL) {
     rc = UV_ENOMEM;
     goto sent;
@@ -384,9 +384,9 @@ int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const ch
   rc = redisAsyncFormattedCommand(c->ac, fn, priv, buf, (size_t)(end - buf)) == REDIS_OK
            ? 0
            : UV_ENOMEM;
-  if (buf != small) free(buf);
+  if (buf != small) ascope_free(buf);
 sent:
-  if (own != own_small) free(own);
+  if (own != own_small) ascope_free(own);
   if (rc) return rc;
   atomic_fetch_add(&rd_stat_commands, 1);
   if (fn) {

@@ -29,13 +29,13 @@ struct rd_mreq {
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
 
 static int send_one(struct rd_multi *m, const char *cmd, bool release) {
-  struct rd_mreq *q = malloc(sizeof *q);
+  struct rd_mreq *q = ascope_malloc(sizeof *q);
   if (q == NULL) return UV_ENOMEM;
   *q = (struct rd_mreq){.m = m, .release = release};
   const char *argv[1] = {cmd};
   int rc = rd_send(m->c, on_reply, q, 1, argv, NULL);
   if (rc) {
-    free(q);
+    ascope_free(q);
     return rc;
   }
   m->q = q;
@@ -75,7 +75,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   bool release = q->release;
   redisReply *r = reply;
   (void)ac;
-  free(q);
+  ascope_free(q);
   if (m == NULL) {
     if (r) atomic_fetch_add(&rd_stat_dropped, 1);
     return;

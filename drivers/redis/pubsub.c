@@ -47,7 +47,7 @@ static void drop_queue(struct rd_sub *q) {
     struct rd_msg *m = q->head;
     q->head = m->next;
     rd_reply_free(m->r);
-    free(m);
+    ascope_free(m);
   }
   q->tail = NULL;
 }
@@ -91,14 +91,14 @@ static void drain(struct rd_sub *q) {
     if (q->head == NULL) q->tail = NULL;
     give(q, m->r);
     rd_reply_free(m->r);
-    free(m);
+    ascope_free(m);
   }
 }
 
 static void keep(struct rd_sub *q, const redisReply *r) {
-  struct rd_msg *m = malloc(sizeof *m);
+  struct rd_msg *m = ascope_malloc(sizeof *m);
   if (m == NULL || (m->r = rd_reply_dup(r)) == NULL) {
-    free(m);
+    ascope_free(m);
     sub_end(q, UV_ENOMEM, NULL, true);
     return;
   }
@@ -125,8 +125,8 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
   if (q->op && last) sub_end(q, r ? 0 : ASCOPE_ECLOSED, NULL, false);
   if (last) {
     q->c->sub = NULL;
-    free(q->channel);
-    free(q);
+    ascope_free(q->channel);
+    ascope_free(q);
     return;
   }
   if (q->op == NULL) return; /* ended: what comes before the unsubscribe reply is dropped */
@@ -169,24 +169,24 @@ int ascope_redis_subscribe(ascope *s, ascope_redis *c, const char *channel, int 
   if (s == NULL || cb == NULL || channel == NULL || *channel == '\0') return UV_EINVAL;
   int rc = rd_usable(c);
   if (rc) return rc;
-  struct rd_sub *q = calloc(1, sizeof *q);
-  if (q == NULL || (q->channel = strdup(channel)) == NULL) {
-    free(q);
+  struct rd_sub *q = ascope_calloc(1, sizeof *q);
+  if (q == NULL || (q->channel = ascope_strdup(channel)) == NULL) {
+    ascope_free(q);
     return UV_ENOMEM;
   }
   *q = (struct rd_sub){
       .c = c, .s = s, .cb = cb, .ud = ud, .channel = q->channel, .pattern = pattern != 0};
   q->op = ascope_op_begin(s, &rd_driver, on_cancel, q);
   if (q->op == NULL) {
-    free(q->channel);
-    free(q);
+    ascope_free(q->channel);
+    ascope_free(q);
     return ASCOPE_ECANCELED;
   }
   const char *argv[2] = {pattern ? "PSUBSCRIBE" : "SUBSCRIBE", channel};
   if ((rc = rd_send(c, on_message, q, 2, argv, NULL)) != 0) {
     ascope_op_end(q->op, 0, NULL, NULL);
-    free(q->channel);
-    free(q);
+    ascope_free(q->channel);
+    ascope_free(q);
     return rc;
   }
   ascope_op_set_resume(q->op, on_resume);

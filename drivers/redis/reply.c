@@ -43,18 +43,18 @@ const ascope_redis_reply *ascope_redis_reply_element(const ascope_redis_reply *r
 }
 
 redisReply *rd_reply_dup(const redisReply *r) {
-  redisReply *d = calloc(1, sizeof *d);
+  redisReply *d = ascope_calloc(1, sizeof *d);
   if (d == NULL) return NULL;
   d->type = r->type;
   d->integer = r->integer;
   if (r->str) {
-    if ((d->str = malloc(r->len + 1)) == NULL) goto oom;
+    if ((d->str = ascope_malloc(r->len + 1)) == NULL) goto oom;
     memcpy(d->str, r->str, r->len);
     d->str[r->len] = '\0';
     d->len = r->len;
   }
   if (r->type == REDIS_REPLY_ARRAY && r->elements) {
-    if ((d->element = calloc(r->elements, sizeof *d->element)) == NULL) goto oom;
+    if ((d->element = ascope_calloc(r->elements, sizeof *d->element)) == NULL) goto oom;
     d->elements = r->elements;
     for (size_t i = 0; i < r->elements; i++)
       if ((d->element[i] = rd_reply_dup(r->element[i])) == NULL) goto oom;
@@ -68,9 +68,9 @@ oom:
 void rd_reply_free(redisReply *r) {
   if (r == NULL) return;
   for (size_t i = 0; r->element && i < r->elements; i++) rd_reply_free(r->element[i]);
-  free(r->element);
-  free(r->str);
-  free(r);
+  ascope_free(r->element);
+  ascope_free(r->str);
+  ascope_free(r);
 }
 
 /* ---- the reader's objects ----------------------------------------------------------

@@ -23,8 +23,8 @@ struct rd_scan {
 
 static void scan_free(struct rd_scan *q) {
   rd_reply_free(q->keys);
-  free(q->match);
-  free(q);
+  ascope_free(q->match);
+  ascope_free(q);
 }
 
 /* The final call, then the end. The request stays while a SCAN is out. */
@@ -133,9 +133,9 @@ int ascope_redis_scan(ascope *s, ascope_redis *c, const char *match, size_t coun
   if (s == NULL || cb == NULL) return UV_EINVAL;
   int rc = rd_usable(c);
   if (rc) return rc;
-  struct rd_scan *q = calloc(1, sizeof *q);
-  if (q == NULL || (match && (q->match = strdup(match)) == NULL)) {
-    free(q);
+  struct rd_scan *q = ascope_calloc(1, sizeof *q);
+  if (q == NULL || (match && (q->match = ascope_strdup(match)) == NULL)) {
+    ascope_free(q);
     return UV_ENOMEM;
   }
   q->c = c;

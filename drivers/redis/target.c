@@ -13,8 +13,8 @@
 #include <string.h>
 
 static int set(char **dst, const char *s, size_t n) {
-  free(*dst);
-  *dst = strndup(s, n);
+  ascope_free(*dst);
+  *dst = ascope_strndup(s, n);
   return *dst ? 0 : UV_ENOMEM;
 }
 
@@ -138,10 +138,10 @@ int rd_target_parse(struct rd_target *t, const char *target, const char *options
 void rd_target_free(struct rd_target *t) {
   if (t->password) {
     memset(t->password, 0, strlen(t->password));
-    free(t->password);
+    ascope_free(t->password);
   }
-  free(t->host);
-  free(t->path);
-  free(t->user);
+  ascope_free(t->host);
+  ascope_free(t->path);
+  ascope_free(t->user);
   memset(t, 0, sizeof *t);
 }

@@ -12,14 +12,14 @@
 #include <strings.h>
 
 ascope_sql_params *ascope_sql_params_new(void) {
-  return calloc(1, sizeof(ascope_sql_params));
+  return ascope_calloc(1, sizeof(ascope_sql_params));
 }
 
 void ascope_sql_params_free(ascope_sql_params *p) {
   if (p == NULL || p->flat) return;
-  free(p->vals);
-  free(p->arena);
-  free(p);
+  ascope_free(p->vals);
+  ascope_free(p->arena);
+  ascope_free(p);
 }
 
 void ascope_sql_params_clear(ascope_sql_params *p) {
@@ -34,7 +34,7 @@ void ascope_sql_params_clear(ascope_sql_params *p) {
 static struct pval *slot(ascope_sql_params *p) {
   if (p->n == p->cap) {
     size_t cap = p->cap ? p->cap * 2 : 8;
-    struct pval *v = realloc(p->vals, cap * sizeof *v);
+    struct pval *v = ascope_realloc(p->vals, cap * sizeof *v);
     if (v == NULL) {
       p->err = UV_ENOMEM;
       return NULL;
@@ -54,7 +54,7 @@ static int arena_put(ascope_sql_params *p, const void *data, size_t len, size_t 
   if (need > p->arena_cap) {
     size_t cap = p->arena_cap ? p->arena_cap : 256;
     while (cap < need) cap *= 2;
-    char *a = realloc(p->arena, cap);
+    char *a = ascope_realloc(p->arena, cap);
     if (a == NULL) return UV_ENOMEM;
     p->arena = a;
     p->arena_cap = cap;

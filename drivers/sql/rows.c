@@ -16,10 +16,10 @@ void rows_init(ascope_rows *r) {
 }
 
 void rows_fini(ascope_rows *r) {
-  free(r->cols);
-  free(r->colbuf);
-  free(r->vals);
-  free(r->arena);
+  ascope_free(r->cols);
+  ascope_free(r->colbuf);
+  ascope_free(r->vals);
+  ascope_free(r->arena);
   rows_init(r);
 }
 
@@ -31,7 +31,7 @@ static int grow(void **buf, size_t *cap, size_t need, size_t first) {
     if (c > SIZE_MAX / 2) return UV_ENOMEM;
     c *= 2;
   }
-  void *p = realloc(*buf, c);
+  void *p = ascope_realloc(*buf, c);
   if (p == NULL) return UV_ENOMEM;
   *buf = p;
   *cap = c;
@@ -44,7 +44,7 @@ int ascope_rows_set_columns(ascope_rows *r, size_t n) {
   if (r == NULL) return UV_EINVAL;
   ascope_rows_clear(r);
   r->colbuf_len = 0;
-  struct rcol *c = n ? realloc(r->cols, n * sizeof *c) : r->cols;
+  struct rcol *c = n ? ascope_realloc(r->cols, n * sizeof *c) : r->cols;
   if (n && c == NULL) return UV_ENOMEM;
   r->cols = c;
   for (size_t i = 0; i < n; i++) c[i] = (struct rcol){SIZE_MAX, SIZE_MAX, ASCOPE_SQL_NULL};

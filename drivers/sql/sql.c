@@ -82,7 +82,7 @@ ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char
   size_t head = sizeof(ascope_sql_req) + c->drv->req_size;
   head = (head + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * _Alignof(max_align_t);
   size_t plen = params_flat_size(p), tlen = text ? strlen(text) + 1 : 0;
-  ascope_sql_req *req = malloc(head + plen + tlen);
+  ascope_sql_req *req = ascope_malloc(head + plen + tlen);
   if (req == NULL) return NULL;
   memset(req, 0, sizeof *req + c->drv->req_size);
   req->db = db;
@@ -101,11 +101,11 @@ ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char
 void req_free(ascope_sql_req *req) {
   if (req->rows) {
     rows_fini(req->rows);
-    free(req->rows);
+    ascope_free(req->rows);
     atomic_fetch_sub(&sql_stat_rows_live, 1);
   }
   atomic_fetch_sub(&sql_stat_requests, 1);
-  free(req);
+  ascope_free(req);
 }
 
 void *ascope_sql_req_data(ascope_sql_req *req) {
@@ -126,7 +126,7 @@ const ascope_sql_params *ascope_sql_req_params(const ascope_sql_req *req) {
 
 ascope_rows *ascope_sql_req_rows(ascope_sql_req *req) {
   if (req == NULL) return NULL;
-  if (req->rows == NULL && (req->rows = malloc(sizeof *req->rows)) != NULL) {
+  if (req->rows == NULL && (req->rows = ascope_malloc(sizeof *req->rows)) != NULL) {
     rows_init(req->rows);
     atomic_fetch_add(&sql_stat_rows_live, 1);
   }

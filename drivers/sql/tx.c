@@ -51,11 +51,11 @@ int ascope_use_sql_tx_at(ascope *s, const ascope_sql_driver *drv, size_t index,
   if (drv == NULL || drv->sql_abi < ASCOPE_SQL_ABI_MIN) return UV_EINVAL;
   char small[256];
   size_t n = (options ? strlen(options) : 0) + 32;
-  char *buf = n <= sizeof small ? small : malloc(n);
+  char *buf = n <= sizeof small ? small : ascope_malloc(n);
   if (buf == NULL) return UV_ENOMEM;
   snprintf(buf, n, "use=%zu%s%s", index, options ? " " : "", options ? options : "");
   int rc = ascope_use(s, &drv->tx, NULL, buf);
-  if (buf != small) free(buf);
+  if (buf != small) ascope_free(buf);
   return rc;
 }
 

@@ -44,9 +44,9 @@ void sq_cache_init(struct sq_cache *k, unsigned cap) {
 static void entry_free(struct sq_stmt *e) {
   sqlite3_finalize(e->stmt);
   atomic_fetch_sub(&sq_stat_statements, 1);
-  free(e->map);
-  free(e->sql);
-  free(e);
+  ascope_free(e->map);
+  ascope_free(e->sql);
+  ascope_free(e);
 }
 
 /* What follows a statement is nothing if it holds only blanks, semicolons
@@ -67,7 +67,7 @@ static int map_params(struct sq_stmt *e) {
   e->nslots = sqlite3_bind_parameter_count(e->stmt);
   e->nparams = 0;
   if (e->nslots == 0) return 0;
-  e->map = malloc((size_t)e->nslots * sizeof *e->map);
+  e->map = ascope_malloc((size_t)e->nslots * sizeof *e->map);
   if (e->map == NULL) return SQLITE_NOMEM;
   for (int i = 0; i < e->nslots; i++) {
     const char *name = sqlite3_bind_parameter_name(e->stmt, i + 1);
@@ -87,11 +87,11 @@ static void hash_insert(struct sq_cache *k, struct sq_stmt *e, const char *sql) 
   if (k->buckets == NULL) {
     size_t n = 16;
     while (n < 2 * (size_t)k->cap) n *= 2;
-    k->buckets = calloc(n, sizeof *k->buckets);
+    k->buckets = ascope_calloc(n, sizeof *k->buckets);
     if (k->buckets == NULL) return; /* uncached: still correct, only slower */
     k->nbuckets = n;
   }
-  e->sql = strdup(sql);
+  e->sql = ascope_strdup(sql);
   if (e->sql == NULL) return;
   struct sq_stmt **b = &k->buckets[e->hash & (k->nbuckets - 1)];
   e->hnext = *b;
@@ -139,7 +139,7 @@ struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **ta
   *rc = sqlite3_prepare_v3(c->db, sql, -1, k->cap ? SQLITE_PREPARE_PERSISTENT : 0, &s, &t);
   if (*rc != SQLITE_OK || s == NULL) return NULL; /* an error, or no statement at all */
   atomic_fetch_add(&sq_stat_statements, 1);
-  e = calloc(1, sizeof *e);
+  e = ascope_calloc(1, sizeof *e);
   if (e == NULL) {
     sqlite3_finalize(s);
     atomic_fetch_sub(&sq_stat_statements, 1);
@@ -188,6 +188,6 @@ void sq_cache_clear(struct sq_conn *c) {
       entry_free(e);
     }
   }
-  free(k->buckets);
+  ascope_free(k->buckets);
   sq_cache_init(k, k->cap);
 }

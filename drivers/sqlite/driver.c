@@ -42,7 +42,7 @@ static void interrupt_if_running(struct sq_conn *c, struct sq_job *j) {
  * and message in *status, *msg when it cannot be made. */
 static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *options, int *status,
                                 char *msg, size_t msglen) {
-  struct sq_conn *c = calloc(1, sizeof *c);
+  struct sq_conn *c = ascope_calloc(1, sizeof *c);
   *status = UV_ENOMEM;
   snprintf(msg, msglen, "out of memory");
   if (c == NULL) return NULL;
@@ -51,13 +51,13 @@ static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *opt
   } else if (path == NULL && c->opt.mode != MODE_MEMORY) {
     *status = UV_EINVAL;
     snprintf(msg, msglen, "no database path given");
-  } else if ((path == NULL || (c->path = strdup(path)) != NULL) &&
+  } else if ((path == NULL || (c->path = ascope_strdup(path)) != NULL) &&
              (c->sched = sq_sched_get(ascope_rt_loop(ascope_res_rt(r)))) != NULL) {
     if (uv_mutex_init(&c->mu) == 0) return c;
     sq_sched_put(c->sched);
   }
-  free(c->path);
-  free(c);
+  ascope_free(c->path);
+  ascope_free(c);
   return NULL;
 }
 

@@ -70,6 +70,7 @@ struct sq_job {               /* a request's driver data, or the connection's ow
   bool queued;      /* (mu) in the queue */
   bool staged;      /* (loop) in the connection's stage, not yet in the queue */
   bool parked;      /* (mu) a stream's batch is out: wait for more or stop */
+  bool delivering;  /* (mu) that batch is not delivered yet: not even a cancel runs the job */
   bool stop;        /* (mu) end the stream */
   bool started;     /* (worker) a stream holds its statement */
   bool batch, last; /* (worker) the answer is a batch; the stream ended with it */

@@ -120,8 +120,14 @@ int sq_enqueue(struct sq_conn *c, struct sq_job *j) {
   return 0;
 }
 
+/* A parked stream whose batch is still on its way to the loop must not run
+ * again, even cancelled (the cancel unparks it): its next answer would go
+ * through the job's one answer slot while the loop still holds the first.
+ * A statement failing before the stream, in the same answers, cancelled
+ * it so; the hop then answered the stream's end, the loop delivered it,
+ * freeing the request, and went on to the batch it still held. */
 bool sq_runnable(struct sq_conn *c) {
-  return c->head && !c->head->parked;
+  return c->head && !c->head->parked && !c->head->delivering;
 }
 
 /* Delivers one answer on the loop thread. The job belongs to its request:
@@ -152,11 +158,16 @@ static void answer_one(struct sq_conn *c, struct sq_job *j) {
   ascope_sql_req *req = j->req;
   char *msg = j->msg;
   j->msg = NULL;
+  if (j->batch && !j->last) { /* the hop may run the job again; hop_after wakes it */
+    uv_mutex_lock(&c->mu);
+    j->delivering = false;
+    uv_mutex_unlock(&c->mu);
+  }
   if (j->batch)
     ascope_sql_req_batch(req, j->last);
   else
     ascope_sql_req_done(req, j->status, j->code, msg);
-  free(msg);
+  ascope_free(msg);
 }
 
 /* Delivers every answer so far, in order. The list is taken in one go:
@@ -195,7 +206,7 @@ void sq_flush(struct sq_conn *c, int status) {
   while (list) {
     struct sq_job *j = list;
     list = j->dnext;
-    free(j->msg);
+    ascope_free(j->msg);
     j->msg = NULL;
     ascope_sql_req_done(j->req, status, NULL, "the connection was closed");
   }
@@ -206,11 +217,11 @@ void sq_conn_free(struct sq_conn *c) {
   sq_stage_unlist(c);
   if (c->opened) atomic_fetch_add(&sq_stat_closed, 1);
   atomic_fetch_sub(&sq_stat_connections, 1);
-  free(c->open_job.msg);
-  free(c->close_job.msg);
-  free(c->dead_msg);
-  free(c->path);
+  ascope_free(c->open_job.msg);
+  ascope_free(c->close_job.msg);
+  ascope_free(c->dead_msg);
+  ascope_free(c->path);
   uv_mutex_destroy(&c->mu);
   sq_sched_put(c->sched);
-  free(c);
+  ascope_free(c);
 }

@@ -18,8 +18,8 @@
 void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg) {
   j->status = status;
   j->code = code;
-  free(j->msg);
-  j->msg = msg ? strdup(msg) : NULL;
+  ascope_free(j->msg);
+  j->msg = msg ? ascope_strdup(msg) : NULL;
 }
 
 void sq_fail_lost(struct sq_job *j) {

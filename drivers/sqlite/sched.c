@@ -51,7 +51,7 @@ struct sq_sched *sq_sched_get(uv_loop_t *loop) {
   uv_mutex_lock(&reg_mu);
   struct sq_sched *s = registry;
   while (s && s->loop != loop) s = s->next;
-  if (s == NULL && (s = calloc(1, sizeof *s)) != NULL) {
+  if (s == NULL && (s = ascope_calloc(1, sizeof *s)) != NULL) {
     s->loop = loop;
     uv_prepare_init(loop, &s->prepare);
     s->prepare.data = s;
@@ -71,7 +71,7 @@ struct sq_sched *sq_sched_get(uv_loop_t *loop) {
 
 static void sched_closed(uv_handle_t *h) {
   struct sq_sched *s = h->data;
-  if (--s->handles == 0) free(s);
+  if (--s->handles == 0) ascope_free(s);
 }
 
 void sq_sched_put(struct sq_sched *s) {
@@ -163,7 +163,7 @@ static void hop_work(uv_work_t *w) {
     c->running = NULL;   /* from here no interrupt can reach this connection */
     if (j->retry) break; /* stays first in the queue; others get the thread */
     if (j->batch && !j->last)
-      j->parked = true;
+      j->parked = j->delivering = true;
     else
       sq_remove(c, j);
     answer(c, j);
@@ -273,7 +273,7 @@ static void conn_finish(struct sq_conn *c) {
   if (c->db) sq_close_db(c);
   sq_conn_free(c);
   ascope_res_done(r, status, code, msg);
-  free(msg);
+  ascope_free(msg);
 }
 
 /* A hop ended. Its answers run user code, which may queue more and start

@@ -63,7 +63,10 @@ ASCOPE_EXTERN int ascope_rt_post(ascope_rt *rt, void (*fn)(void *ud), void *ud);
 ASCOPE_EXTERN int ascope_rt_set_release_timeout(ascope_rt *rt, uint64_t ms);     /* default 30000 */
 
 /* Before any runtime exists; NULLs restore the C library's.
- * Covers ascope's own allocations, not libuv's. */
+ * Covers ascope's own allocations and its drivers' (ascope_malloc in
+ * driver.h), not libuv's nor those of the libraries the drivers use
+ * (libpq, libcurl, SQLite, hiredis). The functions must be thread-safe:
+ * drivers allocate and free on libuv's threadpool too. */
 ASCOPE_EXTERN int ascope_set_allocator(void *(*malloc_fn)(size_t),
                                        void *(*realloc_fn)(void *, size_t),
                                        void (*free_fn)(void *));

@@ -66,6 +66,25 @@ ASCOPE_EXTERN const char *ascope_opt_next(const char *s, char *buf, size_t cap, 
 ASCOPE_EXTERN int ascope_opt_bool(const char *value, int *out); /* 1/0 on/off true/false yes/no */
 ASCOPE_EXTERN int ascope_opt_uint(const char *value, uint64_t max, uint64_t *out); /* decimal */
 
+/* Memory: the allocator of ascope_set_allocator() (the C library's unless
+ * one was set), for everything a driver allocates itself, so that an
+ * embedder's allocator and its failure tests reach a driver as they reach
+ * the core. What these return goes back through ascope_realloc and
+ * ascope_free, never free(); what a library the driver uses hands out
+ * (libpq, libcurl, SQLite, hiredis) goes back through that library. Any
+ * thread. NULL when out of memory. ascope_malloc(0) returns a pointer to
+ * free like any other; ascope_calloc zeroes and returns NULL when n * size
+ * overflows; ascope_realloc(NULL, n) allocates; ascope_free(NULL) does
+ * nothing; ascope_strdup(NULL) and ascope_strndup(NULL, n) return NULL;
+ * ascope_strndup copies at most n bytes and always ends the copy with a
+ * NUL. */
+ASCOPE_EXTERN void *ascope_malloc(size_t n);
+ASCOPE_EXTERN void *ascope_calloc(size_t n, size_t size);
+ASCOPE_EXTERN void *ascope_realloc(void *p, size_t n);
+ASCOPE_EXTERN void ascope_free(void *p);
+ASCOPE_EXTERN char *ascope_strdup(const char *s);
+ASCOPE_EXTERN char *ascope_strndup(const char *s, size_t n);
+
 /* Plugins: a shared object exports
  *   const ascope_driver *ascope_driver_entry(void);
  * ascope_driver_load() returns NULL and writes the reason to errbuf on a

@@ -45,7 +45,7 @@ static void response(struct fz f) {
     FZ_CHECK(first != NULL);
   }
   FZ_CHECK(ascope_http_resp_header_at(&r, r.nhdr, NULL, NULL) == UV_ENOENT);
-  free(r.hdr);
+  ascope_free(r.hdr);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -45,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else {
     FZ_CHECK(rc == UV_EINVAL || rc == UV_ENOMEM);
   }
-  free(out);
-  free(key);
+  ascope_free(out);
+  ascope_free(key);
   check_scrub(url, 1 + (flags >> 2));
   check_scrub(url, 4096);
   free(url);

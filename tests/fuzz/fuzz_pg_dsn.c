@@ -189,7 +189,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FZ_CHECK(c.dns == NULL); /* every path frees the lookups' state */
     FZ_CHECK(connects + fails == (c.state == PG_RESOLVING));
   }
-  free(c.secret);
+  ascope_free(c.secret);
   PQconninfoFree(parsed);
   free(dsn);
   return 0;

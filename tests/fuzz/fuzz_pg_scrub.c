@@ -17,10 +17,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FZ_CHECK(m != NULL);
   /* Masking writes '*' only, so a password without one cannot survive. */
   if (*secret && strchr(secret, '*') == NULL) FZ_CHECK(strstr(m, secret) == NULL);
-  free(m);
+  ascope_free(m);
   m = pg_scrub(msg, NULL);
   FZ_CHECK(m != NULL && strlen(m) == strlen(msg)); /* masks in place, never drops */
-  free(m);
+  ascope_free(m);
 
   char *guess = pg_dsn_secret_guess(dsn);
   if (guess) {
@@ -29,10 +29,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (strchr(guess, '*') == NULL) {
       char *s = pg_scrub(dsn, guess);
       FZ_CHECK(s != NULL && strstr(s, guess) == NULL);
-      free(s);
+      ascope_free(s);
     }
   }
-  free(guess);
+  ascope_free(guess);
   free(dsn);
   free(secret);
   free(msg);

@@ -1,0 +1,58 @@
+/* The PostgreSQL driver under allocation failure, against the real server
+ * (ASCOPE_PG_DSN): each allocation of a connect (the DSN's parse, the host
+ * lookups), a query with parameters and its result fails in turn, and
+ * every time the scope ends once, cleanly, with no block left; the next
+ * run, with nothing failing, succeeds. */
+#include <ascope/postgres.h>
+
+#include "alloc_fail.h"
+
+TestSuite(postgres_alloc, .timeout = 900);
+
+static void start(af_run *r, int rc) {
+  if (rc == 0)
+    r->started++;
+  else
+    af_saw(r, rc);
+}
+
+static int on_result(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s, (void)rows;
+  af_run *r = ud;
+  r->ended++;
+  af_saw(r, status);
+  return status;
+}
+
+static int uses(ascope *s, af_run *r) {
+  return ascope_use_postgres(s, r->arg, NULL);
+}
+
+static void body(ascope *s, void *ud) {
+  af_run *r = ud;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  int rc = p ? ascope_sql_params_add_int64(p, 7) : UV_ENOMEM;
+  if (rc == 0) rc = ascope_sql_params_add_text(p, "seven", ASCOPE_SQL_NTS);
+  if (rc == 0) {
+    start(r, ascope_sql_query(
+                 s, db, "SELECT $1::int8 AS n, $2::text AS t, g FROM generate_series(1, 50) g", p,
+                 on_result, r));
+    start(r, ascope_sql_query(s, db, "SELECT 1", NULL, on_result, r));
+  } else {
+    af_saw(r, rc);
+    ascope_cancel(s);
+  }
+  ascope_sql_params_free(p);
+}
+
+static void scenario(af_run *r) {
+  af_scope(r, uses, body);
+}
+
+Test(postgres_alloc, connect_query) {
+  const char *dsn = getenv("ASCOPE_PG_DSN");
+  cr_assert(dsn && *dsn, "ASCOPE_PG_DSN is not set: start the server with scripts/pg-start "
+                         "and export the line it prints (scripts/test does both)");
+  af_sweep("postgres", scenario, (void *)dsn);
+}

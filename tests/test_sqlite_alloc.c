@@ -1,0 +1,91 @@
+/* The SQLite driver under allocation failure: each allocation of a connect,
+ * a transaction (BEGIN, COMMIT), an exec with parameters, a query and a
+ * stream fails in turn — on the loop thread and on the threadpool, where
+ * statements run — and every time the scope ends once, cleanly, with no
+ * block left; the next run, with nothing failing, succeeds. */
+#include <ascope/sqlite.h>
+
+#include "alloc_fail.h"
+
+TestSuite(sqlite_alloc, .timeout = 600);
+
+static char dir[] = "/tmp/ascope-sqlite-alloc-XXXXXX";
+static char path[96];
+
+static void setup(void) {
+  cr_assert(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/t.db", dir);
+}
+
+static void teardown(void) {
+  char side[112];
+  unlink(path);
+  snprintf(side, sizeof side, "%s-wal", path);
+  unlink(side);
+  snprintf(side, sizeof side, "%s-shm", path);
+  unlink(side);
+  snprintf(side, sizeof side, "%s-journal", path);
+  unlink(side);
+  rmdir(dir);
+}
+
+static void start(af_run *r, int rc) {
+  if (rc == 0)
+    r->started++;
+  else
+    af_saw(r, rc);
+}
+
+static int on_result(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s, (void)rows;
+  af_run *r = ud;
+  r->ended++;
+  af_saw(r, status);
+  return status;
+}
+
+static int on_batch(ascope *s, int status, ascope_rows *rows, void *ud) {
+  if (rows != NULL) return 0;
+  return on_result(s, status, rows, ud);
+}
+
+static int uses(ascope *s, af_run *r) {
+  (void)r;
+  int rc = ascope_use_sqlite(s, path, NULL);
+  return rc ? rc : ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL);
+}
+
+static void body(ascope *s, void *ud) {
+  af_run *r = ud;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  if (p == NULL) {
+    af_saw(r, UV_ENOMEM);
+    ascope_cancel(s);
+    return;
+  }
+  int rc = ascope_sql_params_add_int64(p, 42);
+  if (rc == 0) rc = ascope_sql_params_add_text(p, "a text parameter", ASCOPE_SQL_NTS);
+  if (rc == 0) {
+    start(r, ascope_sql_exec(s, db, "CREATE TABLE IF NOT EXISTS t(a INTEGER, b TEXT)", NULL,
+                             on_result, r));
+    start(r, ascope_sql_exec(s, db, "INSERT INTO t VALUES (?, ?)", p, on_result, r));
+    start(r, ascope_sql_query(s, db, "SELECT a, b, length(b) FROM t LIMIT 3", NULL, on_result, r));
+    start(r, ascope_sql_stream(s, db,
+                               "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                               "WHERE x < 3000) SELECT x, 'row ' || x FROM c",
+                               NULL, on_batch, r, NULL));
+  } else {
+    af_saw(r, rc);
+    ascope_cancel(s);
+  }
+  ascope_sql_params_free(p);
+}
+
+static void scenario(af_run *r) {
+  af_scope(r, uses, body);
+}
+
+Test(sqlite_alloc, connect_query_stream_tx, .init = setup, .fini = teardown) {
+  af_sweep("sqlite", scenario, NULL);
+}
