@@ -106,8 +106,12 @@ void http_promote(ascope_http *h) {
   while (n != &h->waiting && !total_full(h)) {
     ascope_http_req *q = hq_data(n, ascope_http_req, node);
     n = n->next;
-    if (q->host == NULL && h->conf.max_host_connections) q->host = http_host_get(h, q->host_key);
-    if (http_host_full(h, q->host)) continue; /* FIFO among the hosts that have room */
+    /* Looked up each time, and kept by the request only once it starts: a
+     * host's record lives while requests hold its slots, and the last to
+     * finish frees it, under any request still waiting that kept it. */
+    struct http_host *host = h->conf.max_host_connections ? http_host_get(h, q->host_key) : NULL;
+    if (http_host_full(h, host)) continue; /* FIFO among the hosts that have room */
+    q->host = host;
     if (start_one(h, q)) n = h->waiting.next; /* user code ran: the queue may differ */
   }
   http_wait_arm(h);

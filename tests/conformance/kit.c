@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,7 +365,9 @@ int ascope_use(ascope *s, const ascope_driver *drv, const void *arg, const char 
 
 /* ---- allocations -------------------------------------------------------------- */
 
-static long a_calls, a_fail_at, a_outstanding, a_failures;
+/* Atomics: drivers allocate through the hook on libuv's threadpool too
+ * (SQLite's statements run there). */
+static atomic_long a_calls, a_fail_at, a_outstanding, a_failures;
 
 static void *a_malloc(size_t n) {
   if (++a_calls == a_fail_at) {

@@ -3,7 +3,7 @@
  * scenario for N = 1, 2, ... until it runs through without reaching N.
  *
  * Drivers allocate through the same hook (ascope_malloc), on the loop
- * thread and on libuv's threadpool (SQLite's statements, file reads), so
+ * thread and on libuv's threadpool (where SQLite's statements run), so
  * the counters are atomics: the hook must be thread-safe, and this one is.
  *
  * Each run of a sweep must end cleanly: the scope's done called exactly
