@@ -10,28 +10,8 @@
 #include <stdbool.h>
 #include <string.h>
 
-/* ---- intrusive circular lists (libuv's QUEUE, spelled out) ------------- */
-struct aq {
-  struct aq *next, *prev;
-};
-static inline void aq_init(struct aq *q) {
-  q->next = q->prev = q;
-}
-static inline bool aq_empty(const struct aq *q) {
-  return q->next == q;
-}
-static inline void aq_push(struct aq *head, struct aq *n) {
-  n->next = head;
-  n->prev = head->prev;
-  head->prev->next = n;
-  head->prev = n;
-}
-static inline void aq_remove(struct aq *n) {
-  n->prev->next = n->next;
-  n->next->prev = n->prev;
-  aq_init(n);
-}
-#define aq_data(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+/* ---- intrusive circular lists: queue.h, shared with the drivers --------- */
+#include "queue.h"
 
 /* ---- allocation --------------------------------------------------------- */
 void *ascope__malloc(size_t n);

@@ -8,29 +8,8 @@
 #include <curl/curl.h>
 #include <stdbool.h>
 
-/* ---- an intrusive list ------------------------------------------------------ */
-
-struct hq {
-  struct hq *next, *prev;
-};
-#define hq_data(p, type, field) ((type *)((char *)(p)-offsetof(type, field)))
-static inline void hq_init(struct hq *q) {
-  q->next = q->prev = q;
-}
-static inline bool hq_empty(const struct hq *q) {
-  return q->next == q;
-}
-static inline void hq_push(struct hq *q, struct hq *n) {
-  n->prev = q->prev;
-  n->next = q;
-  q->prev->next = n;
-  q->prev = n;
-}
-static inline void hq_remove(struct hq *n) {
-  n->prev->next = n->next;
-  n->next->prev = n->prev;
-  hq_init(n);
-}
+/* The core's intrusive lists (struct aq), shared by the in-tree drivers. */
+#include "../../core/queue.h"
 
 /* ---- options ------------------------------------------------------------------ */
 
@@ -79,9 +58,9 @@ struct ascope_http {
   struct http_sock **socks; /* by file descriptor */
   size_t nsocks;
   struct http_host *hosts;
-  struct hq waiting;  /* requests queued for a slot, FIFO */
-  struct hq active;   /* requests added to the multi handle */
-  struct hq deferred; /* requests with a cancel or resume to apply after libcurl returns */
+  struct aq waiting;  /* requests queued for a slot, FIFO */
+  struct aq active;   /* requests added to the multi handle */
+  struct aq deferred; /* requests with a cancel or resume to apply after libcurl returns */
   CURL **easy_free;   /* easy handles kept for reuse */
   size_t neasy_free, easy_free_cap;
   int depth;        /* > 0 while inside libcurl: it must not be called back into */
@@ -137,8 +116,8 @@ struct ascope_http_resp {
 };
 
 struct ascope_http_req {
-  struct hq node;     /* in waiting or active */
-  struct hq deferred; /* in the session's deferred list */
+  struct aq node;     /* in waiting or active */
+  struct aq deferred; /* in the session's deferred list */
   ascope_http *h;
   ascope *scope;
   ascope_op *op;

@@ -4,11 +4,18 @@
  * request (timeouts, limits), a session accepts those as its defaults plus
  * its own (base URL, connection limits, TLS). An unknown key or a bad value
  * is an error, never ignored: a typo in "timeout_ms" must not silently leave
- * a request without its limit. */
+ * a request without its limit.
+ *
+ * The pairs are those of ascope_opt_next with two differences, kept from
+ * the driver's first version because its values are URLs, paths and user
+ * agents: pairs are separated by blanks only (a comma belongs to the value,
+ * as in "base_url=http://h/a,b"), and a value may be single-quoted to hold
+ * blanks, with \' and \\ inside the quotes. The values themselves are read
+ * by the shared parsers, ascope_opt_uint and ascope_opt_bool, so a number
+ * or a boolean is spelled as in every other driver's options. */
 #include "internal.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,15 +48,13 @@ void http_conf_free(http_conf *c) {
 }
 
 static int parse_int(const char *v, int64_t max, int64_t *out) {
-  if (*v == '\0') return UV_EINVAL;
-  char *end;
-  errno = 0;
-  long long n = strtoll(v, &end, 10);
-  if (errno || *end || n < 0 || n > max) return UV_EINVAL;
-  *out = n;
-  return 0;
+  uint64_t n;
+  int rc = ascope_opt_uint(v, (uint64_t)max, &n);
+  if (rc == 0) *out = (int64_t)n;
+  return rc;
 }
 
+/* libcurl's long options: at most 2^31 - 1 whatever the platform's long. */
 static int parse_long(const char *v, long *out) {
   int64_t n;
   int rc = parse_int(v, 0x7fffffff, &n);
@@ -58,13 +63,10 @@ static int parse_long(const char *v, long *out) {
 }
 
 static int parse_bool(const char *v, bool *out) {
-  if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "yes"))
-    *out = true;
-  else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "no"))
-    *out = false;
-  else
-    return UV_EINVAL;
-  return 0;
+  int b;
+  int rc = ascope_opt_bool(v, &b);
+  if (rc == 0) *out = b != 0;
+  return rc;
 }
 
 static int set_str(char **dst, const char *v) {

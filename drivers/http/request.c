@@ -26,8 +26,8 @@ ascope_http_req *ascope_http_req_new(ascope_http *h, const char *method, const c
   if (h == NULL || method == NULL || url == NULL) return NULL;
   ascope_http_req *q = ascope_calloc(1, sizeof *q);
   if (q == NULL) return NULL;
-  hq_init(&q->node);
-  hq_init(&q->deferred);
+  aq_init(&q->node);
+  aq_init(&q->deferred);
   q->h = h;
   q->opts = h->opts;
   q->read_total = -1;
@@ -51,7 +51,7 @@ nomem:
 
 void http_req_free(ascope_http_req *q) {
   if (q == NULL) return;
-  hq_remove(&q->deferred);
+  aq_remove(&q->deferred);
   if (q->easy) http_easy_put(q->h, q->easy);
   curl_slist_free_all(q->headers);
   ascope_free(q->method);
@@ -127,8 +127,8 @@ static void op_cancel(ascope_op *op) {
     /* Inside libcurl: the write callback refuses further data, and the
      * transfer is removed as soon as libcurl returns. */
     q->want_cancel = true;
-    hq_remove(&q->deferred);
-    hq_push(&h->deferred, &q->deferred);
+    aq_remove(&q->deferred);
+    aq_push(&h->deferred, &q->deferred);
     return;
   }
   http_req_drop(q, ASCOPE_ECANCELED, NULL, "the request was cancelled");
@@ -141,8 +141,8 @@ static void op_resume(ascope_op *op) {
   q->recv_paused = q->send_paused = false;
   if (!q->curl_paused) return; /* libcurl was not told: nothing to undo */
   q->want_resume = true;
-  hq_remove(&q->deferred);
-  hq_push(&q->h->deferred, &q->deferred);
+  aq_remove(&q->deferred);
+  aq_push(&q->h->deferred, &q->deferred);
   http_settle(q->h); /* applies it now unless inside libcurl */
 }
 
@@ -238,7 +238,7 @@ void http_req_drop(ascope_http_req *q, int status, const char *code, const char 
     long connects = 0;
     curl_easy_getinfo(q->easy, CURLINFO_NUM_CONNECTS, &connects);
     h->n_connects += connects;
-    hq_remove(&q->node);
+    aq_remove(&q->node);
     curl_multi_remove_handle(h->multi, q->easy);
     h->n_active--;
     http_host_put(h, q->host);
@@ -249,7 +249,7 @@ void http_req_drop(ascope_http_req *q, int status, const char *code, const char 
 
 void http_req_end(ascope_http_req *q, int status, const char *code, const char *msg) {
   q->state = REQ_FINISHING;
-  hq_remove(&q->deferred);
+  aq_remove(&q->deferred);
   int rc = status;
   if (q->cb) {
     /* A buffered response goes with success, and with an HTTP status the

@@ -77,9 +77,9 @@ void http_settle(ascope_http *h) {
   while (again && !h->torn_down) {
     read_done(h);
     again = false;
-    while (!hq_empty(&h->deferred) && !h->torn_down) {
-      ascope_http_req *q = hq_data(h->deferred.next, ascope_http_req, deferred);
-      hq_remove(&q->deferred);
+    while (!aq_empty(&h->deferred) && !h->torn_down) {
+      ascope_http_req *q = aq_data(h->deferred.next, ascope_http_req, deferred);
+      aq_remove(&q->deferred);
       http_req_apply_deferred(q); /* may run user code, and so defer more */
       again = true;
     }
@@ -149,9 +149,9 @@ static void http_acquire(ascope_res *r, const void *arg, const char *options) {
   ascope_http *h = ascope_res_state(r);
   h->res = r;
   h->loop = ascope_rt_loop(ascope_res_rt(r));
-  hq_init(&h->waiting);
-  hq_init(&h->active);
-  hq_init(&h->deferred);
+  aq_init(&h->waiting);
+  aq_init(&h->active);
+  aq_init(&h->deferred);
   http_opts_default(&h->opts);
   http_conf_default(&h->conf);
   char err[160];
@@ -182,12 +182,12 @@ static void http_acquire(ascope_res *r, const void *arg, const char *options) {
 /* Ends every request still here: a request of a scope that is not inside
  * the session's (which the structured scopes would have waited for). */
 static void end_leftovers(ascope_http *h) {
-  while (!hq_empty(&h->waiting)) {
-    ascope_http_req *q = hq_data(h->waiting.next, ascope_http_req, node);
+  while (!aq_empty(&h->waiting)) {
+    ascope_http_req *q = aq_data(h->waiting.next, ascope_http_req, node);
     http_req_drop(q, ASCOPE_ECLOSED, NULL, "the HTTP session was closed");
   }
-  while (!hq_empty(&h->active)) {
-    ascope_http_req *q = hq_data(h->active.next, ascope_http_req, node);
+  while (!aq_empty(&h->active)) {
+    ascope_http_req *q = aq_data(h->active.next, ascope_http_req, node);
     http_req_drop(q, ASCOPE_ECLOSED, NULL, "the HTTP session was closed");
   }
 }

@@ -68,12 +68,12 @@ void http_wait_add(ascope_http *h, ascope_http_req *q) {
     q->wait_deadline = uv_now(h->loop) + (uint64_t)q->opts.wait_timeout_ms;
     h->n_deadlines++;
   }
-  hq_push(&h->waiting, &q->node);
+  aq_push(&h->waiting, &q->node);
   h->n_waiting++;
 }
 
 void http_wait_remove(ascope_http *h, ascope_http_req *q) {
-  hq_remove(&q->node);
+  aq_remove(&q->node);
   h->n_waiting--;
   if (q->wait_deadline) h->n_deadlines--;
   q->wait_deadline = 0;
@@ -92,7 +92,7 @@ static bool start_one(ascope_http *h, ascope_http_req *q) {
     return true;
   }
   q->state = REQ_ACTIVE;
-  hq_push(&h->active, &q->node);
+  aq_push(&h->active, &q->node);
   http_host_take(q->host);
   if (++h->n_active > h->active_peak) h->active_peak = h->n_active;
   return false;
@@ -102,9 +102,9 @@ void http_promote(ascope_http *h) {
   /* Inside libcurl's callbacks a handle cannot be added: http_settle()
    * calls again once libcurl has returned. */
   if (h->depth || h->torn_down) return;
-  struct hq *n = h->waiting.next;
+  struct aq *n = h->waiting.next;
   while (n != &h->waiting && !total_full(h)) {
-    ascope_http_req *q = hq_data(n, ascope_http_req, node);
+    ascope_http_req *q = aq_data(n, ascope_http_req, node);
     n = n->next;
     /* Looked up each time, and kept by the request only once it starts: a
      * host's record lives while requests hold its slots, and the last to
@@ -120,9 +120,9 @@ void http_promote(ascope_http *h) {
 static void on_wait_timer(uv_timer_t *t) {
   ascope_http *h = t->data;
   uint64_t now = uv_now(h->loop);
-  struct hq *n = h->waiting.next;
+  struct aq *n = h->waiting.next;
   while (n != &h->waiting) {
-    ascope_http_req *q = hq_data(n, ascope_http_req, node);
+    ascope_http_req *q = aq_data(n, ascope_http_req, node);
     n = n->next;
     if (q->wait_deadline == 0 || q->wait_deadline > now) continue;
     char msg[128];
@@ -142,8 +142,8 @@ void http_wait_arm(ascope_http *h) {
     return;
   }
   uint64_t first = 0;
-  for (struct hq *n = h->waiting.next; n != &h->waiting; n = n->next) {
-    ascope_http_req *q = hq_data(n, ascope_http_req, node);
+  for (struct aq *n = h->waiting.next; n != &h->waiting; n = n->next) {
+    ascope_http_req *q = aq_data(n, ascope_http_req, node);
     if (q->wait_deadline && (first == 0 || q->wait_deadline < first)) first = q->wait_deadline;
   }
   if (first == 0) {

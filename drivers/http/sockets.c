@@ -52,7 +52,7 @@ struct http_sock {
 };
 
 static void sock_closed(uv_handle_t *handle) {
-  struct http_sock *k = hq_data(handle, struct http_sock, poll);
+  struct http_sock *k = aq_data(handle, struct http_sock, poll);
   ascope_http *h = k->h;
   ascope_free(k);
   http_handle_gone(h);

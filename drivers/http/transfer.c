@@ -329,7 +329,7 @@ void http_req_finish(ascope_http_req *q, CURLcode rc) {
   h->n_connects += connects;
   h->n_requests++;
   bool line_too_large = rc != CURLE_OK && header_line_too_large(q, rc);
-  hq_remove(&q->node);
+  aq_remove(&q->node);
   curl_multi_remove_handle(h->multi, q->easy);
   h->n_active--;
   http_host_put(h, q->host);
