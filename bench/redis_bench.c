@@ -1,11 +1,15 @@
 /* bench/redis_bench: the Redis driver beside redis-benchmark, against the
  * same server in the same run.
  *
- * The workload is redis-benchmark's SET and GET tests (one key, a 3-byte
- * value), n requests each, with 64 requests in flight on ONE connection:
+ * The workload is redis-benchmark's SET and GET tests, byte for byte (its
+ * key "key:__rand_int__", which it leaves as is without -r, and its 3-byte
+ * value "xxx"), n requests each, with 64 requests in flight on ONE connection:
  * each reply's callback sends the next command, so the window stays full.
  * The fair raw configuration for that is `redis-benchmark -c 1 -P 64`: one
- * connection, 64 commands pipelined. The common `-c 64` (64 connections,
+ * connection, 64 commands pipelined. It sends them in lock-step (64, then
+ * the next 64 once all replies are in); here the rounds stay 64 commands
+ * too, as the server answers a round in one write and the driver sends
+ * what the callbacks of one read sent in one write. The common `-c 64` (64 connections,
  * one request each in flight) is shown too: it measures the server's
  * per-connection work more than the client, and a single pipelined
  * connection beats it on a single-threaded server.
@@ -81,8 +85,8 @@ static int on_reply(ascope *s, int status, const ascope_redis_reply *reply, void
 
 static void send_one(ascope *s, struct run *x) {
   x->sent++;
-  int rc = x->get ? ascope_redis_call(s, x->r, on_reply, x, "GET", "key:__bench__", NULL)
-                  : ascope_redis_call(s, x->r, on_reply, x, "SET", "key:__bench__", "xxx", NULL);
+  int rc = x->get ? ascope_redis_call(s, x->r, on_reply, x, "GET", "key:__rand_int__", NULL)
+                  : ascope_redis_call(s, x->r, on_reply, x, "SET", "key:__rand_int__", "xxx", NULL);
   if (rc) die("cannot send");
 }
 
