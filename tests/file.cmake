@@ -11,4 +11,4 @@ ascope_test(test_file_lines ${CMAKE_CURRENT_SOURCE_DIR}/test_file_lines.c LIBS a
   LABELS file tsan ${_file_test_opts})
 # Each allocation of a read and of an atomic write failed in turn.
 ascope_test(test_file_alloc ${CMAKE_CURRENT_SOURCE_DIR}/test_file_alloc.c LIBS ascope-file
-  LABELS file)
+  LABELS file tsan ${_file_test_opts})

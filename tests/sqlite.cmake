@@ -16,4 +16,4 @@ endforeach()
 # Each allocation of a connect, a transaction, an exec, a query and a stream
 # failed in turn (statements allocate on the threadpool too).
 ascope_test(test_sqlite_alloc ${CMAKE_CURRENT_SOURCE_DIR}/test_sqlite_alloc.c
-  LIBS ascope-sqlite LABELS sqlite)
+  LIBS ascope-sqlite LABELS "sqlite;tsan" ${_sqlite_test_opts})

@@ -8,8 +8,6 @@
 
 #include "alloc_fail.h"
 
-TestSuite(file_alloc, .timeout = 300);
-
 static char dir[] = "/tmp/ascope-file-alloc-XXXXXX";
 static char in_path[96], out_path[96];
 
@@ -28,6 +26,9 @@ static void teardown(void) {
   unlink(out_path);
   rmdir(dir);
 }
+
+/* Suite-wide, so that the Criterion stand-in under TSan runs them too. */
+TestSuite(file_alloc, .init = setup, .fini = teardown, .timeout = 300);
 
 /* Entries in the directory: "in", and "out" once a write succeeded; a
  * temporary file left by a failed atomic write would be a third. */
@@ -78,7 +79,7 @@ static void read_scenario(af_run *r) {
   af_scope(r, read_uses, read_body);
 }
 
-Test(file_alloc, read, .init = setup, .fini = teardown) {
+Test(file_alloc, read) {
   af_sweep("file read", read_scenario, NULL);
 }
 
@@ -112,7 +113,7 @@ static void write_scenario(af_run *r) {
   if (entries() > 2) left_behind++;
 }
 
-Test(file_alloc, atomic_write, .init = setup, .fini = teardown) {
+Test(file_alloc, atomic_write) {
   af_sweep("file atomic write", write_scenario, NULL);
   cr_assert_eq(left_behind, 0, "%d run(s) left a temporary file beside the target", left_behind);
   FILE *f = fopen(out_path, "r");

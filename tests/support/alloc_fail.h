@@ -92,6 +92,7 @@ typedef struct af_run {
   int ended;                   /* their final callbacks */
   int status;                  /* the first failure a start, use or callback saw */
   void *arg;                   /* the scenario's own */
+  char why[200];               /* the scope's error: code and message */
 } af_run;
 
 static inline void af_saw(af_run *r, int status) {
@@ -103,11 +104,15 @@ static inline bool af_clean_status(int status) {
 }
 
 static inline void af_done(ascope *s, int status, void *ud) {
-  (void)s;
   af_run *r = ud;
   r->done_calls++;
   r->done_status = status;
   af_saw(r, status);
+  const ascope_err *e = ascope_error(s);
+  if (e) {
+    const char *code = ascope_err_code(e), *msg = ascope_err_message(e);
+    snprintf(r->why, sizeof r->why, "%s: %s", code ? code : "-", msg ? msg : "-");
+  }
 }
 
 /* One run: a runtime on its own loop and one scope; uses() appends the
@@ -158,8 +163,9 @@ static inline void af_sweep(const char *what, void (*scenario)(af_run *r), void 
       break;
     }
     if (!af_clean_status(r.status) || !af_clean_status(r.done_status))
-      AF_BAD("%s: allocation %ld failed: the run ended with %d (%s), the scope with %d (%s)", what,
-             n, r.status, ascope_err_name(r.status), r.done_status, ascope_err_name(r.done_status));
+      AF_BAD("%s: allocation %ld failed: the run ended with %d (%s), the scope with %d (%s: %s)",
+             what, n, r.status, ascope_err_name(r.status), r.done_status,
+             ascope_err_name(r.done_status), r.why);
     if (r.begun && r.done_calls != 1)
       AF_BAD("%s: allocation %ld failed: done called %d time(s)", what, n, r.done_calls);
     if (r.ended != r.started)
