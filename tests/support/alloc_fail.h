@@ -133,7 +133,8 @@ static inline void af_scope(af_run *r, int (*uses)(ascope *s, af_run *r), ascope
   }
   af_saw(r, rc);
   ascope_rt_run(rt);
-  cr_assert_eq(ascope_rt_free(rt), 0);
+  int freed = ascope_rt_free(rt); /* ASCOPE_EBUSY: a scope never ended */
+  if (freed) r->status = freed;   /* reported as the run's unclean end */
 }
 
 /* Runs scenario(fail_at) for fail_at = 1, 2, ... until a run needs fewer
@@ -150,9 +151,12 @@ static inline void af_sweep(const char *what, void (*scenario)(af_run *r), void 
   for (n = 1; n < limit; n++) {
     af_run r = {.arg = arg};
     if (getenv("ASCOPE_ALLOC_VERBOSE")) fprintf(stderr, "%s: allocation %ld fails\n", what, n);
-    cr_assert_eq(af_start(n), 0);
+    if (af_start(n) != 0) { /* no cr_assert per run: a sweep is hundreds of them */
+      AF_BAD("%s: ascope_set_allocator refused", what);
+      break;
+    }
     scenario(&r);
-    cr_assert_eq(af_stop(), 0);
+    af_stop();
     long failures = af_failures_, left = af_outstanding_;
     if (failures == 0) { /* the run needed fewer than n allocations: it is the good run */
       if (r.status != 0 || r.done_calls != 1 || r.ended != r.started)
@@ -176,9 +180,9 @@ static inline void af_sweep(const char *what, void (*scenario)(af_run *r), void 
      * left no state behind that breaks it. */
     af_run again = {.arg = arg};
     if (getenv("ASCOPE_ALLOC_VERBOSE")) fprintf(stderr, "%s: the run after\n", what);
-    cr_assert_eq(af_start(0), 0);
+    af_start(0);
     scenario(&again);
-    cr_assert_eq(af_stop(), 0);
+    af_stop();
     if (again.status != 0 || again.done_calls != 1 || again.ended != again.started)
       AF_BAD("%s: after allocation %ld failed, the next run ended with %d (%s)", what, n,
              again.status, ascope_err_name(again.status));
