@@ -15,6 +15,11 @@ foreach(t test_postgres test_postgres_pipeline test_postgres_stream test_postgre
       LIBS ascope-postgres PkgConfig::LIBPQ_T LABELS "postgres;tsan" ${_pg_test_opts})
   endif()
 endforeach()
+# test_postgres_errors interposes a libpq function the driver calls: its
+# definition must be in the executable's dynamic symbol table.
+if(TARGET test_postgres_errors)
+  set_target_properties(test_postgres_errors PROPERTIES ENABLE_EXPORTS ON)
+endif()
 # Thousands of rounds of 64 scopes: more than the default time on a busy machine.
 if(TEST test_postgres_order)
   set_tests_properties(test_postgres_order PROPERTIES TIMEOUT 1500)

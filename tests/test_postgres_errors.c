@@ -8,6 +8,8 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <dlfcn.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +147,69 @@ Test(postgres_errors, a_commit_on_a_lost_connection_says_it_rolled_back) {
   cr_assert_eq(t_run(s, &l.t), ASCOPE_ECLOSED, "%s", l.t.msg);
   cr_assert_str_eq(l.t.code, "08006");
   cr_assert(strstr(l.t.msg, "rolled back"), "%s", l.t.msg);
+}
+
+/* A statement whose send finds the connection gone before any part of it
+ * reached the pipeline still ends, with the loss. libpq refuses a send
+ * once it has given the connection up (a write met the server's end); the
+ * test makes the next send fail that way by interposing libpq's
+ * PQsendQueryParams (the driver calls it through the dynamic linker, so
+ * this executable's definition comes first). Such a statement once ended
+ * nowhere, and its scope never completed, deadline or not. */
+static int fail_next_send;
+
+__attribute__((visibility("default"))) int
+PQsendQueryParams(PGconn *conn, const char *command, int nParams, const Oid *paramTypes,
+                  const char *const *paramValues, const int *paramLengths, const int *paramFormats,
+                  int resultFormat) {
+  static int (*real)(PGconn *, const char *, int, const Oid *, const char *const *, const int *,
+                     const int *, int);
+  if (real == NULL) *(void **)&real = dlsym(RTLD_NEXT, "PQsendQueryParams");
+  if (fail_next_send) {
+    fail_next_send = 0;
+    return 0;
+  }
+  return real(conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,
+              resultFormat);
+}
+
+struct refused {
+  t_scope t;
+  ascope_sql *db;
+  t_cb stream, behind;
+};
+
+static int refused_first_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)rows;
+  struct refused *f = ud;
+  cr_assert_eq(status, 0);
+  fail_next_send = 1;
+  ascope_sql_stream(s, f->db, "SELECT g FROM generate_series(1, 10) g", NULL, t_cb_fn, &f->stream,
+                    NULL);
+  ascope_sql_query(s, f->db, "SELECT 2", NULL, t_cb_fn, &f->behind);
+  return 0;
+}
+
+static void refused_body(ascope *s, t_scope *t) {
+  struct refused *f = (struct refused *)t;
+  f->db = f->stream.db = f->behind.db = ascope_resource(s, 0);
+  ascope_sql_query(s, f->db, "SELECT 1", NULL, refused_first_cb, f);
+}
+
+Test(postgres_errors, a_statement_whose_send_finds_the_connection_gone_still_ends, .timeout = 30) {
+  struct refused f = {.t.body = refused_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_postgres(s, t_dsn(), NULL);
+  ascope_set_timeout(s, 10000); /* did not help the lost statement: it never ended */
+  cr_assert_eq(t_run(s, &f.t), 0, "%s", f.t.msg);
+  cr_assert_eq(fail_next_send, 0, "the send was refused");
+  cr_assert_eq(f.stream.calls, 1);
+  cr_assert_eq(f.stream.status, ASCOPE_ECLOSED, "%s: %s", ascope_err_name(f.stream.status),
+               f.stream.msg);
+  cr_assert_str_eq(f.stream.code, "08006");
+  assert_one_line(f.stream.msg);
+  cr_assert_eq(f.behind.calls, 1);
+  cr_assert_eq(f.behind.status, ASCOPE_ECLOSED);
 }
 
 /* ---- connect_timeout in the DSN ------------------------------------------------------------ */

@@ -280,6 +280,7 @@ int pg_steps_reserve(struct pg_conn *c, size_t n); /* room for n more steps, or 
 struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r, struct pg_stmt *st);
 struct pg_step *pg_step_head(struct pg_conn *c);
 void pg_step_pop(struct pg_conn *c);
+bool pg_step_holds(struct pg_conn *c, const struct pg_req *r); /* r has a step in flight */
 void pg_flush_sends(struct pg_conn *c);
 int pg_flush_out(struct pg_conn *c); /* PQflush: 0, or -1 when the connection broke */
 int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st);

@@ -88,6 +88,12 @@ struct pg_step *pg_step_head(struct pg_conn *c) {
   return c->nsteps ? &c->steps[c->step_head] : NULL;
 }
 
+bool pg_step_holds(struct pg_conn *c, const struct pg_req *r) {
+  for (size_t i = 0; i < c->nsteps; i++)
+    if (c->steps[(c->step_head + i) % c->step_cap].r == r) return true;
+  return false;
+}
+
 void pg_step_pop(struct pg_conn *c) {
   struct pg_step *s = &c->steps[c->step_head];
   if (s->st) pg_cache_unref(c, s->st);

@@ -139,7 +139,14 @@ static int send_req(struct pg_conn *c, struct pg_req *r) {
     rc = send_stmt(c, r, sql, ascope_sql_req_params(r->req), r->kind != K_LISTEN, shared);
   }
   if (rc == 0 && c->seg_open >= SEGMENT_MAX) rc = close_segment(c);
-  if (rc < 0) send_failed(c);
+  if (rc < 0) {
+    /* The connection broke before any part of r reached the pipeline: r is
+     * in no list the break goes through (it left the queue to be sent), so
+     * it goes back to the queue's front, where the break answers it. One
+     * with a step in flight is answered through that step. */
+    if (!pg_step_holds(c, r) && !r->in_seg) pg_queue_front(c, r);
+    send_failed(c);
+  }
   return rc;
 }
 
