@@ -8,7 +8,11 @@
  * driver handed to ascope_use_sql() says "SQLite". */
 #include "tour.h"
 
+#ifdef TOUR_PLUGINS
+#include <ascope/sql.h>
+#else
 #include <ascope/sqlite.h>
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,7 +245,17 @@ int tour_sqlite(ascope_rt *rt) {
   snprintf(dir, sizeof dir, "/tmp/ascope-tour-XXXXXX");
   if (mkdtemp(dir) == NULL) return 1;
   snprintf(db_path, sizeof db_path, "%s/bank.db", dir);
+#ifdef TOUR_PLUGINS
+  /* Linked with no driver: found by name, loaded from ASCOPE_DRIVER_PATH. */
+  char why[512];
+  sqlite = ascope_sql_driver_find("sqlite", why, sizeof why);
+  if (sqlite == NULL) {
+    fprintf(stderr, "tour: %s\n", why);
+    return 1;
+  }
+#else
   sqlite = ascope_sqlite();
+#endif
   failures = 0;
   scene_schema(rt);
   scene_queries(rt);

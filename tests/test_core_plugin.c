@@ -92,3 +92,108 @@ Test(plugin, bad_arguments) {
   cr_assert_null(ascope_driver_load(PLUGIN_DIR "/no_such_plugin.so", tiny, sizeof tiny));
   cr_assert_eq(strlen(tiny), sizeof tiny - 1);
 }
+
+/* ---- drivers by name ----------------------------------------------------------------------- */
+
+static void noop_acquire(ascope_res *r, const void *arg, const char *options) {
+  (void)arg, (void)options;
+  ascope_res_done(r, 0, NULL, NULL);
+}
+static void noop_release(ascope_res *r, int outcome) {
+  (void)outcome;
+  ascope_res_done(r, 0, NULL, NULL);
+}
+static const ascope_driver named = {.abi = ASCOPE_DRIVER_ABI,
+                                    .name = "reg-test",
+                                    .acquire = noop_acquire,
+                                    .release = noop_release};
+static const ascope_driver same_name = {.abi = ASCOPE_DRIVER_ABI,
+                                        .name = "reg-test",
+                                        .acquire = noop_acquire,
+                                        .release = noop_release};
+
+Test(plugin, a_registered_driver_is_found_by_name) {
+  char err[512] = "untouched";
+  cr_assert_null(ascope_driver_find("reg-test", err, sizeof err));
+  cr_assert_eq(ascope_driver_register(&named), 0);
+  cr_assert_eq(ascope_driver_register(&named), 0, "the same table again is no error");
+  cr_assert_eq(ascope_driver_register(&same_name), UV_EEXIST);
+  cr_assert_eq(ascope_driver_find("reg-test", err, sizeof err), &named);
+  cr_assert_str_eq(err, "");
+}
+
+Test(plugin, names_that_could_leave_a_folder_are_refused) {
+  const char *bad[] = {"", "Up", "../x", "a/b", "a.so", "a b",
+                       "abcdefghijklmnopqrstuvwxyz0123456789"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char err[512];
+    cr_assert_null(ascope_driver_find(bad[i], err, sizeof err), "'%s'", bad[i]);
+    has(err, "bad driver name");
+    ascope_driver d = named;
+    d.name = bad[i];
+    cr_assert_eq(ascope_driver_register(&d), UV_EINVAL, "'%s'", bad[i]);
+  }
+  cr_assert_null(ascope_driver_find(NULL, NULL, 0));
+  cr_assert_eq(ascope_driver_register(NULL), UV_EINVAL);
+}
+
+/* A folder holding `file` (a link to one of the test plugins) as link. */
+static char *plugin_folder(const char *file, const char *link) {
+  static char dir[] = "/tmp/ascope-plugins-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  char from[512], to[512];
+  snprintf(from, sizeof from, "%s/%s", PLUGIN_DIR, file);
+  snprintf(to, sizeof to, "%s/%s", dir, link);
+  cr_assert_eq(symlink(from, to), 0);
+  return dir;
+}
+
+static void plugin_folder_rm(const char *dir, const char *link) {
+  char to[512];
+  snprintf(to, sizeof to, "%s/%s", dir, link);
+  unlink(to);
+  rmdir(dir);
+}
+
+Test(plugin, a_plugin_is_found_in_ASCOPE_DRIVER_PATH_and_registered) {
+  char *dir = plugin_folder("good_plugin.so", "ascope-good-plugin.so");
+  char path[600];
+  snprintf(path, sizeof path, "/nonexistent-ascope:%s", dir);
+  setenv("ASCOPE_DRIVER_PATH", path, 1);
+  char err[512] = "untouched";
+  const ascope_driver *drv = ascope_driver_find("good-plugin", err, sizeof err);
+  cr_assert_not_null(drv, "%s", err);
+  cr_assert_str_eq(drv->name, "good-plugin");
+  cr_assert_str_eq(err, "");
+  plugin_folder_rm(dir, "ascope-good-plugin.so");
+  /* registered: found again without the file */
+  cr_assert_eq(ascope_driver_find("good-plugin", err, sizeof err), drv);
+}
+
+Test(plugin, a_plugin_holding_another_driver_is_refused) {
+  char *dir = plugin_folder("good_plugin.so", "ascope-other.so");
+  setenv("ASCOPE_DRIVER_PATH", dir, 1);
+  char err[512];
+  cr_assert_null(ascope_driver_find("other", err, sizeof err));
+  has(err, "holds the driver \"good-plugin\", not \"other\"");
+  plugin_folder_rm(dir, "ascope-other.so");
+}
+
+Test(plugin, a_broken_plugin_in_the_path_says_why) {
+  char *dir = plugin_folder("no_entry_plugin.so", "ascope-broken.so");
+  setenv("ASCOPE_DRIVER_PATH", dir, 1);
+  char err[512];
+  cr_assert_null(ascope_driver_find("broken", err, sizeof err));
+  has(err, "no symbol ascope_driver_entry");
+  plugin_folder_rm(dir, "ascope-broken.so");
+}
+
+Test(plugin, a_driver_found_nowhere_says_where_it_was_looked_for) {
+  setenv("ASCOPE_DRIVER_PATH", "/nonexistent-ascope", 1);
+  char err[512];
+  cr_assert_null(ascope_driver_find("nosuch", err, sizeof err));
+  has(err, "no driver named \"nosuch\"");
+  has(err, "ascope-nosuch.so");
+  has(err, "/nonexistent-ascope");
+  has(err, ascope_driver_dir());
+}

@@ -422,7 +422,7 @@ Test(file, a_bad_mode_through_the_vtable_says_why) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     run r = {0};
     ascope *s = ascope_new(rt);
-    cr_assert_eq(ascope_use(s, &ascope_file_driver, in_dir("m.txt"), cases[i].mode), 0);
+    cr_assert_eq(ascope_use(s, ascope_file_driver(), in_dir("m.txt"), cases[i].mode), 0);
     cr_assert_eq(start(s, &r), 0);
     cr_assert_eq(ascope_rt_run(rt), 0);
     assert_status(&r, UV_EINVAL);
@@ -492,14 +492,14 @@ Test(file, the_vtable_works_with_ascope_use) {
   put(in_dir("v"), "vtable", 6);
   ascope_rt *rt = ascope_rt_new(NULL);
   ascope *s = ascope_new(rt);
-  cr_assert_eq(ascope_use(s, &ascope_file_driver, in_dir("v"), "r"), 0);
+  cr_assert_eq(ascope_use(s, ascope_file_driver(), in_dir("v"), "r"), 0);
   run r = {.body = body_read_all};
   cr_assert_eq(start(s, &r), 0);
   ascope_rt_run(rt);
   assert_status(&r, 0);
   cr_assert_str_eq(r.buf, "vtable");
   s = ascope_new(rt);
-  cr_assert_eq(ascope_use(s, &ascope_file_driver, in_dir("v"), "r bogus"), 0);
+  cr_assert_eq(ascope_use(s, ascope_file_driver(), in_dir("v"), "r bogus"), 0);
   run r2 = {0};
   cr_assert_eq(start(s, &r2), 0);
   ascope_rt_run(rt);

@@ -1101,7 +1101,7 @@ static void watch_stalled(int secs) {
   dump_server();
   /* With the stacks, the PostgreSQL driver's books of each open shared
    * connection: the requests it holds and what it waits for. */
-  char cmd[4096], ex[3000] = "";
+  char cmd[8192], ex[7000] = "";
   size_t n = 0;
   for (int i = 0; i < S.nhubs && n < sizeof ex - 400; i++) {
     const hub *h = &S.hubs[i];
@@ -1114,6 +1114,25 @@ static void watch_stalled(int secs) {
         " -ex 'p *%s' -ex 'p %s->steps[%s->step_head]' -ex 'p *%s->steps[%s->step_head].r'"
         " -ex 'p %s->solo' -ex 'p %s->send_head' -ex 'p %s->victims'",
         conn, conn, conn, conn, conn, conn, conn, conn);
+  }
+  /* And the first operation of each scope still in flight (its request
+   * and the driver's part of it, for a SQL one). */
+  for (int i = 0, shown = 0; i < S.launched && shown < 4 && n < sizeof ex - 700; i++) {
+    const task *u = &S.tasks[i];
+    if (u->done_calls || u->s == NULL) continue;
+    shown++;
+    const char *list = is_pg(u->kind) || u->kind == K_SQ_QUERY || u->kind == K_SQ_STREAM ||
+                               u->kind == K_SQ_TX || u->kind == K_SQ_OWN
+                           ? "ops_cancelled"
+                           : NULL;
+    for (int l = 0; list && l < 2; l++, list = "ops")
+      n += (size_t)snprintf(
+          ex + n, sizeof ex - n,
+          " -ex 'set $q=((struct ascope *)%p)->%s.next' -ex 'p $q == &((struct ascope *)%p)->%s'"
+          " -ex 'set $o=(struct ascope_op *)((char *)$q - (unsigned long)&((struct ascope_op "
+          "*)0)->node)' -ex 'p *(struct ascope_sql_req *)$o->data'"
+          " -ex 'p *(struct pg_req *)ascope_sql_req_data($o->data)'",
+          (void *)u->s, list, (void *)u->s, list);
   }
   snprintf(cmd, sizeof cmd,
            "command -v gdb >/dev/null && gdb -batch -nx -p %d -ex 'thread apply all bt'%s 2>&1 "

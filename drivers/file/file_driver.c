@@ -176,7 +176,7 @@ int ascope_use_file(ascope *s, const char *path, const char *mode) {
   memcpy(opts, mode, ml);
   opts[ml] = '\n';
   memcpy(opts + ml + 1, path, pl + 1);
-  int rc = ascope_use(s, &ascope_file_driver, NULL, opts);
+  int rc = ascope_use(s, &file_driver, NULL, opts);
   if (opts != small) ascope_free(opts);
   return rc;
 }
@@ -665,7 +665,7 @@ static void on_step(uv_fs_t *req) {
     release_step(f, step, res);
 }
 
-const ascope_driver ascope_file_driver = {
+const ascope_driver file_driver = {
     .abi = ASCOPE_DRIVER_ABI,
     .name = "file",
     .state_size = sizeof(ascope_file),
@@ -674,3 +674,12 @@ const ascope_driver ascope_file_driver = {
     .cancel = file_cancel,
     .abort = file_abort,
 };
+
+const ascope_driver *ascope_file_driver(void) {
+  return &file_driver;
+}
+
+/* Found by name ("file") once the library is loaded: ascope_driver_find(). */
+__attribute__((constructor)) static void file_driver_register(void) {
+  ascope_driver_register(&file_driver);
+}

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+extern const ascope_driver file_driver; /* ascope_file_driver() */
+
 #define FILE_MAGIC 0x46494c45u /* "FILE": catches a handle that is not a file */
 
 enum file_mode_bits {

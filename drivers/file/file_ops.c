@@ -38,7 +38,7 @@ int fop_begin(struct fop *o, ascope *s, ascope_file *f, void *ud, void (*cancel)
   o->s = s;
   o->ud = ud;
   o->cancel = cancel;
-  o->op = ascope_op_begin(s, &ascope_file_driver, on_op_cancel, o);
+  o->op = ascope_op_begin(s, &file_driver, on_op_cancel, o);
   if (o->op == NULL) return ASCOPE_ECANCELED;
   o->prev = NULL;
   o->next = f->ops;

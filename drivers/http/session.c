@@ -158,7 +158,7 @@ static void http_acquire(ascope_res *r, const void *arg, const char *options) {
   int rc = http_parse_options(options, &h->opts, &h->conf, err, sizeof err);
   if (rc) {
     http_conf_free(&h->conf);
-    ascope_res_done(r, rc, "EINVAL", err);
+    ascope_res_done(r, rc, NULL, err);
     return;
   }
   http_global_init();
@@ -257,4 +257,9 @@ int64_t ascope_http_stat(ascope_http *h, const char *name) {
   if (!strcmp(name, "waiting")) return h->n_waiting;
   if (!strcmp(name, "active_peak")) return h->active_peak;
   return UV_EINVAL;
+}
+
+/* Found by name ("http") once the library is loaded: ascope_driver_find(). */
+__attribute__((constructor)) static void http_driver_register(void) {
+  ascope_driver_register(&http_driver);
 }

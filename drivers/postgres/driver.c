@@ -288,6 +288,7 @@ const ascope_sql_driver pg_driver = {
     .base =
         {
             .abi = ASCOPE_DRIVER_ABI,
+            .family = "sql",
             .name = "postgres",
             .state_size = sizeof(struct pg_state_mem),
             .acquire = pg_acquire,
@@ -296,7 +297,6 @@ const ascope_sql_driver pg_driver = {
             .abort = pg_abort,
             .check = pg_check,
         },
-    .tx = ASCOPE_SQL_TX_DRIVER("postgres"),
     .sql_abi = ASCOPE_SQL_ABI,
     .req_size = sizeof(struct pg_req),
     .submit = pg_submit,
@@ -408,4 +408,9 @@ int64_t ascope_postgres_stat(const char *name) {
   for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
     if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
   return UV_EINVAL;
+}
+
+/* Found by name ("postgres") once the library is loaded: ascope_driver_find(). */
+__attribute__((constructor)) static void postgres_driver_register(void) {
+  ascope_driver_register(&pg_driver.base);
 }

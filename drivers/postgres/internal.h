@@ -16,6 +16,7 @@
 #define ASCOPE_POSTGRES_INTERNAL_H
 
 #include "ascope/postgres.h"
+#include "ascope/sql_driver.h"
 
 #include <libpq-fe.h>
 #include <stdatomic.h>

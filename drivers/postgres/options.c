@@ -20,9 +20,11 @@ static const struct pg_options defaults = {
 
 static int apply(struct pg_options *o, const char *key, const char *val) {
   uint64_t u;
-  if (!strcmp(key, "connect_timeout") && ascope_opt_uint(val, 86400000, &u) == 0 && u > 0)
+  if ((!strcmp(key, "connect_timeout_ms") || !strcmp(key, "connect_timeout")) &&
+      ascope_opt_uint(val, 86400000, &u) == 0 && u > 0)
     o->connect_ms = u;
-  else if (!strcmp(key, "cancel_timeout") && ascope_opt_uint(val, 86400000, &u) == 0 && u > 0)
+  else if ((!strcmp(key, "cancel_timeout_ms") || !strcmp(key, "cancel_timeout")) &&
+           ascope_opt_uint(val, 86400000, &u) == 0 && u > 0)
     o->cancel_ms = u;
   else if (!strcmp(key, "cache") && ascope_opt_uint(val, 100000, &u) == 0)
     o->cache = (unsigned)u;
@@ -62,7 +64,6 @@ int pg_tx_begin_sql(const char *s, char *out, size_t cap) {
   char buf[128], *key, *val;
   while (s && (s = ascope_opt_next(s, buf, sizeof buf, &key, &val)) != NULL) {
     int b;
-    if (!strcmp(key, "use")) continue; /* the generic layer's */
     if (!strcmp(key, "isolation")) {
       level = -1;
       for (int i = 0; val && i < 3; i++)

@@ -411,3 +411,8 @@ int64_t ascope_redis_stat(const char *name) {
     if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
   return UV_EINVAL;
 }
+
+/* Found by name ("redis") once the library is loaded: ascope_driver_find(). */
+__attribute__((constructor)) static void redis_driver_register(void) {
+  ascope_driver_register(&rd_driver);
+}

@@ -8,6 +8,7 @@
  */
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,21 +101,20 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   ascope_res_done(m->res, 0, NULL, NULL);
 }
 
-static struct ascope_redis *find_conn(ascope_res *res, const void *arg, const char *options) {
-  if (arg) return (ascope_redis *)arg;
-  char buf[64], *k, *v;
-  uint64_t index;
-  const char *s = options;
-  while (s && (s = ascope_opt_next(s, buf, sizeof buf, &k, &v)) != NULL)
-    if (strcmp(k, "use") == 0 && v && ascope_opt_uint(v, SIZE_MAX, &index) == 0)
-      return ascope_redis_resource(ascope_res_scope(res), (size_t)index);
-  return NULL;
+/* The connection the MULTI is on: handed over (ascope_use_redis_multi_on),
+ * or, with the "at" vtable, the one acquired by use number index of the
+ * same scope, the index travelling as the use's argument (index + 1, so 0
+ * stays "none"): the connection does not exist yet when the use is added,
+ * and uses are acquired in order. */
+static struct ascope_redis *find_conn(ascope_res *res, const void *arg, bool at) {
+  if (!at) return (ascope_redis *)arg;
+  return ascope_redis_resource(ascope_res_scope(res), (size_t)(uintptr_t)arg - 1);
 }
 
-static void multi_acquire(ascope_res *res, const void *arg, const char *options) {
+static void multi_start(ascope_res *res, const void *arg, bool at) {
   struct rd_multi *m = ascope_res_state(res);
   m->res = res;
-  m->c = find_conn(res, arg, options);
+  m->c = find_conn(res, arg, at);
   if (m->c == NULL) {
     ascope_res_done(res, UV_EINVAL, NULL, "MULTI: no redis connection held at that use");
     return;
@@ -122,6 +122,16 @@ static void multi_acquire(ascope_res *res, const void *arg, const char *options)
   int rc = rd_usable(m->c);
   if (rc == 0) rc = send_one(m, "MULTI", false);
   if (rc) ascope_res_done(res, rc, NULL, "MULTI: the connection cannot take it");
+}
+
+static void multi_acquire(ascope_res *res, const void *arg, const char *options) {
+  (void)options;
+  multi_start(res, arg, false);
+}
+
+static void multi_acquire_at(ascope_res *res, const void *arg, const char *options) {
+  (void)options;
+  multi_start(res, arg, true);
 }
 
 /* MULTI is on its way: DISCARD follows it, so the connection leaves the
@@ -165,10 +175,19 @@ static const ascope_driver multi_driver = {
     .abort = multi_abort,
 };
 
+static const ascope_driver multi_at_driver = {
+    .abi = ASCOPE_DRIVER_ABI,
+    .name = "redis-multi",
+    .state_size = sizeof(struct rd_multi),
+    .acquire = multi_acquire_at,
+    .release = multi_release,
+    .cancel = multi_cancel,
+    .abort = multi_abort,
+};
+
 int ascope_use_redis_multi(ascope *s, size_t index) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "use=%zu", index);
-  return ascope_use(s, &multi_driver, NULL, buf);
+  if (index == SIZE_MAX) return UV_EINVAL;
+  return ascope_use(s, &multi_at_driver, (const void *)(uintptr_t)(index + 1), NULL);
 }
 
 int ascope_use_redis_multi_on(ascope *s, ascope_redis *r) {

@@ -99,7 +99,7 @@ static int parse_options(struct rd_target *t, const char *s, char *err, size_t e
   uint64_t n;
   while (s && (s = ascope_opt_next(s, buf, sizeof buf, &k, &v)) != NULL) {
     int rc = UV_EINVAL;
-    if (strcmp(k, "connect_timeout") == 0 && v) {
+    if ((strcmp(k, "connect_timeout_ms") == 0 || strcmp(k, "connect_timeout") == 0) && v) {
       rc = ascope_opt_uint(v, UINT32_MAX, &n);
       if (rc == 0) t->connect_ms = n;
     } else if (strcmp(k, "db") == 0 && v) {

@@ -3,7 +3,7 @@
 #ifndef ASCOPE_SQL_INTERNAL_H
 #define ASCOPE_SQL_INTERNAL_H
 
-#include "ascope/sql.h"
+#include "ascope/sql_driver.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -68,6 +68,7 @@ struct sql_conn {             /* the real layout of ascope_sql_header */
   const char *errcode, *errmsg; /* while a failing callback runs */
 };
 struct sql_conn *sql_conn_of(ascope_sql *db); /* NULL: not a SQL connection */
+bool sql_driver_ok(const ascope_sql_driver *drv); /* a table this layer can use */
 
 /* ---- requests ------------------------------------------------------------- */
 struct ascope_sql_req {

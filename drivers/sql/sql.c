@@ -39,14 +39,14 @@ const char *ascope_sql_driver_name(ascope_sql *db) {
   return c ? c->drv->base.name : NULL;
 }
 
-static bool driver_ok(const ascope_sql_driver *drv) {
+bool sql_driver_ok(const ascope_sql_driver *drv) {
   return drv && drv->sql_abi >= ASCOPE_SQL_ABI_MIN && drv->submit && drv->tx_hook && drv->cancel &&
          drv->more && drv->stop;
 }
 
 int ascope_use_sql(ascope *s, const ascope_sql_driver *drv, const char *target,
                    const char *options) {
-  if (!driver_ok(drv)) return UV_EINVAL;
+  if (!sql_driver_ok(drv)) return UV_EINVAL;
   if (target == NULL) return ascope_use(s, &drv->base, NULL, options); /* the driver's default */
   return ascope_use_str(s, &drv->base, target, options);               /* the target is copied */
 }

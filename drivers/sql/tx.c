@@ -14,7 +14,7 @@
  */
 #include "internal.h"
 
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,8 +27,6 @@ struct ascope_sql_tx { /* the use's state */
   bool open;           /* BEGIN succeeded: the level counts */
   bool cancelled;      /* the driver was told to cancel req */
 };
-_Static_assert(sizeof(struct ascope_sql_tx) <= ASCOPE_SQL_TX_STATE_SIZE,
-               "ASCOPE_SQL_TX_STATE_SIZE must hold the transaction state");
 
 ascope_sql *ascope_sql_tx_db(ascope_sql_tx *tx) {
   return tx ? tx->db : NULL;
@@ -38,42 +36,80 @@ unsigned ascope_sql_tx_depth(ascope_sql_tx *tx) {
   return tx ? tx->depth + 1 : 0;
 }
 
+/* ---- the uses' vtables ------------------------------------------------------------ */
+
+/* The generic layer owns the transaction use, so a SQL driver neither
+ * embeds its vtable nor knows the layout of its state. It comes in two
+ * forms: on a connection handed over (arg: the ascope_sql), and on the
+ * connection acquired by the index-th use of the same scope (arg: index + 1
+ * as a pointer-sized integer: that connection does not exist yet when the
+ * use is added, and uses are acquired in order). Each SQL driver gets its
+ * own pair, named as the driver, so a failed BEGIN or COMMIT carries the
+ * driver's name like its other errors. Drivers are few and live as long as
+ * the process: a small table, filled on first use, never emptied. */
+static void tx_acquire(ascope_res *r, const void *arg, const char *options);
+static void tx_acquire_at(ascope_res *r, const void *arg, const char *options);
+static void tx_release(ascope_res *r, int outcome);
+static void tx_cancel(ascope_res *r);
+
+struct tx_vtables {
+  const ascope_sql_driver *drv;
+  ascope_driver on_db, at_index;
+};
+#define TX_KINDS 32
+static struct tx_vtables tx_kinds[TX_KINDS];
+static uv_mutex_t tx_kinds_lock;
+static uv_once_t tx_kinds_once = UV_ONCE_INIT;
+
+static void tx_kinds_init(void) {
+  if (uv_mutex_init(&tx_kinds_lock) != 0) abort(); /* as libuv does when a mutex cannot be made */
+}
+
+static ascope_driver tx_vtable(const char *name,
+                               void (*acquire)(ascope_res *, const void *, const char *)) {
+  /* abort: the release deadline passed. Nothing can be forced, the
+   * connection runs the statement in order: ask the driver to cut it short;
+   * its late answer completes the orphaned use, which the core recycles. */
+  return (ascope_driver){.abi = ASCOPE_DRIVER_ABI,
+                         .name = name,
+                         .state_size = sizeof(struct ascope_sql_tx),
+                         .acquire = acquire,
+                         .release = tx_release,
+                         .cancel = tx_cancel,
+                         .abort = tx_cancel};
+}
+
+/* NULL when the table is full (more SQL drivers than any program has). */
+static const struct tx_vtables *tx_vtables_of(const ascope_sql_driver *drv) {
+  uv_once(&tx_kinds_once, tx_kinds_init);
+  uv_mutex_lock(&tx_kinds_lock);
+  struct tx_vtables *found = NULL;
+  for (int i = 0; i < TX_KINDS && found == NULL; i++) {
+    if (tx_kinds[i].drv == NULL) {
+      tx_kinds[i].on_db = tx_vtable(drv->base.name, tx_acquire);
+      tx_kinds[i].at_index = tx_vtable(drv->base.name, tx_acquire_at);
+      tx_kinds[i].drv = drv;
+    }
+    if (tx_kinds[i].drv == drv) found = &tx_kinds[i];
+  }
+  uv_mutex_unlock(&tx_kinds_lock);
+  return found;
+}
+
 int ascope_use_sql_tx(ascope *s, ascope_sql *db, const char *options) {
   struct sql_conn *c = sql_conn_of(db);
   if (c == NULL) return UV_EINVAL;
-  return ascope_use(s, &c->drv->tx, db, options);
+  const struct tx_vtables *v = tx_vtables_of(c->drv);
+  if (v == NULL) return UV_ENOMEM;
+  return ascope_use(s, &v->on_db, db, options);
 }
 
-/* The connection is not acquired yet, so the use names it by index, in its
- * options: "use=N" is the generic layer's key, which drivers skip. */
 int ascope_use_sql_tx_at(ascope *s, const ascope_sql_driver *drv, size_t index,
                          const char *options) {
-  if (drv == NULL || drv->sql_abi < ASCOPE_SQL_ABI_MIN) return UV_EINVAL;
-  char small[256];
-  size_t n = (options ? strlen(options) : 0) + 32;
-  char *buf = n <= sizeof small ? small : ascope_malloc(n);
-  if (buf == NULL) return UV_ENOMEM;
-  snprintf(buf, n, "use=%zu%s%s", index, options ? " " : "", options ? options : "");
-  int rc = ascope_use(s, &drv->tx, NULL, buf);
-  if (buf != small) ascope_free(buf);
-  return rc;
-}
-
-/* "use=N" in options, else SIZE_MAX. */
-static size_t use_index(const char *options) {
-  for (const char *p = options; p && (p = strstr(p, "use=")) != NULL; p += 4) {
-    if (p != options && p[-1] != ' ' && p[-1] != ',') continue;
-    char *end;
-    unsigned long long v = strtoull(p + 4, &end, 10);
-    if (end != p + 4) return (size_t)v;
-  }
-  return SIZE_MAX;
-}
-
-static ascope_sql *tx_target(ascope_res *r, const void *arg, const char *options) {
-  if (arg) return (ascope_sql *)arg;
-  size_t i = use_index(options);
-  return i == SIZE_MAX ? NULL : ascope_resource(ascope_res_scope(r), i);
+  if (!sql_driver_ok(drv) || index == SIZE_MAX) return UV_EINVAL;
+  const struct tx_vtables *v = tx_vtables_of(drv);
+  if (v == NULL) return UV_ENOMEM;
+  return ascope_use(s, &v->at_index, (const void *)(uintptr_t)(index + 1), options);
 }
 
 /* ---- BEGIN ------------------------------------------------------------------------ */
@@ -90,11 +126,11 @@ static void begun(ascope_sql_req *req, int status, const char *code, const char 
   ascope_res_done(tx->res, status, code, message);
 }
 
-void ascope_sql__tx_acquire(ascope_res *r, const void *arg, const char *options) {
+static void tx_begin(ascope_res *r, ascope_sql *db, const char *options) {
   ascope_sql_tx *tx = ascope_res_state(r);
   tx->res = r;
-  tx->db = tx_target(r, arg, options);
-  tx->conn = sql_conn_of(tx->db);
+  tx->db = db;
+  tx->conn = sql_conn_of(db);
   if (tx->conn == NULL) {
     ascope_res_done(r, UV_EINVAL, NULL, "the transaction names no held SQL connection");
     return;
@@ -116,7 +152,16 @@ void ascope_sql__tx_acquire(ascope_res *r, const void *arg, const char *options)
   }
 }
 
-void ascope_sql__tx_cancel(ascope_res *r) {
+static void tx_acquire(ascope_res *r, const void *arg, const char *options) {
+  tx_begin(r, (ascope_sql *)arg, options);
+}
+
+static void tx_acquire_at(ascope_res *r, const void *arg, const char *options) {
+  size_t index = (size_t)(uintptr_t)arg - 1;
+  tx_begin(r, ascope_sql_resource(ascope_res_scope(r), index), options);
+}
+
+static void tx_cancel(ascope_res *r) {
   ascope_sql_tx *tx = ascope_res_state(r);
   if (tx->req == NULL || tx->cancelled) return;
   tx->cancelled = true;
@@ -135,7 +180,7 @@ static void ended(ascope_sql_req *req, int status, const char *code, const char 
   ascope_res_done(tx->res, status, code, message);
 }
 
-void ascope_sql__tx_release(ascope_res *r, int outcome) {
+static void tx_release(ascope_res *r, int outcome) {
   ascope_sql_tx *tx = ascope_res_state(r);
   tx->cancelled = false;
   int action = outcome == 0 ? ASCOPE_SQL_TX_COMMIT : ASCOPE_SQL_TX_ROLLBACK;
@@ -156,11 +201,4 @@ void ascope_sql__tx_release(ascope_res *r, int outcome) {
     atomic_fetch_sub(&sql_stat_transactions, 1);
     ascope_res_done(r, rc, NULL, "could not end the transaction");
   }
-}
-
-/* The release deadline passed. Nothing here can be forced: the connection
- * runs the statement in order. Ask the driver to cut it short; its late
- * answer completes the orphaned use, which the core then recycles. */
-void ascope_sql__tx_abort(ascope_res *r) {
-  ascope_sql__tx_cancel(r);
 }

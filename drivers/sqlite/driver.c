@@ -211,6 +211,7 @@ const ascope_sql_driver sq_driver = {
     .base =
         {
             .abi = ASCOPE_DRIVER_ABI,
+            .family = "sql",
             .name = "sqlite",
             .state_size = sizeof(struct sq_state),
             .acquire = sq_acquire,
@@ -218,7 +219,6 @@ const ascope_sql_driver sq_driver = {
             .cancel = sq_cancel,
             .abort = sq_abort,
         },
-    .tx = ASCOPE_SQL_TX_DRIVER("sqlite"),
     .sql_abi = ASCOPE_SQL_ABI,
     .req_size = sizeof(struct sq_job),
     .submit = sq_submit,
@@ -254,4 +254,9 @@ int64_t ascope_sqlite_stat(const char *name) {
   for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
     if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
   return UV_EINVAL;
+}
+
+/* Found by name ("sqlite") once the library is loaded: ascope_driver_find(). */
+__attribute__((constructor)) static void sqlite_driver_register(void) {
+  ascope_driver_register(&sq_driver.base);
 }

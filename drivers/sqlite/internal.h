@@ -11,6 +11,7 @@
 #ifndef ASCOPE_SQLITE_INTERNAL_H
 #define ASCOPE_SQLITE_INTERNAL_H
 
+#include "ascope/sql_driver.h"
 #include "ascope/sqlite.h"
 
 #include <sqlite3.h>

@@ -36,7 +36,8 @@ static int apply(struct sq_options *o, const char *key, const char *val) {
     o->mode = (enum sq_mode)k;
   else if (!strcmp(key, "wal") && ascope_opt_bool(val, &b) == 0)
     o->wal = b;
-  else if (!strcmp(key, "busy_timeout") && ascope_opt_uint(val, 86400000, &u) == 0)
+  else if ((!strcmp(key, "busy_timeout_ms") || !strcmp(key, "busy_timeout")) &&
+           ascope_opt_uint(val, 86400000, &u) == 0)
     o->busy_ms = u;
   else if (!strcmp(key, "cache") && ascope_opt_uint(val, 100000, &u) == 0)
     o->cache = u;
@@ -69,7 +70,6 @@ int sq_tx_options_parse(const char *s, enum sq_begin *mode) {
   *mode = BEGIN_DEFERRED;
   while (s && (s = ascope_opt_next(s, buf, sizeof buf, &key, &val)) != NULL) {
     int k;
-    if (!strcmp(key, "use")) continue; /* the generic layer's */
     if (strcmp(key, "begin") || (k = parse_pick(val, begins, 3)) < 0) return UV_EINVAL;
     *mode = (enum sq_begin)k;
   }

@@ -22,7 +22,7 @@ extern "C" {
  * (the core never reads a member past the driver's version), a newer one
  * has members this core ignores — so a compiled plugin keeps loading as
  * the table grows. */
-#define ASCOPE_DRIVER_ABI 1
+#define ASCOPE_DRIVER_ABI 2
 #define ASCOPE_DRIVER_ABI_MIN 1
 
 typedef struct ascope_res ascope_res;
@@ -37,6 +37,12 @@ typedef struct ascope_driver {
   void (*abort)(ascope_res *r);                /* force close; synchronous; cannot fail */
   int (*check)(ascope_res *r);                 /* optional, pools: 0 = still good */
   void (*reset)(ascope_res *r);                /* optional, pools: completes via ascope_res_done */
+  /* ABI 2 */
+  const char *family; /* optional: "sql" when this table is the base of an ascope_sql_driver */
+  /* Room for the members of later versions, zero in a driver built against
+   * this one: the table keeps its size as it grows, so a table that embeds
+   * it (the SQL driver's) keeps its layout. */
+  void *reserved[6];
 } ascope_driver;
 
 ASCOPE_EXTERN void *ascope_res_state(ascope_res *r);
@@ -92,6 +98,20 @@ ASCOPE_EXTERN char *ascope_strndup(const char *s, size_t n);
 typedef const ascope_driver *(*ascope_driver_entry_fn)(void);
 ASCOPE_EXTERN const ascope_driver *ascope_driver_load(const char *path, char *errbuf,
                                                       size_t errlen);
+
+/* Drivers by name. A driver registered (every in-tree driver registers
+ * itself when its library is loaded) is found by its name; otherwise
+ * ascope_driver_find() loads the plugin ascope-<name>.so from each folder
+ * of ASCOPE_DRIVER_PATH (':'-separated) in turn, then from the installed
+ * plugin folder (ascope_driver_dir()), and registers it. Names are 1-31
+ * characters of [a-z0-9_-]. register: 0, UV_EINVAL (a bad table or name),
+ * UV_EEXIST (another table has that name), UV_ENOSPC (64 names taken).
+ * find: NULL and the reason in errbuf when there is no such driver. Both
+ * are safe from any thread. */
+ASCOPE_EXTERN int ascope_driver_register(const ascope_driver *drv);
+ASCOPE_EXTERN const ascope_driver *ascope_driver_find(const char *name, char *errbuf,
+                                                      size_t errlen);
+ASCOPE_EXTERN const char *ascope_driver_dir(void); /* the installed plugin folder */
 
 #ifdef __cplusplus
 }

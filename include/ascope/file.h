@@ -24,10 +24,11 @@ extern "C" {
  * valid from the body until the scope releases it. */
 typedef struct ascope_file ascope_file;
 
-/* The driver's vtable, for ascope_use() and pools. Its `arg` is the path
- * (which must stay valid until the file is acquired; the driver copies it)
- * and its `options` are the mode string. */
-ASCOPE_EXTERN extern const ascope_driver ascope_file_driver;
+/* The driver's vtable, for ascope_use() and pools, as every driver gives
+ * it: a function. Its `arg` is the path (which must stay valid until the
+ * file is acquired; the driver copies it) and its `options` are the mode
+ * string. Its name, for ascope_driver_find(), is "file". */
+ASCOPE_EXTERN const ascope_driver *ascope_file_driver(void);
 
 /* Appends a file to the scope's uses. `mode` is an fopen mode — "r", "r+",
  * "w", "w+", "a", "a+", "x", "x+" ("b" is accepted and ignored) — optionally
@@ -38,7 +39,7 @@ ASCOPE_EXTERN int ascope_use_file(ascope *s, const char *path, const char *mode)
 /* The index-th use as a file, once acquired; NULL if that use is not a
  * file (or not held). */
 static inline ascope_file *ascope_file_resource(ascope *s, size_t index) {
-  return (ascope_file *)ascope_resource_of(s, index, &ascope_file_driver);
+  return (ascope_file *)ascope_resource_of(s, index, ascope_file_driver());
 }
 
 /* Operation callbacks. The return value decides, as for every operation:

@@ -9,12 +9,13 @@
  * outcome. Parameters are always bound, never spliced into the SQL text.
  * Placeholders are $1, $2… (portable) or the driver's own (? for SQLite).
  *
- * Every call is made on the loop thread. docs/sql.md describes each one.
+ * Every call is made on the loop thread. docs/sql.md describes each one;
+ * a SQL driver implements sql_driver.h.
  */
 #ifndef ASCOPE_SQL_H
 #define ASCOPE_SQL_H
 
-#include "driver.h"
+#include "ascope.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,6 +42,21 @@ typedef struct ascope_sql_driver ascope_sql_driver;
  * PostgreSQL), options a "key=value key=value" string; both are copied. */
 ASCOPE_EXTERN int ascope_use_sql(ascope *s, const ascope_sql_driver *drv, const char *target,
                                  const char *options);
+/* A connection named by one URL, the driver picked by its scheme:
+ * "postgresql://user@host/db?..." or "postgres://…" (libpq's URI, handed
+ * over whole), "sqlite:path" or "sqlite:///abs/path" (the path after the
+ * scheme; "sqlite::memory:"), "<name>:…" for any other SQL driver (the URL
+ * whole). The driver is found as ascope_sql_driver_find() finds it: linked
+ * in, registered, or loaded as a plugin. A URL without a scheme is
+ * UV_EINVAL at once; a driver that cannot be found fails the acquire with
+ * UV_ENOENT and a message saying where it was looked for. */
+ASCOPE_EXTERN int ascope_use_sql_url(ascope *s, const char *url, const char *options);
+/* A SQL driver by name ("sqlite", "postgres", a plugin's): registered, or
+ * loaded from ASCOPE_DRIVER_PATH or the installed plugin folder (see
+ * ascope_driver_find in driver.h). NULL, and the reason in errbuf, when
+ * there is none or it is not a SQL driver. */
+ASCOPE_EXTERN const ascope_sql_driver *ascope_sql_driver_find(const char *name, char *errbuf,
+                                                              size_t errlen);
 /* The index-th use as a SQL connection, once acquired; NULL if that use is
  * not a SQL connection (or not held). */
 ASCOPE_EXTERN ascope_sql *ascope_sql_resource(ascope *s, size_t index);
@@ -106,7 +122,8 @@ ASCOPE_EXTERN int ascope_sql_query(ascope *s, ascope_sql *db, const char *sql,
                                    const ascope_sql_params *params, ascope_sql_cb cb, void *ud);
 /* One statement; rows in bounded batches, with back-pressure: while paused
  * the database produces nothing more. The connection runs nothing else
- * until the stream ends. op, when not NULL, receives the operation. */
+ * until the database has produced the stream's last row (a paused last
+ * batch no longer holds it). op, when not NULL, receives the operation. */
 ASCOPE_EXTERN int ascope_sql_stream(ascope *s, ascope_sql *db, const char *sql,
                                     const ascope_sql_params *params, ascope_sql_cb cb, void *ud,
                                     ascope_op **op);
@@ -144,114 +161,6 @@ ASCOPE_EXTERN size_t ascope_rows_memory(const ascope_rows *r);
 /* Process-wide counters, for tests and metrics: "requests" (statements not
  * yet completed), "transactions" (open), "rows_live" (result objects held by requests). */
 ASCOPE_EXTERN int64_t ascope_sql_stat(const char *name);
-
-/* ======================================================================== */
-/* ---- the driver side: what a SQL driver implements ---------------------- */
-/* A SQL driver is an ascope_driver (base: the connection use, its arg the
- * target string) extended with the SQL operations. Its per-connection state
- * begins with an ascope_sql_header, initialised in acquire with
- * ascope_sql_header_init(); that state is the ascope_sql the user holds.
- *
- * The generic layer registers every statement with its scope, calls the
- * user's callbacks, runs the stream's flow control and the transaction
- * use; the driver queues, runs and completes requests:
- *   submit/tx  queue a request (0), or refuse it (negative: nothing queued);
- *   cancel     at most once per request, until the driver completed it:
- *              stop it soon (a queued one at once); it still completes;
- *   more       a stream whose batch was delivered: produce the next batch;
- *   stop       a stream whose batch was delivered: end it, then complete.
- * The driver answers each request exactly once with ascope_sql_req_done(),
- * or for a stream with ascope_sql_req_batch(..., last = 1); every answer on
- * the loop thread, possibly from inside the call that asked. Results are
- * built into ascope_sql_req_rows(req) with the ascope_rows_put_* functions,
- * which may run on any one thread at a time; an exec needs no rows, only
- * ascope_sql_req_set_changes(). */
-#define ASCOPE_SQL_ABI 1     /* grows like ASCOPE_DRIVER_ABI: members appended */
-#define ASCOPE_SQL_ABI_MIN 1 /* the oldest version the generic layer accepts */
-
-typedef struct ascope_sql_req ascope_sql_req;
-
-#define ASCOPE_SQL_EXEC 1
-#define ASCOPE_SQL_QUERY 2
-#define ASCOPE_SQL_STREAM 3
-#define ASCOPE_SQL_TX 4
-
-/* tx actions; depth 0 is the outermost transaction (BEGIN, COMMIT,
- * ROLLBACK), depth d > 0 a savepoint inside d open levels (SAVEPOINT,
- * RELEASE, ROLLBACK TO + RELEASE). */
-#define ASCOPE_SQL_TX_BEGIN 1
-#define ASCOPE_SQL_TX_COMMIT 2
-#define ASCOPE_SQL_TX_ROLLBACK 3
-
-typedef struct ascope_sql_header {
-  void *priv[8]; /* the generic layer's; a driver never touches it */
-} ascope_sql_header;
-
-struct ascope_sql_driver {
-  ascope_driver base; /* the connection use */
-  ascope_driver tx;   /* the transaction use: ASCOPE_SQL_TX_DRIVER(name) */
-  uint32_t sql_abi;   /* ASCOPE_SQL_ABI */
-  uint32_t req_size;  /* bytes of driver data in each request */
-  int (*submit)(ascope_sql *db, ascope_sql_req *req); /* exec, query, stream */
-  int (*tx_hook)(ascope_sql *db, ascope_sql_req *req, int action, unsigned depth,
-                 const char *options); /* BEGIN/COMMIT/ROLLBACK or a savepoint */
-  void (*cancel)(ascope_sql *db, ascope_sql_req *req);
-  void (*more)(ascope_sql *db, ascope_sql_req *req);
-  void (*stop)(ascope_sql *db, ascope_sql_req *req);
-};
-
-/* The transaction use every SQL driver embeds, named as the driver so its
- * errors carry the driver's name. */
-ASCOPE_EXTERN void ascope_sql__tx_acquire(ascope_res *r, const void *arg, const char *options);
-ASCOPE_EXTERN void ascope_sql__tx_release(ascope_res *r, int outcome);
-ASCOPE_EXTERN void ascope_sql__tx_cancel(ascope_res *r);
-ASCOPE_EXTERN void ascope_sql__tx_abort(ascope_res *r);
-#define ASCOPE_SQL_TX_STATE_SIZE (8 * sizeof(void *))
-#define ASCOPE_SQL_TX_DRIVER(drvname)                                                              \
-  {                                                                                                \
-    .abi = ASCOPE_DRIVER_ABI, .name = (drvname), .state_size = ASCOPE_SQL_TX_STATE_SIZE,           \
-    .acquire = ascope_sql__tx_acquire, .release = ascope_sql__tx_release,                          \
-    .cancel = ascope_sql__tx_cancel, .abort = ascope_sql__tx_abort                                 \
-  }
-
-ASCOPE_EXTERN void ascope_sql_header_init(ascope_sql *db, const ascope_sql_driver *drv);
-
-/* requests: read on any thread while the driver holds them */
-ASCOPE_EXTERN void *ascope_sql_req_data(ascope_sql_req *req); /* req_size bytes, zeroed */
-ASCOPE_EXTERN int ascope_sql_req_kind(const ascope_sql_req *req);
-ASCOPE_EXTERN const char *ascope_sql_req_text(const ascope_sql_req *req);
-ASCOPE_EXTERN const ascope_sql_params *ascope_sql_req_params(const ascope_sql_req *req);
-ASCOPE_EXTERN ascope_rows *ascope_sql_req_rows(ascope_sql_req *req); /* made on first call */
-/* The request's operation, for a driver that handles its resume itself
- * (ascope_op_set_resume); NULL for a transaction step, or once it ended. */
-ASCOPE_EXTERN ascope_op *ascope_sql_req_op(ascope_sql_req *req);
-ASCOPE_EXTERN void ascope_sql_req_set_changes(ascope_sql_req *req, int64_t changes,
-                                              int64_t last_id); /* exec's counts */
-/* answers: on the loop thread. code and message are copied. */
-ASCOPE_EXTERN void ascope_sql_req_done(ascope_sql_req *req, int status, const char *code,
-                                       const char *message);
-ASCOPE_EXTERN void ascope_sql_req_batch(ascope_sql_req *req, int last);
-/* A cancelled exec or query the driver cannot stop (it is already on its
- * way and stopping it could hit another request): the user's callback
- * hears status now and the operation ends, but the request stays the
- * driver's until its own ascope_sql_req_done(), which then only frees it.
- * Not for streams or transaction steps. */
-ASCOPE_EXTERN void ascope_sql_req_abandon(ascope_sql_req *req, int status, const char *code,
-                                          const char *message);
-
-/* building results: one thread at a time */
-ASCOPE_EXTERN int ascope_rows_set_columns(ascope_rows *r, size_t n);
-ASCOPE_EXTERN int ascope_rows_set_column(ascope_rows *r, size_t col, const char *name,
-                                         const char *decl, int type);
-ASCOPE_EXTERN int ascope_rows_add_row(ascope_rows *r); /* every column NULL */
-ASCOPE_EXTERN void ascope_rows_put_null(ascope_rows *r, size_t col);
-ASCOPE_EXTERN void ascope_rows_put_bool(ascope_rows *r, size_t col, int value);
-ASCOPE_EXTERN void ascope_rows_put_int64(ascope_rows *r, size_t col, int64_t value);
-ASCOPE_EXTERN void ascope_rows_put_double(ascope_rows *r, size_t col, double value);
-ASCOPE_EXTERN int ascope_rows_put_text(ascope_rows *r, size_t col, const char *text, size_t len);
-ASCOPE_EXTERN int ascope_rows_put_blob(ascope_rows *r, size_t col, const void *data, size_t len);
-ASCOPE_EXTERN void ascope_rows_set_changes(ascope_rows *r, int64_t changes, int64_t last_id);
-ASCOPE_EXTERN void ascope_rows_clear(ascope_rows *r); /* drops the rows, keeps the columns */
 
 #ifdef __cplusplus
 }

@@ -51,7 +51,7 @@ static int write_op(ascope *s, void *res, ascope_kit_op *k) {
 
 Test(conformance_file, read, .init = setup, .fini = teardown) {
   ascope_kit_driver d = {.name = "file-read",
-                         .driver = &ascope_file_driver,
+                         .driver = ascope_file_driver(),
                          .target = path,
                          .options = "r",
                          .bad_target = "/nonexistent-ascope-kit/none",
@@ -67,7 +67,7 @@ Test(conformance_file, atomic_write, .init = setup, .fini = teardown) {
   char out[96];
   snprintf(out, sizeof out, "%s/out", dir);
   ascope_kit_driver d = {.name = "file-atomic",
-                         .driver = &ascope_file_driver,
+                         .driver = ascope_file_driver(),
                          .target = out,
                          .options = "w atomic",
                          .bad_target = "/nonexistent-ascope-kit/none",

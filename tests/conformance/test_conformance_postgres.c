@@ -1,6 +1,7 @@
 /* The conformance kit on the PostgreSQL driver, against the server
  * scripts/pg-start runs (ASCOPE_PG_DSN). */
 #include <ascope/postgres.h>
+#include <ascope/sql_driver.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 /* The conformance kit on the SQLite driver: a database file in a temporary
  * directory, SELECT 1 as the operation. */
+#include <ascope/sql_driver.h>
 #include <ascope/sqlite.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
