@@ -162,9 +162,15 @@ static void hop_work(uv_work_t *w) {
     uv_mutex_lock(&c->mu);
     c->running = NULL;   /* from here no interrupt can reach this connection */
     if (j->retry) break; /* stays first in the queue; others get the thread */
-    if (j->batch && !j->last)
-      j->parked = j->delivering = true;
-    else
+    /* A batch parks its stream until the user asks for more, unless the
+     * stream was cancelled while the batch was being made: that cancel
+     * found nothing parked to let go, so the job must not park now, or it
+     * would wait for a "more" that never comes. It runs once more, when
+     * its batch has been delivered, to end cancelled. */
+    if (j->batch && !j->last) {
+      j->parked = !atomic_load(&j->cancelled);
+      j->delivering = true;
+    } else
       sq_remove(c, j);
     answer(c, j);
     /* A cancelled job ends the hop: its scope's other statements, queued

@@ -117,6 +117,10 @@ static inline void af_done(ascope *s, int status, void *ud) {
 
 /* One run: a runtime on its own loop and one scope; uses() appends the
  * scope's uses, body starts its operations (ud: the af_run). */
+/* The scope of the run under way, for a debugger looking at a run that
+ * hangs. */
+static ascope *af_current_scope __attribute__((used));
+
 static inline void af_scope(af_run *r, int (*uses)(ascope *s, af_run *r), ascope_body_fn body) {
   ascope_rt *rt = ascope_rt_new(NULL);
   if (rt == NULL) {
@@ -124,6 +128,7 @@ static inline void af_scope(af_run *r, int (*uses)(ascope *s, af_run *r), ascope
     return;
   }
   ascope *s = ascope_new(rt);
+  af_current_scope = s;
   int rc = s ? uses(s, r) : UV_ENOMEM;
   if (rc == 0) {
     rc = ascope_start(s, body, af_done, r);
