@@ -133,7 +133,7 @@ struct ascope_http_req {
   ascope_http_read_fn read; /* or from a callback */
   void *read_ud;
   int64_t read_total;
-  ascope_http_resp_fn cb;
+  ascope_http_resp_cb cb;
   void *ud;
   bool streaming;
   bool head_sent;   /* the stream's first item was delivered */

@@ -164,7 +164,7 @@ void http_req_apply_deferred(ascope_http_req *q) {
   if (rc != CURLE_OK && q->state == REQ_ACTIVE && !q->want_cancel) http_req_finish(q, rc);
 }
 
-static int start(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb, void *ud, bool stream,
+static int start(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb, void *ud, bool stream,
                  ascope_op **opout) {
   if (opout) *opout = NULL;
   if (q == NULL) return UV_EINVAL;
@@ -206,25 +206,25 @@ static int start(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb, void *ud
   return 0;
 }
 
-int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb, void *ud,
+int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb, void *ud,
                      ascope_op **op) {
   return start(s, q, cb, ud, false, op);
 }
 
-int ascope_http_stream(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb, void *ud,
+int ascope_http_stream(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb, void *ud,
                        ascope_op **op) {
   return start(s, q, cb, ud, true, op);
 }
 
 int ascope_http_request(ascope *s, ascope_http *h, const char *method, const char *url,
-                        const void *body, size_t len, ascope_http_resp_fn cb, void *ud) {
+                        const void *body, size_t len, ascope_http_resp_cb cb, void *ud) {
   ascope_http_req *q = ascope_http_req_new(h, method, url);
   if (q == NULL) return h && method && url ? UV_ENOMEM : UV_EINVAL;
   if (body) ascope_http_req_body(q, body, len);
   return ascope_http_send(s, q, cb, ud, NULL);
 }
 
-int ascope_http_get(ascope *s, ascope_http *h, const char *url, ascope_http_resp_fn cb, void *ud) {
+int ascope_http_get(ascope *s, ascope_http *h, const char *url, ascope_http_resp_cb cb, void *ud) {
   return ascope_http_request(s, h, "GET", url, NULL, 0, cb, ud);
 }
 

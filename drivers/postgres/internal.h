@@ -100,7 +100,7 @@ enum pg_where { R_NEW, R_QUEUED, R_SENT, R_SOLO, R_LISTENING, R_VICTIM };
  * generic layer's request (pg_conn.special, set around the call). */
 struct pg_special {
   enum pg_kind kind;
-  ascope_pg_fill_fn fill;
+  ascope_postgres_fill_fn fill;
   void *fill_ud;
   const char *data; /* copy_in_buffer */
   size_t len;
@@ -139,7 +139,7 @@ struct pg_req {               /* the driver's data in each generic request */
   unsigned tx_depth;
   char txbuf[3][96];
   /* COPY FROM STDIN */
-  ascope_pg_fill_fn fill;
+  ascope_postgres_fill_fn fill;
   void *fill_ud;
   const char *data;
   size_t len, off;

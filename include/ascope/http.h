@@ -93,8 +93,9 @@ ASCOPE_EXTERN int ascope_http_req_setopt(ascope_http_req *q, const char *options
  * libcurl's 1 MiB, a response header line over 100 KiB, the response
  * headers over 256 KiB) fails the request with UV_E2BIG, code
  * "CURLE_TOO_LARGE", and a message naming it. */
-typedef int (*ascope_http_resp_fn)(ascope *s, int status, ascope_http_resp *resp, void *ud);
-ASCOPE_EXTERN int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb, void *ud,
+typedef int (*ascope_http_resp_cb)(ascope *s, int status, ascope_http_resp *resp, void *ud);
+typedef ascope_http_resp_cb ascope_http_resp_fn; /* its name before 0.2 */
+ASCOPE_EXTERN int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb, void *ud,
                                    ascope_op **op);
 
 /* The response, streamed: the `async for`. The item callback is called with
@@ -104,15 +105,15 @@ ASCOPE_EXTERN int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_re
  * ASCOPE_STOP (the operation ends with 0), or a negative status. The final
  * call, exactly once, has a NULL response and the end status: 0, the error,
  * or what an item call returned. *op (optional) receives the operation. */
-ASCOPE_EXTERN int ascope_http_stream(ascope *s, ascope_http_req *q, ascope_http_resp_fn cb,
+ASCOPE_EXTERN int ascope_http_stream(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb,
                                      void *ud, ascope_op **op);
 
 /* Shorthands: a request with no header or body, buffered. */
 ASCOPE_EXTERN int ascope_http_get(ascope *s, ascope_http *h, const char *url,
-                                  ascope_http_resp_fn cb, void *ud);
+                                  ascope_http_resp_cb cb, void *ud);
 ASCOPE_EXTERN int ascope_http_request(ascope *s, ascope_http *h, const char *method,
                                       const char *url, const void *body, size_t len,
-                                      ascope_http_resp_fn cb, void *ud);
+                                      ascope_http_resp_cb cb, void *ud);
 
 /* ---- reading a response (inside its callback only) ------------------------------ */
 
