@@ -218,4 +218,8 @@ void trace_rt_free(ascope_rt *rt);
 void trace_json_attach(void *writer, ascope_rt *rt); /* rt NULL: detach */
 void stat_scope_end(ascope_rt *rt, int status);      /* counts a scope's failure */
 
+/* plugin.c: the reason for a failure, into a caller's error buffer (NULL
+ * or 0 bytes: none), printf-style. */
+void core_say(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

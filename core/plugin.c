@@ -6,7 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static void say(char *buf, size_t len, const char *fmt, ...) {
+/* Writes the reason for a failure into a caller's error buffer, if any. */
+void core_say(char *buf, size_t len, const char *fmt, ...) {
   if (buf == NULL || len == 0) return;
   va_list ap;
   va_start(ap, fmt);
@@ -15,9 +16,9 @@ static void say(char *buf, size_t len, const char *fmt, ...) {
 }
 
 const ascope_driver *ascope_driver_load(const char *path, char *errbuf, size_t errlen) {
-  say(errbuf, errlen, "%s", "");
+  core_say(errbuf, errlen, "%s", "");
   if (path == NULL || *path == '\0') {
-    say(errbuf, errlen, "no plugin path given");
+    core_say(errbuf, errlen, "no plugin path given");
     return NULL;
   }
   /* RTLD_LOCAL: two plugins may use the same internal names. The handle is
@@ -25,13 +26,13 @@ const ascope_driver *ascope_driver_load(const char *path, char *errbuf, size_t e
   void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (h == NULL) {
     const char *why = dlerror();
-    say(errbuf, errlen, "cannot load plugin %s: %s", path, why ? why : "unknown error");
+    core_say(errbuf, errlen, "cannot load plugin %s: %s", path, why ? why : "unknown error");
     return NULL;
   }
   dlerror();
   void *sym = dlsym(h, "ascope_driver_entry");
   if (sym == NULL) {
-    say(errbuf, errlen, "plugin %s has no symbol ascope_driver_entry", path);
+    core_say(errbuf, errlen, "plugin %s has no symbol ascope_driver_entry", path);
     dlclose(h);
     return NULL;
   }
@@ -39,18 +40,18 @@ const ascope_driver *ascope_driver_load(const char *path, char *errbuf, size_t e
   memcpy(&entry, &sym, sizeof entry); /* object-to-function pointer, as POSIX allows */
   const ascope_driver *drv = entry();
   if (drv == NULL) {
-    say(errbuf, errlen, "plugin %s: ascope_driver_entry returned NULL", path);
+    core_say(errbuf, errlen, "plugin %s: ascope_driver_entry returned NULL", path);
     dlclose(h);
     return NULL;
   }
   if (drv->abi < ASCOPE_DRIVER_ABI_MIN) {
-    say(errbuf, errlen, "plugin %s: driver ABI version %u, this library needs %u or later", path,
-        (unsigned)drv->abi, (unsigned)ASCOPE_DRIVER_ABI_MIN);
+    core_say(errbuf, errlen, "plugin %s: driver ABI version %u, this library needs %u or later",
+             path, (unsigned)drv->abi, (unsigned)ASCOPE_DRIVER_ABI_MIN);
     dlclose(h);
     return NULL;
   }
   if (drv->name == NULL || drv->acquire == NULL || drv->release == NULL) {
-    say(errbuf, errlen, "plugin %s: driver lacks a name, acquire or release", path);
+    core_say(errbuf, errlen, "plugin %s: driver lacks a name, acquire or release", path);
     dlclose(h);
     return NULL;
   }

@@ -9,7 +9,6 @@
  */
 #include "internal.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +31,6 @@ static uv_once_t registry_once = UV_ONCE_INIT;
 
 static void registry_init(void) {
   if (uv_mutex_init(&registry_lock) != 0) abort(); /* as libuv does when a mutex cannot be made */
-}
-
-static void say(char *buf, size_t len, const char *fmt, ...) {
-  if (buf == NULL || len == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, len, fmt, ap);
-  va_end(ap);
 }
 
 /* Names become file names (ascope-<name>.so): nothing that could climb
@@ -97,21 +88,22 @@ static const ascope_driver *try_dir(const char *dir, size_t len, const char *nam
   *tried = true;
   const ascope_driver *drv = ascope_driver_load(path, errbuf, errlen);
   if (drv && strcmp(drv->name, name) != 0) {
-    say(errbuf, errlen, "plugin %s holds the driver \"%s\", not \"%s\"", path, drv->name, name);
+    core_say(errbuf, errlen, "plugin %s holds the driver \"%s\", not \"%s\"", path, drv->name,
+             name);
     return NULL;
   }
   if (drv && ascope_driver_register(drv) == UV_EEXIST) {
-    say(errbuf, errlen, "plugin %s: another driver named \"%s\" is registered", path, name);
+    core_say(errbuf, errlen, "plugin %s: another driver named \"%s\" is registered", path, name);
     return NULL;
   }
   return drv;
 }
 
 const ascope_driver *ascope_driver_find(const char *name, char *errbuf, size_t errlen) {
-  say(errbuf, errlen, "%s", "");
+  core_say(errbuf, errlen, "%s", "");
   if (!name_ok(name)) {
-    say(errbuf, errlen, "bad driver name \"%.40s\": 1-31 characters of a-z, 0-9, _ and -",
-        name ? name : "(null)");
+    core_say(errbuf, errlen, "bad driver name \"%.40s\": 1-31 characters of a-z, 0-9, _ and -",
+             name ? name : "(null)");
     return NULL;
   }
   uv_once(&registry_once, registry_init);
@@ -130,9 +122,9 @@ const ascope_driver *ascope_driver_find(const char *name, char *errbuf, size_t e
   if (drv == NULL && !tried)
     drv = try_dir(ASCOPE_PLUGIN_DIR, strlen(ASCOPE_PLUGIN_DIR), name, errbuf, errlen, &tried);
   if (drv == NULL && !tried)
-    say(errbuf, errlen,
-        "no driver named \"%s\": none registered, and no ascope-%s.so in ASCOPE_DRIVER_PATH "
-        "(%s) or %s",
-        name, name, path && *path ? path : "unset", ASCOPE_PLUGIN_DIR);
+    core_say(errbuf, errlen,
+             "no driver named \"%s\": none registered, and no ascope-%s.so in ASCOPE_DRIVER_PATH "
+             "(%s) or %s",
+             name, name, path && *path ? path : "unset", ASCOPE_PLUGIN_DIR);
   return drv;
 }

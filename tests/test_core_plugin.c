@@ -103,14 +103,10 @@ static void noop_release(ascope_res *r, int outcome) {
   (void)outcome;
   ascope_res_done(r, 0, NULL, NULL);
 }
-static const ascope_driver named = {.abi = ASCOPE_DRIVER_ABI,
-                                    .name = "reg-test",
-                                    .acquire = noop_acquire,
-                                    .release = noop_release};
-static const ascope_driver same_name = {.abi = ASCOPE_DRIVER_ABI,
-                                        .name = "reg-test",
-                                        .acquire = noop_acquire,
-                                        .release = noop_release};
+static const ascope_driver named = {
+    .abi = ASCOPE_DRIVER_ABI, .name = "reg-test", .acquire = noop_acquire, .release = noop_release};
+static const ascope_driver same_name = {
+    .abi = ASCOPE_DRIVER_ABI, .name = "reg-test", .acquire = noop_acquire, .release = noop_release};
 
 Test(plugin, a_registered_driver_is_found_by_name) {
   char err[512] = "untouched";
@@ -123,8 +119,8 @@ Test(plugin, a_registered_driver_is_found_by_name) {
 }
 
 Test(plugin, names_that_could_leave_a_folder_are_refused) {
-  const char *bad[] = {"", "Up", "../x", "a/b", "a.so", "a b",
-                       "abcdefghijklmnopqrstuvwxyz0123456789"};
+  const char *bad[] = {
+      "", "Up", "../x", "a/b", "a.so", "a b", "abcdefghijklmnopqrstuvwxyz0123456789"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char err[512];
     cr_assert_null(ascope_driver_find(bad[i], err, sizeof err), "'%s'", bad[i]);

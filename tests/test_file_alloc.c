@@ -60,19 +60,12 @@ static int read_uses(ascope *s, af_run *r) {
   return ascope_use_file(s, in_path, "r");
 }
 
-static void start(af_run *r, int rc) {
-  if (rc == 0)
-    r->started++;
-  else
-    af_saw(r, rc);
-}
-
 static void read_body(ascope *s, void *ud) {
   af_run *r = ud;
   ascope_file *f = ascope_file_resource(s, 0);
-  start(r, ascope_file_read(s, f, 100, 0, on_data, r));
-  start(r, ascope_file_read_all(s, f, SIZE_MAX, on_data, r));
-  start(r, ascope_file_lines(s, f, "read_size=256", on_line, r, NULL));
+  af_start_op(r, ascope_file_read(s, f, 100, 0, on_data, r));
+  af_start_op(r, ascope_file_read_all(s, f, SIZE_MAX, on_data, r));
+  af_start_op(r, ascope_file_lines(s, f, "read_size=256", on_line, r, NULL));
 }
 
 static void read_scenario(af_run *r) {
@@ -101,9 +94,9 @@ static int write_uses(ascope *s, af_run *r) {
 static void write_body(ascope *s, void *ud) {
   af_run *r = ud;
   ascope_file *f = ascope_file_resource(s, 0);
-  start(r, ascope_file_write(s, f, "first\n", 6, -1, on_written, r));
-  start(r, ascope_file_write(s, f, "second\n", 7, -1, on_written, r));
-  start(r, ascope_file_sync(s, f, on_written, r));
+  af_start_op(r, ascope_file_write(s, f, "first\n", 6, -1, on_written, r));
+  af_start_op(r, ascope_file_write(s, f, "second\n", 7, -1, on_written, r));
+  af_start_op(r, ascope_file_sync(s, f, on_written, r));
 }
 
 static int left_behind; /* runs after which the directory held a temporary file */

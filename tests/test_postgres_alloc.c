@@ -9,21 +9,6 @@
 
 TestSuite(postgres_alloc, .timeout = 900);
 
-static void start(af_run *r, int rc) {
-  if (rc == 0)
-    r->started++;
-  else
-    af_saw(r, rc);
-}
-
-static int on_result(ascope *s, int status, ascope_rows *rows, void *ud) {
-  (void)s, (void)rows;
-  af_run *r = ud;
-  r->ended++;
-  af_saw(r, status);
-  return status;
-}
-
 static int uses(ascope *s, af_run *r) {
   return ascope_use_postgres(s, r->arg, NULL);
 }
@@ -35,10 +20,11 @@ static void body(ascope *s, void *ud) {
   int rc = p ? ascope_sql_params_add_int64(p, 7) : UV_ENOMEM;
   if (rc == 0) rc = ascope_sql_params_add_text(p, "seven", ASCOPE_SQL_NTS);
   if (rc == 0) {
-    start(r, ascope_sql_query(
-                 s, db, "SELECT $1::int8 AS n, $2::text AS t, g FROM generate_series(1, 50) g", p,
-                 on_result, r));
-    start(r, ascope_sql_query(s, db, "SELECT 1", NULL, on_result, r));
+    af_start_op(
+        r, ascope_sql_query(s, db,
+                            "SELECT $1::int8 AS n, $2::text AS t, g FROM generate_series(1, 50) g",
+                            p, af_sql_cb, r));
+    af_start_op(r, ascope_sql_query(s, db, "SELECT 1", NULL, af_sql_cb, r));
   } else {
     af_saw(r, rc);
     ascope_cancel(s);

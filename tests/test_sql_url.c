@@ -78,8 +78,8 @@ Test(sql_url, sqlite_urls_name_a_path) {
   in_dir();
   char abs[128];
   snprintf(abs, sizeof abs, "sqlite://%s/abs.db", dir);
-  const char *urls[] = {"sqlite:rel.db", "sqlite://rel.db", abs, "sqlite3:rel.db",
-                        "SQLite:rel.db", "sqlite::memory:"};
+  const char *urls[] = {"sqlite:rel.db",  "sqlite://rel.db", abs,
+                        "sqlite3:rel.db", "SQLite:rel.db",   "sqlite::memory:"};
   for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
     struct run r = {0};
     cr_assert_eq(run_url(urls[i], &r), 0, "%s: %s", urls[i], r.msg);

@@ -30,24 +30,9 @@ static void teardown(void) {
 /* Suite-wide, so that the Criterion stand-in under TSan runs it too. */
 TestSuite(sqlite_alloc, .init = setup, .fini = teardown, .timeout = 600);
 
-static void start(af_run *r, int rc) {
-  if (rc == 0)
-    r->started++;
-  else
-    af_saw(r, rc);
-}
-
-static int on_result(ascope *s, int status, ascope_rows *rows, void *ud) {
-  (void)s, (void)rows;
-  af_run *r = ud;
-  r->ended++;
-  af_saw(r, status);
-  return status;
-}
-
 static int on_batch(ascope *s, int status, ascope_rows *rows, void *ud) {
   if (rows != NULL) return 0;
-  return on_result(s, status, rows, ud);
+  return af_sql_cb(s, status, rows, ud);
 }
 
 static int uses(ascope *s, af_run *r) {
@@ -68,14 +53,16 @@ static void body(ascope *s, void *ud) {
   int rc = ascope_sql_params_add_int64(p, 42);
   if (rc == 0) rc = ascope_sql_params_add_text(p, "a text parameter", ASCOPE_SQL_NTS);
   if (rc == 0) {
-    start(r, ascope_sql_exec(s, db, "CREATE TABLE IF NOT EXISTS t(a INTEGER, b TEXT)", NULL,
-                             on_result, r));
-    start(r, ascope_sql_exec(s, db, "INSERT INTO t VALUES (?, ?)", p, on_result, r));
-    start(r, ascope_sql_query(s, db, "SELECT a, b, length(b) FROM t LIMIT 3", NULL, on_result, r));
-    start(r, ascope_sql_stream(s, db,
-                               "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
-                               "WHERE x < 3000) SELECT x, 'row ' || x FROM c",
-                               NULL, on_batch, r, NULL));
+    af_start_op(r, ascope_sql_exec(s, db, "CREATE TABLE IF NOT EXISTS t(a INTEGER, b TEXT)", NULL,
+                                   af_sql_cb, r));
+    af_start_op(r, ascope_sql_exec(s, db, "INSERT INTO t VALUES (?, ?)", p, af_sql_cb, r));
+    af_start_op(
+        r, ascope_sql_query(s, db, "SELECT a, b, length(b) FROM t LIMIT 3", NULL, af_sql_cb, r));
+    af_start_op(r,
+                ascope_sql_stream(s, db,
+                                  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                                  "WHERE x < 3000) SELECT x, 'row ' || x FROM c",
+                                  NULL, on_batch, r, NULL));
   } else {
     af_saw(r, rc);
     ascope_cancel(s);
@@ -93,9 +80,9 @@ static int table_uses(ascope *s, af_run *r) {
 }
 
 static void table_body(ascope *s, void *ud) {
-  start(ud,
-        ascope_sql_exec(s, ascope_sql_resource(s, 0),
-                        "CREATE TABLE IF NOT EXISTS t(a INTEGER, b TEXT)", NULL, on_result, ud));
+  af_start_op(ud, ascope_sql_exec(s, ascope_sql_resource(s, 0),
+                                  "CREATE TABLE IF NOT EXISTS t(a INTEGER, b TEXT)", NULL,
+                                  af_sql_cb, ud));
 }
 
 Test(sqlite_alloc, connect_query_stream_tx) {

@@ -336,8 +336,9 @@ static int start_special(ascope *s, ascope_sql *db, struct pg_special *sp, const
   return rc;
 }
 
-int ascope_postgres_copy_in(ascope *s, ascope_sql *db, const char *sql, ascope_postgres_fill_fn fill,
-                            void *fill_ud, ascope_sql_cb cb, void *ud, ascope_op **op) {
+int ascope_postgres_copy_in(ascope *s, ascope_sql *db, const char *sql,
+                            ascope_postgres_fill_fn fill, void *fill_ud, ascope_sql_cb cb, void *ud,
+                            ascope_op **op) {
   if (op) *op = NULL;
   if (fill == NULL) return UV_EINVAL;
   struct pg_special sp = {.kind = K_COPY_IN, .fill = fill, .fill_ud = fill_ud, .op = op};

@@ -67,7 +67,7 @@ struct sql_conn {             /* the real layout of ascope_sql_header */
   const ascope_sql_driver *drv;
   const char *errcode, *errmsg; /* while a failing callback runs */
 };
-struct sql_conn *sql_conn_of(ascope_sql *db); /* NULL: not a SQL connection */
+struct sql_conn *sql_conn_of(ascope_sql *db);     /* NULL: not a SQL connection */
 bool sql_driver_ok(const ascope_sql_driver *drv); /* a table this layer can use */
 
 /* ---- requests ------------------------------------------------------------- */

@@ -83,8 +83,8 @@ ASCOPE_EXTERN int ascope_use_postgres(ascope *s, const char *dsn, const char *op
 typedef int (*ascope_postgres_fill_fn)(ascope *s, void *buf, size_t cap, size_t *len, void *ud);
 typedef ascope_postgres_fill_fn ascope_pg_fill_fn; /* its name before 0.2 */
 ASCOPE_EXTERN int ascope_postgres_copy_in(ascope *s, ascope_sql *db, const char *sql,
-                                          ascope_postgres_fill_fn fill, void *fill_ud, ascope_sql_cb cb,
-                                          void *ud, ascope_op **op);
+                                          ascope_postgres_fill_fn fill, void *fill_ud,
+                                          ascope_sql_cb cb, void *ud, ascope_op **op);
 /* The same from memory: data is not copied and must stay valid until cb has
  * run. */
 ASCOPE_EXTERN int ascope_postgres_copy_in_buffer(ascope *s, ascope_sql *db, const char *sql,

@@ -64,9 +64,9 @@ typedef struct ascope_sql_header {
 } ascope_sql_header;
 
 struct ascope_sql_driver {
-  ascope_driver base; /* the connection use */
-  uint32_t sql_abi;   /* ASCOPE_SQL_ABI */
-  uint32_t req_size;  /* bytes of driver data in each request */
+  ascope_driver base;                                 /* the connection use */
+  uint32_t sql_abi;                                   /* ASCOPE_SQL_ABI */
+  uint32_t req_size;                                  /* bytes of driver data in each request */
   int (*submit)(ascope_sql *db, ascope_sql_req *req); /* exec, query, stream */
   /* BEGIN/COMMIT/ROLLBACK or a savepoint. options: the user's, given to
    * ascope_use_sql_tx() (for BEGIN only; NULL otherwise). */

@@ -99,6 +99,26 @@ static inline void af_saw(af_run *r, int status) {
   if (status && r->status == 0) r->status = status;
 }
 
+/* What a start function returned: an operation begun, or a failure seen. */
+static inline void af_start_op(af_run *r, int rc) {
+  if (rc == 0)
+    r->started++;
+  else
+    af_saw(r, rc);
+}
+
+/* The SQL tests' operation callback (when sql.h was included first): the
+ * operation ended, its status seen. A stream's batches are not its end. */
+#ifdef ASCOPE_SQL_H
+static inline int af_sql_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s, (void)rows;
+  af_run *r = ud;
+  r->ended++;
+  af_saw(r, status);
+  return status;
+}
+#endif
+
 static inline bool af_clean_status(int status) {
   return status == 0 || status == UV_ENOMEM || status == ASCOPE_ECANCELED;
 }
