@@ -191,6 +191,7 @@ struct ascope_rt {
   void *trace_ud;
   uint64_t next_scope_id, next_op_id;
   struct rt_stats stats;
+  struct rt_state *states; /* drivers' per-runtime state (rt_state.c) */
 };
 void rt_enter(ascope_rt *rt);
 void rt_leave(ascope_rt *rt); /* the outermost leave drains the run queue */
@@ -201,6 +202,10 @@ void rt_leave_user(ascope_rt *rt);
 void rt_enqueue(ascope_rt *rt, ascope *s);
 void rt_pending(ascope_rt *rt, int delta);
 void scope_step(ascope *s);
+/* rt_state.c: the drivers' states, at the runtime's end (fini, then the
+ * memory); a "<driver>.<counter>" that driver publishes, else UV_EINVAL. */
+void rt_states_fini(ascope_rt *rt);
+int64_t rt_driver_stat(ascope_rt *rt, const char *name);
 
 /* ---- tracing (trace.c) ---------------------------------------------------- */
 /* Every hook point is `if (OBSERVED(rt)) trace_*(...)`: with tracing off,

@@ -71,6 +71,7 @@ int ascope_rt_run(ascope_rt *rt) {
 /* ---- teardown ----------------------------------------------------------- */
 
 static void rt_destroy(ascope_rt *rt) {
+  rt_states_fini(rt); /* every scope ended, every handle closed: no driver needs them now */
   cache_destroy(&rt->scopes);
   cache_destroy(&rt->res);
   cache_destroy(&rt->ops);

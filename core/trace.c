@@ -321,6 +321,7 @@ int64_t ascope_rt_stat(ascope_rt *rt, const char *name) {
         return v > INT64_MAX ? INT64_MAX : (int64_t)v;
       }
     }
+    return UV_EINVAL; /* the core's: no driver publishes under "errors" */
   }
-  return UV_EINVAL;
+  return rt_driver_stat(rt, name); /* "<driver>.<counter>", or UV_EINVAL */
 }

@@ -4,6 +4,7 @@
  * host names), and passwords kept out of messages. Against the real server
  * of scripts/pg-start. */
 #include "pg_support.h"
+#include "rt_pair.h"
 
 #include <float.h>
 #include <math.h>
@@ -821,4 +822,29 @@ Test(postgres, a_malformed_dsn_does_not_show_its_password) {
     cr_assert_null(strstr(t.msg, "S3cret"), "case %d shows the password: %s", i, t.msg);
     cr_assert_neq(t.msg[0], '\0');
   }
+}
+
+/* ---- counters per runtime ----------------------------------------------------------------------
+ */
+
+static int use_test_db(ascope *s, void *ud) {
+  (void)ud;
+  return ascope_use_postgres(s, t_dsn(), NULL);
+}
+
+/* Two runtimes at once, on two threads: each sees its own statements and
+ * connection under "postgres.<name>", the process the sum. */
+Test(postgres, each_runtime_counts_its_own) {
+  static const char *const names[] = {"postgres.statements", "postgres.connections",
+                                      "postgres.opened",     "postgres.closed",
+                                      "sql.requests",        NULL};
+  struct rt_pair_side a = {.n = 12, .use = use_test_db}, b = {.n = 20, .use = use_test_db};
+  cr_assert_eq(rt_pair_run(&a, &b, names, ascope_postgres_stat), 0);
+  rt_pair_check_sql(&a, &b);
+  cr_assert_eq(a.held[0], a.n, "its statements sent, not the other's");
+  cr_assert_eq(b.held[0], b.n);
+  cr_assert_eq(b.after[0], b.n, "a count of what was sent: it stays");
+  cr_assert_eq(a.process[0], a.n + b.n, "ascope_postgres_stat: the process's, both runtimes");
+  cr_assert_eq(ascope_rt_stat(T_rt, "postgres.statements"), 0, "the test's runtime ran nothing");
+  cr_assert_eq(ascope_rt_stat(T_rt, "postgres.nonsense"), UV_EINVAL);
 }

@@ -1,6 +1,7 @@
 /* The SQLite driver and the SQL interface: statements, types, parameters,
  * errors, options, the statement cache. Real database files, in a fresh
  * mkdtemp directory per test. */
+#include "rt_pair.h"
 #include "sqlite_support.h"
 
 #include <float.h>
@@ -573,4 +574,29 @@ Test(sqlite, a_target_is_copied_and_found_by_its_checked_index) {
   cr_assert_eq(x.q.status, 0);
   cr_assert_eq(x.q.first, 2);
   ascope_lock_free(lock);
+}
+
+/* ---- counters per runtime ----------------------------------------------------------------------
+ */
+
+static int use_memory_db(ascope *s, void *ud) {
+  (void)ud;
+  return ascope_use_sqlite(s, NULL, "mode=memory cache=64");
+}
+
+/* Two runtimes at once, on two threads: each sees its own statements,
+ * connection and requests under "sqlite.<name>", the process the sum. */
+Test(sqlite, each_runtime_counts_its_own) {
+  static const char *const names[] = {"sqlite.statements", "sqlite.connections", "sqlite.opened",
+                                      "sqlite.closed",     "sql.requests",       NULL};
+  struct rt_pair_side a = {.n = 12, .use = use_memory_db}, b = {.n = 20, .use = use_memory_db};
+  cr_assert_eq(rt_pair_run(&a, &b, names, ascope_sqlite_stat), 0);
+  rt_pair_check_sql(&a, &b);
+  cr_assert_eq(a.held[0], a.n, "its prepared statements, not the other's");
+  cr_assert_eq(b.held[0], b.n);
+  cr_assert_eq(a.after[0], 0, "finalized with the connection");
+  cr_assert_eq(a.process[0], a.n + b.n, "ascope_sqlite_stat: the process's, both runtimes");
+  cr_assert_eq(ascope_sqlite_stat("opened"), 2);
+  cr_assert_eq(ascope_rt_stat(T_rt, "sqlite.opened"), 0, "the test's own runtime ran nothing");
+  cr_assert_eq(ascope_rt_stat(T_rt, "sqlite.nonsense"), UV_EINVAL);
 }

@@ -46,9 +46,17 @@ int http_parse_options(const char *options, http_opts *o, http_conf *c, char *er
 struct http_sock; /* a uv_poll for one of libcurl's sockets (sockets.c) */
 struct http_host; /* slots taken per scheme://host:port */
 
+/* The driver's state in a runtime (ascope_rt_driver_state): its sessions'
+ * counters summed, "http.<name>" of ascope_rt_stat. The loop thread only. */
+enum { HTS_REQUESTS, HTS_CONNECTS, HTS_ACTIVE, HTS_WAITING, HTS_ACTIVE_PEAK, HTS_NSTATS };
+struct http_rt {
+  int64_t v[HTS_NSTATS];
+};
+
 struct ascope_http {
   ascope_res *res;
   uv_loop_t *loop;
+  struct http_rt *rts; /* the runtime's counters */
   CURLM *multi;
   CURLSH *share;
   http_conf conf;
@@ -71,6 +79,13 @@ struct ascope_http {
   int64_t n_requests, n_connects, n_active, n_waiting, active_peak;
   int64_t n_deadlines; /* waiting requests with a wait_timeout_ms */
 };
+
+/* Counts n on counter k of h's runtime (the session keeps its own). */
+static inline void http_count(ascope_http *h, int k, int64_t n) {
+  int64_t *v = h->rts->v;
+  v[k] += n;
+  if (k == HTS_ACTIVE && v[k] > v[HTS_ACTIVE_PEAK]) v[HTS_ACTIVE_PEAK] = v[k];
+}
 
 /* Calls curl_multi_socket_action and then settles. */
 void http_action(ascope_http *h, curl_socket_t fd, int flags);

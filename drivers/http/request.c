@@ -241,6 +241,8 @@ void http_req_drop(ascope_http_req *q, int status, const char *code, const char 
     aq_remove(&q->node);
     curl_multi_remove_handle(h->multi, q->easy);
     h->n_active--;
+    http_count(h, HTS_CONNECTS, connects);
+    http_count(h, HTS_ACTIVE, -1);
     http_host_put(h, q->host);
     q->host = NULL;
   }

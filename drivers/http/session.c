@@ -149,6 +149,11 @@ static void http_acquire(ascope_res *r, const void *arg, const char *options) {
   ascope_http *h = ascope_res_state(r);
   h->res = r;
   h->loop = ascope_rt_loop(ascope_res_rt(r));
+  h->rts = ascope_rt_driver_state(ascope_res_rt(r), ascope_http_driver(), sizeof *h->rts, NULL);
+  if (h->rts == NULL) {
+    ascope_res_done(r, UV_ENOMEM, NULL, "out of memory");
+    return;
+  }
   aq_init(&h->waiting);
   aq_init(&h->active);
   aq_init(&h->deferred);
@@ -259,7 +264,21 @@ int64_t ascope_http_stat(ascope_http *h, const char *name) {
   return UV_EINVAL;
 }
 
+/* "http.<name>" of ascope_rt_stat: every session of the runtime together
+ * (the names of ascope_http_stat; active_peak is the runtime's own peak). */
+static int64_t rt_stat(void *state, const char *name) {
+  static const char *const names[HTS_NSTATS] = {
+      [HTS_REQUESTS] = "requests", [HTS_CONNECTS] = "connects",       [HTS_ACTIVE] = "active",
+      [HTS_WAITING] = "waiting",   [HTS_ACTIVE_PEAK] = "active_peak",
+  };
+  const struct http_rt *rts = state;
+  for (int i = 0; name && i < HTS_NSTATS; i++)
+    if (strcmp(name, names[i]) == 0) return rts ? rts->v[i] : 0;
+  return UV_EINVAL;
+}
+
 /* Found by name ("http") once the library is loaded: ascope_driver_find(). */
 __attribute__((constructor)) static void http_driver_register(void) {
   ascope_driver_register(&http_driver);
+  ascope_driver_set_stats(&http_driver, rt_stat);
 }

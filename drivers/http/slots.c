@@ -70,11 +70,13 @@ void http_wait_add(ascope_http *h, ascope_http_req *q) {
   }
   aq_push(&h->waiting, &q->node);
   h->n_waiting++;
+  http_count(h, HTS_WAITING, 1);
 }
 
 void http_wait_remove(ascope_http *h, ascope_http_req *q) {
   aq_remove(&q->node);
   h->n_waiting--;
+  http_count(h, HTS_WAITING, -1);
   if (q->wait_deadline) h->n_deadlines--;
   q->wait_deadline = 0;
 }
@@ -95,6 +97,7 @@ static bool start_one(ascope_http *h, ascope_http_req *q) {
   aq_push(&h->active, &q->node);
   http_host_take(q->host);
   if (++h->n_active > h->active_peak) h->active_peak = h->n_active;
+  http_count(h, HTS_ACTIVE, 1);
   return false;
 }
 

@@ -328,10 +328,13 @@ void http_req_finish(ascope_http_req *q, CURLcode rc) {
   curl_easy_getinfo(q->easy, CURLINFO_NUM_CONNECTS, &connects);
   h->n_connects += connects;
   h->n_requests++;
+  http_count(h, HTS_CONNECTS, connects);
+  http_count(h, HTS_REQUESTS, 1);
   bool line_too_large = rc != CURLE_OK && header_line_too_large(q, rc);
   aq_remove(&q->node);
   curl_multi_remove_handle(h->multi, q->easy);
   h->n_active--;
+  http_count(h, HTS_ACTIVE, -1);
   http_host_put(h, q->host);
   q->host = NULL;
   q->state = REQ_FINISHING;

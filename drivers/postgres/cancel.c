@@ -127,7 +127,7 @@ int pg_cancel_fire(struct pg_conn *c, struct pg_req *target) {
   }
   c->cancel_job = j;
   c->hold = true;
-  atomic_fetch_add(&pg_stat_cancels, 1);
+  PG_COUNT(c, PGS_CANCELS, 1);
   /* The target must come back within cancel_timeout; what else is in
    * flight is other scopes' work, and takes the time it takes. */
   c->cancel_target = target;

@@ -77,7 +77,7 @@ static void connected(struct pg_conn *c) {
   }
   c->state = PG_READY;
   c->acquired = true;
-  atomic_fetch_add(&pg_stat_opened, 1);
+  PG_COUNT(c, PGS_OPENED, 1);
   ascope_res_done(c->res, 0, NULL, NULL);
 }
 

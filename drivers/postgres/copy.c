@@ -37,7 +37,7 @@ int pg_solo_start(struct pg_conn *c, struct pg_req *r) {
   const char *sql = ascope_sql_req_text(r->req);
   int ok = r->kind == K_SCRIPT ? PQsendQuery(c->pg, sql)
                                : PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
-  atomic_fetch_add(&pg_stat_statements, 1);
+  PG_COUNT(c, PGS_STATEMENTS, 1);
   if (!ok) {
     char *msg = pg_conn_error(c, "could not send to the server");
     pg_break(c, ASCOPE_ECLOSED, "08006", msg);

@@ -14,9 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken, pg_stat_aborted,
-    pg_stat_cancels, pg_stat_retried, pg_stat_prepared, pg_stat_deallocated, pg_stat_statements,
-    pg_stat_syncs, pg_stat_flushes, pg_stat_max_pipeline;
+struct acount pg_stats;
 
 extern const ascope_sql_driver pg_driver;
 
@@ -42,7 +40,13 @@ static void pg_acquire(ascope_res *res, const void *arg, const char *options) {
     ascope_res_done(res, UV_EINVAL, NULL, err);
     return;
   }
-  atomic_fetch_add(&pg_stat_connections, 1);
+  c->stats = ascope_rt_driver_state(ascope_res_rt(res), &pg_driver.base, sizeof *c->stats, NULL);
+  if (c->stats == NULL) {
+    ascope_free(c);
+    ascope_res_done(res, UV_ENOMEM, NULL, "out of memory");
+    return;
+  }
+  PG_COUNT(c, PGS_CONNECTIONS, 1);
   c->res = res;
   c->loop = ascope_rt_loop(ascope_res_rt(res));
   c->state = PG_RESOLVING;
@@ -75,8 +79,9 @@ static void pg_release(ascope_res *res, int outcome) {
  * without waiting for a cancel request still out; the release completes
  * when the handles have closed. */
 static void pg_abort(ascope_res *res) {
-  atomic_fetch_add(&pg_stat_aborted, 1);
-  pg_close(((struct pg_state_mem *)ascope_res_state(res))->c, true);
+  struct pg_conn *c = ((struct pg_state_mem *)ascope_res_state(res))->c;
+  PG_COUNT(c, PGS_ABORTED, 1);
+  pg_close(c, true);
 }
 
 /* Pools: an idle connection, in no transaction, that the server has not
@@ -387,31 +392,33 @@ int ascope_postgres_backend_pid(ascope_sql *db) {
   return c && c->state == PG_READY ? c->pid : 0;
 }
 
+static const char *const stat_names[PGS_NSTATS] = {
+    [PGS_CONNECTIONS] = "connections",
+    [PGS_OPENED] = "opened",
+    [PGS_CLOSED] = "closed",
+    [PGS_BROKEN] = "broken",
+    [PGS_ABORTED] = "aborted",
+    [PGS_CANCELS] = "cancels",
+    [PGS_RETRIED] = "retried",
+    [PGS_PREPARED] = "prepared",
+    [PGS_DEALLOCATED] = "deallocated",
+    [PGS_STATEMENTS] = "statements",
+    [PGS_SYNCS] = "syncs",
+    [PGS_FLUSHES] = "flushes",
+    [PGS_MAX_PIPELINE] = "max_pipeline",
+};
+
 int64_t ascope_postgres_stat(const char *name) {
-  static const struct {
-    const char *name;
-    atomic_llong *v;
-  } stats[] = {
-      {"connections", &pg_stat_connections},
-      {"opened", &pg_stat_opened},
-      {"closed", &pg_stat_closed},
-      {"broken", &pg_stat_broken},
-      {"aborted", &pg_stat_aborted},
-      {"cancels", &pg_stat_cancels},
-      {"retried", &pg_stat_retried},
-      {"prepared", &pg_stat_prepared},
-      {"deallocated", &pg_stat_deallocated},
-      {"statements", &pg_stat_statements},
-      {"syncs", &pg_stat_syncs},
-      {"flushes", &pg_stat_flushes},
-      {"max_pipeline", &pg_stat_max_pipeline},
-  };
-  for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
-    if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
-  return UV_EINVAL;
+  return acount_read(&pg_stats, stat_names, PGS_NSTATS, name);
+}
+
+/* "postgres.<name>" of ascope_rt_stat: the runtime's own counters. */
+static int64_t rt_stat(void *state, const char *name) {
+  return acount_read(state, stat_names, PGS_NSTATS, name);
 }
 
 /* Found by name ("postgres") once the library is loaded: ascope_driver_find(). */
 __attribute__((constructor)) static void postgres_driver_register(void) {
   ascope_driver_register(&pg_driver.base);
+  ascope_driver_set_stats(&pg_driver.base, rt_stat);
 }

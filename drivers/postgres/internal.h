@@ -18,6 +18,8 @@
 #include "ascope/postgres.h"
 #include "ascope/sql_driver.h"
 
+#include "../../core/counters.h"
+
 #include <libpq-fe.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -186,6 +188,7 @@ struct pg_state_mem { /* the resource state: what ascope_resource() returns */
 struct pg_conn {
   ascope_res *res;
   uv_loop_t *loop;
+  struct acount *stats; /* the runtime's counters: the driver's state there */
   enum pg_state state;
   PGconn *pg;
   struct pg_options opt;
@@ -336,10 +339,26 @@ bool pg_tx_follow_up(struct pg_conn *c, struct pg_req *r);
 bool pg_sql_is_script(const char *sql); /* more than one statement */
 bool pg_sql_is_copy(const char *sql);   /* a COPY statement */
 
-/* ---- counters ----------------------------------------------------------------------------------
+/* ---- counters: "postgres.<name>" per runtime, ascope_postgres_stat for the process -------------
  */
-extern atomic_llong pg_stat_connections, pg_stat_opened, pg_stat_closed, pg_stat_broken,
-    pg_stat_aborted, pg_stat_cancels, pg_stat_retried, pg_stat_prepared, pg_stat_deallocated,
-    pg_stat_statements, pg_stat_syncs, pg_stat_flushes, pg_stat_max_pipeline;
+enum {
+  PGS_CONNECTIONS,
+  PGS_OPENED,
+  PGS_CLOSED,
+  PGS_BROKEN,
+  PGS_ABORTED,
+  PGS_CANCELS,
+  PGS_RETRIED,
+  PGS_PREPARED,
+  PGS_DEALLOCATED,
+  PGS_STATEMENTS,
+  PGS_SYNCS,
+  PGS_FLUSHES,
+  PGS_MAX_PIPELINE,
+  PGS_NSTATS
+};
+extern struct acount pg_stats; /* the process's */
+/* Counts n on counter k of c's runtime (the driver's state there) and of the process. */
+#define PG_COUNT(c, k, n) acount_add((c)->stats, &pg_stats, (k), (n))
 
 #endif

@@ -40,7 +40,7 @@ static void conn_free(struct pg_conn *c) {
   ascope_free(c->pfmts);
   ascope_free(c->ptypes);
   ascope_free(c->pbin);
-  atomic_fetch_sub(&pg_stat_connections, 1);
+  PG_COUNT(c, PGS_CONNECTIONS, -1);
   ascope_free(c);
 }
 
@@ -291,7 +291,7 @@ static void fail_all(struct pg_conn *c, int status, const char *code, const char
 void pg_break(struct pg_conn *c, int status, const char *code, const char *msg) {
   if (c->state != PG_READY) return;
   c->state = PG_BROKEN;
-  atomic_fetch_add(&pg_stat_broken, 1);
+  PG_COUNT(c, PGS_BROKEN, 1);
   pg_unwatch(c);       /* libpq may have closed the socket already */
   pg_cancel_detach(c); /* a cancel request still out concerns nothing now */
   bool was = c->pumping;
@@ -318,7 +318,7 @@ static void finish_close(struct pg_conn *c) {
   if (c->pg) {
     PQfinish(c->pg);
     c->pg = NULL;
-    atomic_fetch_add(&pg_stat_closed, 1);
+    PG_COUNT(c, PGS_CLOSED, 1);
   }
   pg_close_handles(c);
 }

@@ -78,9 +78,7 @@ struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r,
   if (st) st->refs++;
   c->nsteps++;
   if (kind != ST_EXEC) return s; /* statements in flight: one Execute each */
-  long long now = (long long)++c->inflight, max = atomic_load(&pg_stat_max_pipeline);
-  while (now > max && !atomic_compare_exchange_weak(&pg_stat_max_pipeline, &max, now)) {
-  }
+  acount_max(c->stats, &pg_stats, PGS_MAX_PIPELINE, (long long)++c->inflight);
   return s;
 }
 

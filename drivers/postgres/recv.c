@@ -270,7 +270,7 @@ static void exec_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
 static void prepare_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
   if (PQresultStatus(res) == PGRES_COMMAND_OK) {
     s->st->state = STMT_READY;
-    atomic_fetch_add(&pg_stat_prepared, 1);
+    PG_COUNT(c, PGS_PREPARED, 1);
     return;
   }
   pg_cache_forget(c, s->st, false);
@@ -285,7 +285,7 @@ static void req_finished(struct pg_conn *c, struct pg_req *r) {
     struct pg_req **pp = &c->victims;
     while (*pp) pp = &(*pp)->next;
     *pp = r;
-    atomic_fetch_add(&pg_stat_retried, 1);
+    PG_COUNT(c, PGS_RETRIED, 1);
     return;
   }
   /* r ran after the victims failed: sent again now, they would run after

@@ -48,7 +48,7 @@ static int sync_point(struct pg_conn *c, struct pg_req *r) {
   s->ends_round = c->seg_open > 0;
   c->rounds_out += s->ends_round;
   if (r) r->syncs++;
-  atomic_fetch_add(&pg_stat_syncs, 1);
+  PG_COUNT(c, PGS_SYNCS, 1);
   c->seg_open = 0; /* a sync point ends whatever segment was open */
   return 0;
 }
@@ -69,7 +69,7 @@ int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
   if (!PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) ||
       pg_step_push(c, ST_EXEC, NULL, NULL) == NULL || sync_point(c, NULL) != 0)
     return -1; /* the caller's next send finds the connection broken */
-  atomic_fetch_add(&pg_stat_deallocated, 1);
+  PG_COUNT(c, PGS_DEALLOCATED, 1);
   return 0;
 }
 
@@ -104,7 +104,7 @@ static int send_stmt(struct pg_conn *c, struct pg_req *r, const char *sql,
   struct pg_step *step = ok ? pg_step_push(c, ST_EXEC, r, st) : NULL;
   if (step == NULL) return -1;
   step->named = named;
-  atomic_fetch_add(&pg_stat_statements, 1);
+  PG_COUNT(c, PGS_STATEMENTS, 1);
   if (!shared) return sync_point(c, r);
   r->in_seg = true; /* its segment's sync point answers it (recv.c) */
   c->seg_open++;
@@ -201,7 +201,7 @@ void pg_flush_sends(struct pg_conn *c) {
   }
   if (close_segment(c) != 0) send_failed(c);
   if (sent && c->state == PG_READY) {
-    atomic_fetch_add(&pg_stat_flushes, 1);
+    PG_COUNT(c, PGS_FLUSHES, 1);
     pg_flush_out(c);
   }
   c->pumping = false;

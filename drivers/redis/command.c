@@ -62,7 +62,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   (void)ac;
   if (r && q->c->inflight) q->c->inflight--;
   if (q->op == NULL) {
-    if (r) atomic_fetch_add(&rd_stat_dropped, 1);
+    if (r) RD_COUNT(q->c->stats, RDS_DROPPED, 1);
     cmd_put(q);
     return;
   }
@@ -84,7 +84,7 @@ static void on_cancel(ascope_op *op) {
    * callback returns. Ending it here too would call the callback twice. */
   if (q->answering) return;
   q->op = NULL; /* on_reply frees it */
-  atomic_fetch_add(&rd_stat_cancelled, 1);
+  RD_COUNT(q->c->stats, RDS_CANCELLED, 1);
   int rc = q->cb ? q->cb(q->s, ASCOPE_ECANCELED, NULL, q->ud) : ASCOPE_ECANCELED;
   ascope_op_end(op, rc, NULL, "cancelled after it was sent: its reply will be dropped");
 }

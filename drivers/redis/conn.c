@@ -18,8 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
-atomic_llong rd_stat_connections, rd_stat_opened, rd_stat_closed, rd_stat_aborted, rd_stat_commands,
-    rd_stat_cancelled, rd_stat_dropped, rd_stat_max_pipeline;
+struct acount rd_stats;
 
 /* ---- the end ---------------------------------------------------------------------- */
 
@@ -28,7 +27,7 @@ static void maybe_done(ascope_redis *c) {
   c->done = true;
   rd_target_free(&c->t);
   rd_cmd_pool_free(c); /* hiredis answered every command with its context */
-  atomic_fetch_sub(&rd_stat_connections, 1);
+  RD_COUNT(c->stats, RDS_CONNECTIONS, -1);
   int status = c->fail_status;
   char code[sizeof c->fail_code], msg[sizeof c->fail_msg];
   memcpy(code, c->fail_code, sizeof code);
@@ -90,7 +89,7 @@ static const char *where(ascope_redis *c, char *buf, size_t cap) {
 /* hiredis freed the context: on its own (a lost connection, a failed
  * connect) or because we asked. */
 void rd_context_gone(ascope_redis *c) {
-  atomic_fetch_add(&rd_stat_closed, 1);
+  RD_COUNT(c->stats, RDS_CLOSED, 1);
   c->inflight = 0;
   if (!c->acquired) {
     char w[128], m[192];
@@ -178,13 +177,13 @@ static int connect_start(ascope_redis *c, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return UV_ENOMEM;
   }
-  atomic_fetch_add(&rd_stat_opened, 1);
+  RD_COUNT(c->stats, RDS_OPENED, 1);
   if (c->ac->err) { /* before any hook is set: freed at once, quietly */
     char w[128];
     snprintf(err, errlen, "cannot connect to %s: %s", where(c, w, sizeof w), c->ac->errstr);
     redisAsyncFree(c->ac);
     c->ac = NULL;
-    atomic_fetch_add(&rd_stat_closed, 1);
+    RD_COUNT(c->stats, RDS_CLOSED, 1);
     return ASCOPE_EDRIVER;
   }
   c->ac->data = c;
@@ -194,7 +193,7 @@ static int connect_start(ascope_redis *c, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot watch the socket: %s", uv_strerror(rc));
     redisAsyncFree(c->ac);
     c->ac = NULL;
-    atomic_fetch_add(&rd_stat_closed, 1);
+    RD_COUNT(c->stats, RDS_CLOSED, 1);
     return rc;
   }
   /* after the hooks: setting it asks for the first write event */
@@ -216,9 +215,11 @@ static void rd_acquire(ascope_res *res, const void *arg, const char *options) {
   uv_unref((uv_handle_t *)&c->timer);
   rd_flush_init(c);
   c->open_handles = 2;
-  atomic_fetch_add(&rd_stat_connections, 1);
-  char err[256] = "";
-  int rc = rd_target_parse(&c->t, arg, options, err, sizeof err);
+  /* NULL when out of memory: counted for the process only, then failed */
+  c->stats = ascope_rt_driver_state(ascope_res_rt(res), &rd_driver, sizeof *c->stats, NULL);
+  RD_COUNT(c->stats, RDS_CONNECTIONS, 1);
+  char err[256] = "out of memory";
+  int rc = c->stats ? rd_target_parse(&c->t, arg, options, err, sizeof err) : UV_ENOMEM;
   if (rc == 0) rc = connect_start(c, err, sizeof err);
   if (rc) acquire_fail(c, rc, NULL, err);
 }
@@ -238,8 +239,9 @@ static void rd_release(ascope_res *res, int outcome) {
 /* Nothing here waits on the server, but a release still under way (its
  * close callbacks to come) completes late, as the core allows. */
 static void rd_abort(ascope_res *res) {
-  atomic_fetch_add(&rd_stat_aborted, 1);
-  rd_close(ascope_res_state(res));
+  ascope_redis *c = ascope_res_state(res);
+  RD_COUNT(c->stats, RDS_ABORTED, 1);
+  rd_close(c);
 }
 
 static int rd_check(ascope_res *res) {
@@ -388,31 +390,29 @@ int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const ch
 sent:
   if (own != own_small) ascope_free(own);
   if (rc) return rc;
-  atomic_fetch_add(&rd_stat_commands, 1);
-  if (fn) {
-    long long n = (long long)++c->inflight, max = atomic_load(&rd_stat_max_pipeline);
-    while (n > max && !atomic_compare_exchange_weak(&rd_stat_max_pipeline, &max, n)) {
-    }
-  }
+  RD_COUNT(c->stats, RDS_COMMANDS, 1);
+  if (fn) acount_max(c->stats, &rd_stats, RDS_MAX_PIPELINE, (long long)++c->inflight);
   return 0;
 }
 
+static const char *const stat_names[RDS_NSTATS] = {
+    [RDS_CONNECTIONS] = "connections", [RDS_OPENED] = "opened",
+    [RDS_CLOSED] = "closed",           [RDS_ABORTED] = "aborted",
+    [RDS_COMMANDS] = "commands",       [RDS_CANCELLED] = "cancelled",
+    [RDS_DROPPED] = "dropped",         [RDS_MAX_PIPELINE] = "max_pipeline",
+};
+
 int64_t ascope_redis_stat(const char *name) {
-  static const struct {
-    const char *name;
-    atomic_llong *v;
-  } stats[] = {
-      {"connections", &rd_stat_connections}, {"opened", &rd_stat_opened},
-      {"closed", &rd_stat_closed},           {"aborted", &rd_stat_aborted},
-      {"commands", &rd_stat_commands},       {"cancelled", &rd_stat_cancelled},
-      {"dropped", &rd_stat_dropped},         {"max_pipeline", &rd_stat_max_pipeline},
-  };
-  for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
-    if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
-  return UV_EINVAL;
+  return acount_read(&rd_stats, stat_names, RDS_NSTATS, name);
+}
+
+/* "redis.<name>" of ascope_rt_stat: the runtime's own counters. */
+static int64_t rt_stat(void *state, const char *name) {
+  return acount_read(state, stat_names, RDS_NSTATS, name);
 }
 
 /* Found by name ("redis") once the library is loaded: ascope_driver_find(). */
 __attribute__((constructor)) static void redis_driver_register(void) {
   ascope_driver_register(&rd_driver);
+  ascope_driver_set_stats(&rd_driver, rt_stat);
 }

@@ -14,6 +14,8 @@
 
 #include "ascope/redis.h"
 
+#include "../../core/counters.h"
+
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdatomic.h>
@@ -36,6 +38,7 @@ struct rd_cmd;
 struct ascope_redis {
   ascope_res *res;
   uv_loop_t *loop;
+  struct acount *stats;  /* the runtime's counters: the driver's state there */
   redisAsyncContext *ac; /* NULL once hiredis freed it */
   struct rd_target t;
   uv_poll_t poll;     /* hiredis's socket */
@@ -90,8 +93,20 @@ void rd_error_code(const redisReply *r, char *code, size_t cap);
 /* Ends op with rc, adding the reply's error when it is one. */
 void rd_op_end(ascope_op *op, int rc, const redisReply *reply);
 
-/* ---- counters ------------------------------------------------------------------------ */
-extern atomic_llong rd_stat_connections, rd_stat_opened, rd_stat_closed, rd_stat_aborted,
-    rd_stat_commands, rd_stat_cancelled, rd_stat_dropped, rd_stat_max_pipeline;
+/* ---- counters: "redis.<name>" per runtime, ascope_redis_stat for the process -------- */
+enum {
+  RDS_CONNECTIONS,
+  RDS_OPENED,
+  RDS_CLOSED,
+  RDS_ABORTED,
+  RDS_COMMANDS,
+  RDS_CANCELLED,
+  RDS_DROPPED,
+  RDS_MAX_PIPELINE,
+  RDS_NSTATS
+};
+extern struct acount rd_stats; /* the process's */
+/* Counts n on counter k of a runtime's set (NULL: the process's only) and the process's. */
+#define RD_COUNT(stats, k, n) acount_add((stats), &rd_stats, (k), (n))
 
 #endif

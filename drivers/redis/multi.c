@@ -23,7 +23,8 @@ struct rd_multi { /* the use's state */
 };
 
 struct rd_mreq {
-  struct rd_multi *m; /* NULL: detached */
+  struct rd_multi *m;   /* NULL: detached */
+  struct acount *stats; /* the runtime's counters, for a reply dropped once detached */
   bool release;
 };
 
@@ -32,7 +33,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
 static int send_one(struct rd_multi *m, const char *cmd, bool release) {
   struct rd_mreq *q = ascope_malloc(sizeof *q);
   if (q == NULL) return UV_ENOMEM;
-  *q = (struct rd_mreq){.m = m, .release = release};
+  *q = (struct rd_mreq){.m = m, .stats = m->c->stats, .release = release};
   const char *argv[1] = {cmd};
   int rc = rd_send(m->c, on_reply, q, 1, argv, NULL);
   if (rc) {
@@ -78,7 +79,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   (void)ac;
   ascope_free(q);
   if (m == NULL) {
-    if (r) atomic_fetch_add(&rd_stat_dropped, 1);
+    if (r) RD_COUNT(q->stats, RDS_DROPPED, 1);
     return;
   }
   m->q = NULL;
@@ -161,8 +162,8 @@ static void multi_release(ascope_res *res, int outcome) {
 /* EXEC or DISCARD is written and cannot be recalled: its reply (or the
  * connection's close) completes the release late, as the core allows. */
 static void multi_abort(ascope_res *res) {
-  (void)res;
-  atomic_fetch_add(&rd_stat_aborted, 1);
+  struct rd_multi *m = ascope_res_state(res);
+  RD_COUNT(m->c ? m->c->stats : NULL, RDS_ABORTED, 1);
 }
 
 static const ascope_driver multi_driver = {

@@ -84,7 +84,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   q->in_flight = false;
   if (r && q->c->inflight) q->c->inflight--;
   if (q->op == NULL) {
-    if (r) atomic_fetch_add(&rd_stat_dropped, 1);
+    if (r) RD_COUNT(q->c->stats, RDS_DROPPED, 1);
     scan_free(q);
     return;
   }

@@ -5,6 +5,8 @@
 
 #include "ascope/sql_driver.h"
 
+#include "../../core/counters.h"
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -66,6 +68,7 @@ struct sql_conn {             /* the real layout of ascope_sql_header */
   unsigned tx_depth; /* open transaction levels */
   const ascope_sql_driver *drv;
   const char *errcode, *errmsg; /* while a failing callback runs */
+  struct acount *stats;         /* the runtime's counters; from the first request on */
 };
 struct sql_conn *sql_conn_of(ascope_sql *db);     /* NULL: not a SQL connection */
 bool sql_driver_ok(const ascope_sql_driver *drv); /* a table this layer can use */
@@ -94,11 +97,15 @@ struct ascope_sql_req {
   int64_t changes, last_id;
   _Alignas(max_align_t) unsigned char data[]; /* the driver's req_size bytes */
 };
-ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char *text,
-                        const ascope_sql_params *p);
+/* NULL: out of memory. rt is the connection's runtime. */
+ascope_sql_req *req_new(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
+                        const char *text, const ascope_sql_params *p);
 void req_free(ascope_sql_req *req);
 
-/* ---- counters ------------------------------------------------------------- */
-extern atomic_llong sql_stat_requests, sql_stat_transactions, sql_stat_rows_live;
+/* ---- counters: "sql.<name>" per runtime, ascope_sql_stat for the process -- */
+enum { SQLS_REQUESTS, SQLS_TRANSACTIONS, SQLS_ROWS_LIVE, SQLS_NSTATS };
+extern struct acount sql_stats; /* the process's */
+/* Counts n on counter k of c's runtime and of the process. */
+#define SQL_COUNT(c, k, n) acount_add((c)->stats, &sql_stats, (k), (n))
 
 #endif

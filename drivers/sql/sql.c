@@ -14,7 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-atomic_llong sql_stat_requests, sql_stat_transactions, sql_stat_rows_live;
+struct acount sql_stats;
+
+/* The layer is no driver, but it keeps counters per runtime as drivers do:
+ * this table only names them ("sql.requests") and keys its state. */
+static const ascope_driver sql_layer = {.abi = ASCOPE_DRIVER_ABI, .name = "sql"};
+static const char *const stat_names[SQLS_NSTATS] = {
+    [SQLS_REQUESTS] = "requests",
+    [SQLS_TRANSACTIONS] = "transactions",
+    [SQLS_ROWS_LIVE] = "rows_live",
+};
 
 /* ---- connections --------------------------------------------------------------- */
 
@@ -67,18 +76,26 @@ const char *ascope_sql_errmsg(ascope_sql *db) {
 }
 
 int64_t ascope_sql_stat(const char *name) {
-  if (name == NULL) return UV_EINVAL;
-  if (strcmp(name, "requests") == 0) return atomic_load(&sql_stat_requests);
-  if (strcmp(name, "transactions") == 0) return atomic_load(&sql_stat_transactions);
-  if (strcmp(name, "rows_live") == 0) return atomic_load(&sql_stat_rows_live);
-  return UV_EINVAL;
+  return acount_read(&sql_stats, stat_names, SQLS_NSTATS, name);
+}
+
+static int64_t rt_stat(void *state, const char *name) {
+  return acount_read(state, stat_names, SQLS_NSTATS, name);
+}
+
+__attribute__((constructor)) static void sql_stats_register(void) {
+  ascope_driver_set_stats(&sql_layer, rt_stat);
 }
 
 /* ---- requests ------------------------------------------------------------------ */
 
 /* One allocation: the request, the driver's data, the parameters, the text. */
-ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char *text,
-                        const ascope_sql_params *p) {
+ascope_sql_req *req_new(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
+                        const char *text, const ascope_sql_params *p) {
+  /* A connection stays in its runtime: the first request finds its counters. */
+  if (c->stats == NULL &&
+      (c->stats = ascope_rt_driver_state(rt, &sql_layer, sizeof *c->stats, NULL)) == NULL)
+    return NULL;
   size_t head = sizeof(ascope_sql_req) + c->drv->req_size;
   head = (head + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * _Alignof(max_align_t);
   size_t plen = params_flat_size(p), tlen = text ? strlen(text) + 1 : 0;
@@ -94,7 +111,7 @@ ascope_sql_req *req_new(struct sql_conn *c, ascope_sql *db, int kind, const char
     memcpy(t, text, tlen);
     req->text = t;
   }
-  atomic_fetch_add(&sql_stat_requests, 1);
+  SQL_COUNT(c, SQLS_REQUESTS, 1);
   return req;
 }
 
@@ -102,9 +119,9 @@ void req_free(ascope_sql_req *req) {
   if (req->rows) {
     rows_fini(req->rows);
     ascope_free(req->rows);
-    atomic_fetch_sub(&sql_stat_rows_live, 1);
+    SQL_COUNT(req->conn, SQLS_ROWS_LIVE, -1);
   }
-  atomic_fetch_sub(&sql_stat_requests, 1);
+  SQL_COUNT(req->conn, SQLS_REQUESTS, -1);
   ascope_free(req);
 }
 
@@ -128,7 +145,7 @@ ascope_rows *ascope_sql_req_rows(ascope_sql_req *req) {
   if (req == NULL) return NULL;
   if (req->rows == NULL && (req->rows = ascope_malloc(sizeof *req->rows)) != NULL) {
     rows_init(req->rows);
-    atomic_fetch_add(&sql_stat_rows_live, 1);
+    SQL_COUNT(req->conn, SQLS_ROWS_LIVE, 1);
   }
   return req->rows;
 }
@@ -297,7 +314,7 @@ static int sql_start(ascope *s, ascope_sql *db, int kind, const char *sql,
   struct sql_conn *c = sql_conn_of(db);
   if (s == NULL || c == NULL || sql == NULL) return UV_EINVAL;
   if (p && p->err) return p->err;
-  ascope_sql_req *req = req_new(c, db, kind, sql, p);
+  ascope_sql_req *req = req_new(ascope_scope_rt(s), c, db, kind, sql, p);
   if (req == NULL) return UV_ENOMEM;
   ascope_op *op = ascope_op_begin(s, &c->drv->base, on_op_cancel, req);
   if (op == NULL) {

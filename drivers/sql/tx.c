@@ -120,7 +120,7 @@ static void begun(ascope_sql_req *req, int status, const char *code, const char 
   if (status == 0) {
     tx->open = true;
     tx->conn->tx_depth++;
-    atomic_fetch_add(&sql_stat_transactions, 1);
+    SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, 1);
   }
   /* A failed BEGIN opened nothing: there is nothing of ours to clean up. */
   ascope_res_done(tx->res, status, code, message);
@@ -136,7 +136,7 @@ static void tx_begin(ascope_res *r, ascope_sql *db, const char *options) {
     return;
   }
   tx->depth = tx->conn->tx_depth;
-  ascope_sql_req *req = req_new(tx->conn, tx->db, ASCOPE_SQL_TX, NULL, NULL);
+  ascope_sql_req *req = req_new(ascope_res_rt(r), tx->conn, tx->db, ASCOPE_SQL_TX, NULL, NULL);
   if (req == NULL) {
     ascope_res_done(r, UV_ENOMEM, NULL, "out of memory starting a transaction");
     return;
@@ -176,7 +176,7 @@ static void ended(ascope_sql_req *req, int status, const char *code, const char 
   /* Whatever the answer, the level is closed: a driver whose COMMIT fails
    * rolls back before it answers. */
   if (tx->conn->tx_depth) tx->conn->tx_depth--;
-  atomic_fetch_sub(&sql_stat_transactions, 1);
+  SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, -1);
   ascope_res_done(tx->res, status, code, message);
 }
 
@@ -184,7 +184,7 @@ static void tx_release(ascope_res *r, int outcome) {
   ascope_sql_tx *tx = ascope_res_state(r);
   tx->cancelled = false;
   int action = outcome == 0 ? ASCOPE_SQL_TX_COMMIT : ASCOPE_SQL_TX_ROLLBACK;
-  ascope_sql_req *req = req_new(tx->conn, tx->db, ASCOPE_SQL_TX, NULL, NULL);
+  ascope_sql_req *req = req_new(ascope_res_rt(r), tx->conn, tx->db, ASCOPE_SQL_TX, NULL, NULL);
   int rc = UV_ENOMEM;
   if (req) {
     req->on_done = ended;
@@ -198,7 +198,7 @@ static void tx_release(ascope_res *r, int outcome) {
   }
   if (rc < 0) { /* the connection is gone or going: the transaction goes with it */
     if (tx->conn->tx_depth) tx->conn->tx_depth--;
-    atomic_fetch_sub(&sql_stat_transactions, 1);
+    SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, -1);
     ascope_res_done(r, rc, NULL, "could not end the transaction");
   }
 }

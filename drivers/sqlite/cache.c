@@ -43,7 +43,7 @@ void sq_cache_init(struct sq_cache *k, unsigned cap) {
 
 static void entry_free(struct sq_stmt *e) {
   sqlite3_finalize(e->stmt);
-  atomic_fetch_sub(&sq_stat_statements, 1);
+  SQ_COUNT(e->rts, SQ_STATEMENTS, -1);
   ascope_free(e->map);
   ascope_free(e->sql);
   ascope_free(e);
@@ -138,15 +138,16 @@ struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **ta
   const char *t = NULL;
   *rc = sqlite3_prepare_v3(c->db, sql, -1, k->cap ? SQLITE_PREPARE_PERSISTENT : 0, &s, &t);
   if (*rc != SQLITE_OK || s == NULL) return NULL; /* an error, or no statement at all */
-  atomic_fetch_add(&sq_stat_statements, 1);
+  SQ_COUNT(c->rts, SQ_STATEMENTS, 1);
   e = ascope_calloc(1, sizeof *e);
   if (e == NULL) {
     sqlite3_finalize(s);
-    atomic_fetch_sub(&sq_stat_statements, 1);
+    SQ_COUNT(c->rts, SQ_STATEMENTS, -1);
     *rc = SQLITE_NOMEM;
     return NULL;
   }
   e->stmt = s;
+  e->rts = c->rts;
   if (map_params(e) != 0) {
     entry_free(e);
     *rc = SQLITE_NOMEM;

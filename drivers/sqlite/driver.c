@@ -22,8 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-atomic_llong sq_stat_connections, sq_stat_opened, sq_stat_closed, sq_stat_aborted, sq_stat_hops,
-    sq_stat_running, sq_stat_statements, sq_stat_yields, sq_stat_busy;
+struct acount sq_stats;
 
 extern const ascope_sql_driver sq_driver;
 
@@ -52,7 +51,7 @@ static struct sq_conn *conn_new(ascope_res *r, const char *path, const char *opt
     *status = UV_EINVAL;
     snprintf(msg, msglen, "no database path given");
   } else if ((path == NULL || (c->path = ascope_strdup(path)) != NULL) &&
-             (c->sched = sq_sched_get(ascope_rt_loop(ascope_res_rt(r)))) != NULL) {
+             (c->rts = sq_rt_get(ascope_res_rt(r), &c->sched)) != NULL) {
     if (uv_mutex_init(&c->mu) == 0) return c;
     sq_sched_put(c->sched);
   }
@@ -77,7 +76,7 @@ static void sq_acquire(ascope_res *r, const void *arg, const char *options) {
   c->close_job.kind = JOB_CLOSE;
   sq_cache_init(&c->cache, c->opt.cache);
   st->c = c;
-  atomic_fetch_add(&sq_stat_connections, 1);
+  SQ_COUNT(c->rts, SQ_CONNECTIONS, 1);
   sq_enqueue(c, &c->open_job);
 }
 
@@ -114,7 +113,7 @@ static void sq_release(ascope_res *r, int outcome) {
  * close the database; its end completes the release, late. */
 static void sq_abort(ascope_res *r) {
   struct sq_conn *c = ((struct sq_state *)ascope_res_state(r))->c;
-  atomic_fetch_add(&sq_stat_aborted, 1);
+  SQ_COUNT(c->rts, SQ_ABORTED, 1);
   uv_mutex_lock(&c->mu);
   c->aborted = true;
   if (c->running) {
@@ -236,27 +235,23 @@ int ascope_use_sqlite(ascope *s, const char *path, const char *options) {
   return ascope_use_sql(s, &sq_driver, path, options);
 }
 
+static const char *const stat_names[SQ_NSTATS] = {
+    [SQ_CONNECTIONS] = "connections", [SQ_OPENED] = "opened", [SQ_CLOSED] = "closed",
+    [SQ_ABORTED] = "aborted",         [SQ_HOPS] = "hops",     [SQ_RUNNING] = "running",
+    [SQ_STATEMENTS] = "statements",   [SQ_YIELDS] = "yields", [SQ_BUSY] = "busy",
+};
+
 int64_t ascope_sqlite_stat(const char *name) {
-  static const struct {
-    const char *name;
-    atomic_llong *v;
-  } stats[] = {
-      {"connections", &sq_stat_connections},
-      {"opened", &sq_stat_opened},
-      {"closed", &sq_stat_closed},
-      {"aborted", &sq_stat_aborted},
-      {"hops", &sq_stat_hops},
-      {"running", &sq_stat_running},
-      {"statements", &sq_stat_statements},
-      {"yields", &sq_stat_yields},
-      {"busy", &sq_stat_busy},
-  };
-  for (size_t i = 0; name && i < sizeof stats / sizeof stats[0]; i++)
-    if (strcmp(name, stats[i].name) == 0) return atomic_load(stats[i].v);
-  return UV_EINVAL;
+  return acount_read(&sq_stats, stat_names, SQ_NSTATS, name);
+}
+
+/* "sqlite.<name>" of ascope_rt_stat: the runtime's own counters. */
+static int64_t rt_stat(void *state, const char *name) {
+  return acount_read(state ? &((struct sq_rt *)state)->stats : NULL, stat_names, SQ_NSTATS, name);
 }
 
 /* Found by name ("sqlite") once the library is loaded: ascope_driver_find(). */
 __attribute__((constructor)) static void sqlite_driver_register(void) {
   ascope_driver_register(&sq_driver.base);
+  ascope_driver_set_stats(&sq_driver.base, rt_stat);
 }

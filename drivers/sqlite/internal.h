@@ -18,8 +18,11 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "../../core/counters.h"
+
 struct sq_conn;
 struct sq_sched;
+struct sq_rt;
 
 /* ---- options ------------------------------------------------------------------ */
 enum sq_mode { MODE_RWC, MODE_RW, MODE_RO, MODE_MEMORY };
@@ -48,6 +51,7 @@ struct sq_stmt {
   int nparams; /* values it takes: placeholders $N name value N */
   int *map;    /* slot i+1 takes value map[i] */
   bool cached, in_use;
+  struct sq_rt *rts; /* where it is counted */
 };
 struct sq_cache {
   struct sq_stmt **buckets;
@@ -104,6 +108,7 @@ struct sq_conn {
   bool aborted;                 /* (mu) force-closed: the worker closes, answers ECLOSED */
   struct sq_job *ahead, *atail; /* (mu) answered jobs, waiting for the loop */
   /* loop */
+  struct sq_rt *rts; /* the runtime's: counters (any thread) and scheduler */
   struct sq_sched *sched;
   enum sq_where where;
   struct sq_conn *rprev, *rnext; /* the scheduler's ready list, then its running list */
@@ -133,8 +138,17 @@ struct sq_conn {
   uint64_t wait_start; /* this busy episode began, ns */
 };
 
-/* ---- scheduling (sched.c) -------------------------------------------------------- */
-struct sq_sched *sq_sched_get(uv_loop_t *loop); /* NULL: out of memory */
+/* ---- per runtime, and scheduling (sched.c) ---------------------------------------- */
+/* The driver's state in a runtime (ascope_rt_driver_state): its counters,
+ * which pool threads count too, and its scheduler while connections are on
+ * it. Lives until the runtime is freed, after its last connection. */
+struct sq_rt {
+  struct acount stats;    /* SQ_* below; any thread */
+  struct sq_sched *sched; /* (loop) NULL while no connection is on the runtime */
+};
+/* The runtime's state and its scheduler, with a reference taken for a
+ * connection. NULL: out of memory. */
+struct sq_rt *sq_rt_get(ascope_rt *rt, struct sq_sched **sched);
 void sq_sched_put(struct sq_sched *s);
 void sq_wake(struct sq_conn *c);       /* runnable jobs queued: make sure a hop comes */
 void sq_stage_list(struct sq_conn *c); /* publish c's stage before the loop sleeps */
@@ -169,8 +183,21 @@ void sq_fail_lost(struct sq_job *j);
 /* ---- codes (codes.c) --------------------------------------------------------------- */
 const char *sq_code_name(int code);
 
-/* ---- counters ------------------------------------------------------------------------ */
-extern atomic_llong sq_stat_connections, sq_stat_opened, sq_stat_closed, sq_stat_aborted,
-    sq_stat_hops, sq_stat_running, sq_stat_statements, sq_stat_yields, sq_stat_busy;
+/* ---- counters: "sqlite.<name>" per runtime, ascope_sqlite_stat for the process ------ */
+enum {
+  SQ_CONNECTIONS,
+  SQ_OPENED,
+  SQ_CLOSED,
+  SQ_ABORTED,
+  SQ_HOPS,
+  SQ_RUNNING,
+  SQ_STATEMENTS,
+  SQ_YIELDS,
+  SQ_BUSY,
+  SQ_NSTATS
+};
+extern struct acount sq_stats; /* the process's */
+/* Counts n on counter k of rts's runtime and of the process. */
+#define SQ_COUNT(rts, k, n) acount_add(&(rts)->stats, &sq_stats, (k), (n))
 
 #endif

@@ -137,7 +137,7 @@ static void answer_one(struct sq_conn *c, struct sq_job *j) {
   case JOB_OPEN:
     if (j->status == 0) {
       c->opened = true;
-      atomic_fetch_add(&sq_stat_opened, 1);
+      SQ_COUNT(c->rts, SQ_OPENED, 1);
       ascope_res_done(c->res, 0, NULL, NULL);
     } else { /* the worker already closed what it opened */
       c->dead = true;
@@ -215,8 +215,8 @@ void sq_flush(struct sq_conn *c, int status) {
 void sq_conn_free(struct sq_conn *c) {
   sq_unready(c);
   sq_stage_unlist(c);
-  if (c->opened) atomic_fetch_add(&sq_stat_closed, 1);
-  atomic_fetch_sub(&sq_stat_connections, 1);
+  if (c->opened) SQ_COUNT(c->rts, SQ_CLOSED, 1);
+  SQ_COUNT(c->rts, SQ_CONNECTIONS, -1);
   ascope_free(c->open_job.msg);
   ascope_free(c->close_job.msg);
   ascope_free(c->dead_msg);

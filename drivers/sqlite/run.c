@@ -74,14 +74,14 @@ int sq_busy_handler(void *ud, int count) {
   uint64_t now = uv_hrtime();
   if (count == 0) {
     c->wait_start = now;
-    atomic_fetch_add(&sq_stat_busy, 1);
+    SQ_COUNT(c->rts, SQ_BUSY, 1);
   }
   if (j->busy_since == 0) j->busy_since = now;
   uint64_t limit = (uint64_t)c->opt.busy_ms * 1000000u, waited = now - j->busy_since;
   if (waited >= limit) return 0;
   if (c->may_yield && now - c->wait_start >= YIELD_NS && sq_sched_waiting(c->sched) > 0) {
     c->yielded = true;
-    atomic_fetch_add(&sq_stat_yields, 1);
+    SQ_COUNT(c->rts, SQ_YIELDS, 1);
     return 0;
   }
   uint64_t step = count < 5 ? 100000u << count : 2000000u; /* 0.1 ms doubling to 2 ms */

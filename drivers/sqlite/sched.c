@@ -5,13 +5,14 @@
  * for one thread hand-off, not one each, and a connection is never on two
  * threads at once. The pool is shared with file I/O and DNS (4 threads by
  * default), and a SQLite statement can hold its thread for seconds, so at
- * most `max_running` connections per loop (2 by default) are on the pool at
- * a time; the others wait in a FIFO ready list, and a hop that ran long
+ * most `max_running` connections per runtime (2 by default) are on the pool
+ * at a time; the others wait in a FIFO ready list, and a hop that ran long
  * steps aside (HOP_NS) so they all move.
  *
- * The scheduler is per loop because uv_queue_work must be called on the
- * loop's thread. A small registry finds a loop's scheduler; it lives while
- * connections on that loop do.
+ * The scheduler is per runtime (uv_queue_work must be called on the loop's
+ * thread), in the driver's state of ascope_rt_driver_state with the
+ * runtime's counters. It lives while connections on that runtime do: its
+ * handles never outlast them, so the runtime's end has nothing to close.
  */
 #include "internal.h"
 
@@ -26,32 +27,26 @@ struct sq_sched {
   int handles;           /* open handles: the memory goes with the last */
   struct sq_conn *xhead; /* running connections */
   struct sq_conn *shead; /* connections with a stage */
-  struct sq_sched *next; /* registry */
+  struct sq_rt *owner;   /* the runtime's state, which points here */
   unsigned refs;         /* connections */
   unsigned running;      /* hops in flight */
   struct sq_conn *rhead, *rtail;
   atomic_uint waiting; /* ready connections; read by busy handlers on pool threads */
 };
 
-static uv_once_t reg_once = UV_ONCE_INIT;
-static uv_mutex_t reg_mu;
-static struct sq_sched *registry;
 static atomic_uint max_running = 2;
-
-static void reg_init(void) {
-  if (uv_mutex_init(&reg_mu) != 0) abort();
-}
+extern const ascope_sql_driver sq_driver;
 
 static void on_prepare(uv_prepare_t *h);
 
 /* Called on the loop's thread (an acquire), so the prepare handle can be
- * made here; the registry's mutex is for other loops' threads. */
-struct sq_sched *sq_sched_get(uv_loop_t *loop) {
-  uv_once(&reg_once, reg_init);
-  uv_mutex_lock(&reg_mu);
-  struct sq_sched *s = registry;
-  while (s && s->loop != loop) s = s->next;
+ * made here; nothing else touches the runtime's state but counters. */
+struct sq_rt *sq_rt_get(ascope_rt *rt, struct sq_sched **sched) {
+  struct sq_rt *r = ascope_rt_driver_state(rt, &sq_driver.base, sizeof *r, NULL);
+  if (r == NULL) return NULL;
+  struct sq_sched *s = r->sched;
   if (s == NULL && (s = ascope_calloc(1, sizeof *s)) != NULL) {
+    uv_loop_t *loop = ascope_rt_loop(rt);
     s->loop = loop;
     uv_prepare_init(loop, &s->prepare);
     s->prepare.data = s;
@@ -61,12 +56,13 @@ struct sq_sched *sq_sched_get(uv_loop_t *loop) {
     s->poll.data = s;
     uv_unref((uv_handle_t *)&s->poll); /* nor this: hops in flight do */
     s->handles = 2;
-    s->next = registry;
-    registry = s;
+    s->owner = r;
+    r->sched = s;
   }
-  if (s) s->refs++;
-  uv_mutex_unlock(&reg_mu);
-  return s;
+  if (s == NULL) return NULL;
+  s->refs++;
+  *sched = s;
+  return r;
 }
 
 static void sched_closed(uv_handle_t *h) {
@@ -74,16 +70,14 @@ static void sched_closed(uv_handle_t *h) {
   if (--s->handles == 0) ascope_free(s);
 }
 
+/* The last connection gone, the next one makes a new scheduler: this one's
+ * memory goes with its handles' close callbacks. */
 void sq_sched_put(struct sq_sched *s) {
-  uv_mutex_lock(&reg_mu);
   if (--s->refs == 0) {
-    struct sq_sched **pp = &registry;
-    while (*pp != s) pp = &(*pp)->next;
-    *pp = s->next;
+    s->owner->sched = NULL;
     uv_close((uv_handle_t *)&s->prepare, sched_closed);
     uv_close((uv_handle_t *)&s->poll, sched_closed);
   }
-  uv_mutex_unlock(&reg_mu);
 }
 
 /* ---- stages ---------------------------------------------------------------------- */
@@ -152,7 +146,7 @@ static void hop_work(uv_work_t *w) {
   struct sq_conn *c = w->data;
   uint64_t t0 = uv_hrtime();
   unsigned n = 0;
-  atomic_fetch_add(&sq_stat_hops, 1);
+  SQ_COUNT(c->rts, SQ_HOPS, 1);
   uv_mutex_lock(&c->mu);
   while (!c->aborted && sq_runnable(c)) {
     struct sq_job *j = c->head;
@@ -207,7 +201,7 @@ static void running_add(struct sq_sched *s, struct sq_conn *c) {
   if (s->xhead) s->xhead->rprev = c;
   s->xhead = c;
   if (s->running++ == 0) uv_timer_start(&s->poll, on_poll, POLL_MS, POLL_MS);
-  atomic_fetch_add(&sq_stat_running, 1);
+  SQ_COUNT(c->rts, SQ_RUNNING, 1);
 }
 
 static void running_remove(struct sq_sched *s, struct sq_conn *c) {
@@ -218,7 +212,7 @@ static void running_remove(struct sq_sched *s, struct sq_conn *c) {
   if (c->rnext) c->rnext->rprev = c->rprev;
   c->rprev = c->rnext = NULL;
   if (--s->running == 0) uv_timer_stop(&s->poll);
-  atomic_fetch_sub(&sq_stat_running, 1);
+  SQ_COUNT(c->rts, SQ_RUNNING, -1);
 }
 
 static void pump(struct sq_sched *s) {

@@ -148,7 +148,9 @@ ASCOPE_EXTERN int ascope_set_name(ascope *s, const char *name);
  * them, those with that status: "errors.ETIMEDOUT"), "cancelled",
  * "timed_out" (deadlines fired), "aborted" (releases past the release
  * timeout), "acquire_ns" and "release_ns" (time spent, counted while the
- * runtime is timed: see ascope_rt_set_timing). UV_EINVAL for another name. */
+ * runtime is timed: see ascope_rt_set_timing); and each driver's counters
+ * for this runtime, "<driver>.<counter>" ("sqlite.statements",
+ * "http.requests": docs/api/core.md). UV_EINVAL for another name. */
 ASCOPE_EXTERN int64_t ascope_rt_stat(ascope_rt *rt, const char *name);
 /* Times every acquire and release for "acquire_ns"/"release_ns" (1), or
  * not (0, the default: two clock reads per use are not free). A trace hook

@@ -91,6 +91,40 @@ ASCOPE_EXTERN void ascope_free(void *p);
 ASCOPE_EXTERN char *ascope_strdup(const char *s);
 ASCOPE_EXTERN char *ascope_strndup(const char *s, size_t n);
 
+/* Per-runtime state: what a driver keeps for each runtime it works in (a
+ * scheduler, counters), in place of a process-wide registry keyed by loop.
+ * ascope_rt_driver_state returns drv's state in rt: size bytes, zeroed and
+ * made through the allocator hook on the first call for that (rt, drv),
+ * the same pointer on every later call (the first call's size and fini
+ * stand). Keyed by the table's address, so a runtime holds one state per
+ * driver. fini, when not NULL, runs once, from ascope_rt_free, after every
+ * scope of the runtime ended and every handle of its own closed: on the
+ * runtime's own loop after that loop ran to its end (every threadpool job
+ * done), on a caller's loop from its last handle's close callback. The
+ * states go in the reverse order of their making, then the memory is
+ * freed. A driver must not need the state after that: work it runs on the
+ * threadpool ends before the last resource's release completes (a late
+ * completion after an abort must come before ascope_rt_free on a caller's
+ * loop, as for ascope_res_done). NULL when out of memory (fail the acquire
+ * or operation with UV_ENOMEM), for a NULL rt or drv, or for a state not
+ * yet made once ascope_rt_free has begun. On the loop thread; the state
+ * itself may be handed to threadpool work (count there with atomics). */
+ASCOPE_EXTERN void *ascope_rt_driver_state(ascope_rt *rt, const ascope_driver *drv, size_t size,
+                                           void (*fini)(void *state));
+
+/* Counters per runtime, one naming scheme: ascope_rt_stat(rt,
+ * "<drv->name>.<counter>") calls fn(state, counter) with drv's state in rt
+ * (NULL when drv made none there: then its counters read 0) and returns
+ * what fn returns, a value or UV_EINVAL for a counter drv does not have.
+ * Keep the counters in the state ascope_rt_driver_state gives. The core's
+ * own names ("scopes", "errors.ETIMEDOUT"…) come first: "errors" cannot be
+ * a prefix. Returns 0 (a second call for the same table replaces fn),
+ * UV_EINVAL (NULL, a bad name, "errors"), UV_EEXIST (another table
+ * publishes under that name), UV_ENOSPC (64 names taken). Any thread: call
+ * it where the driver registers itself. */
+typedef int64_t (*ascope_driver_stat_fn)(void *state, const char *counter);
+ASCOPE_EXTERN int ascope_driver_set_stats(const ascope_driver *drv, ascope_driver_stat_fn fn);
+
 /* Plugins: a shared object exports
  *   const ascope_driver *ascope_driver_entry(void);
  * ascope_driver_load() returns NULL and writes the reason to errbuf on a

@@ -45,7 +45,8 @@ static inline ascope_http *ascope_http_resource(ascope *s, size_t index) {
 /* A session's counters: "requests" (completed), "connects" (new connections
  * made, the sum of CURLINFO_NUM_CONNECTS), "active" (requests holding a
  * connection slot), "waiting" (requests queued for a slot), "active_peak".
- * Negative (UV_EINVAL) for an unknown name. */
+ * Negative (UV_EINVAL) for an unknown name. Every session of a runtime
+ * together: ascope_rt_stat(rt, "http.<name>"). */
 ASCOPE_EXTERN int64_t ascope_http_stat(ascope_http *h, const char *name);
 
 /* ---- building a request ---------------------------------------------------- */

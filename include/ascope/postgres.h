@@ -110,7 +110,8 @@ ASCOPE_EXTERN int ascope_postgres_listen(ascope *s, ascope_sql *db, const char *
 /* ---- the connection -------------------------------------------------------- */
 /* The server process serving the connection (pg_backend_pid()); 0 if none. */
 ASCOPE_EXTERN int ascope_postgres_backend_pid(ascope_sql *db);
-/* Process-wide counters: "connections" (alive), "opened", "closed",
+/* Process-wide counters, every runtime's summed (per runtime:
+ * ascope_rt_stat(rt, "postgres.<name>")): "connections" (alive), "opened", "closed",
  * "broken" (lost or closed after a failed cancel), "aborted" (releases cut
  * short by the release timeout), "cancels" (cancel
  * requests sent), "retried" (statements another's cancel request hit, sent

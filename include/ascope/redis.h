@@ -105,7 +105,8 @@ ASCOPE_EXTERN int ascope_redis_scan(ascope *s, ascope_redis *r, const char *matc
 ASCOPE_EXTERN int ascope_redis_subscribe(ascope *s, ascope_redis *r, const char *channel,
                                          int pattern, ascope_redis_cb cb, void *ud, ascope_op **op);
 
-/* Process-wide counters: "connections" (alive), "opened" (hiredis contexts
+/* Process-wide counters, every runtime's summed (per runtime:
+ * ascope_rt_stat(rt, "redis.<name>")): "connections" (alive), "opened" (hiredis contexts
  * made), "closed", "aborted", "commands" (sent), "cancelled" (commands
  * cancelled after they were sent), "dropped" (their replies, dropped when
  * they came), "max_pipeline" (the most commands ever awaiting replies on

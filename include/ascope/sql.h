@@ -158,7 +158,8 @@ ASCOPE_EXTERN int64_t ascope_rows_last_id(const ascope_rows *r); /* 0 where the 
  * stream's batches stay under a bound. */
 ASCOPE_EXTERN size_t ascope_rows_memory(const ascope_rows *r);
 
-/* Process-wide counters, for tests and metrics: "requests" (statements not
+/* Process-wide counters, every runtime's summed (per runtime:
+ * ascope_rt_stat(rt, "sql.<name>")), for tests and metrics: "requests" (statements not
  * yet completed), "transactions" (open), "rows_live" (result objects held by requests). */
 ASCOPE_EXTERN int64_t ascope_sql_stat(const char *name);
 

@@ -36,12 +36,13 @@ extern "C" {
 ASCOPE_EXTERN const ascope_sql_driver *ascope_sqlite(void);
 /* ascope_use_sql(s, ascope_sqlite(), path, options) */
 ASCOPE_EXTERN int ascope_use_sqlite(ascope *s, const char *path, const char *options);
-/* How many connections may run on libuv's threadpool at once, per loop
+/* How many connections may run on libuv's threadpool at once, per runtime
  * (default 2). Keep it below UV_THREADPOOL_SIZE. */
 ASCOPE_EXTERN int ascope_sqlite_set_concurrency(unsigned n);
 /* "SQLITE_BUSY_SNAPSHOT" for an extended result code; NULL if unknown. */
 ASCOPE_EXTERN const char *ascope_sqlite_code_name(int code);
-/* Process-wide counters: "connections" (alive), "opened", "closed",
+/* Process-wide counters, every runtime's summed (per runtime:
+ * ascope_rt_stat(rt, "sqlite.<name>")): "connections" (alive), "opened", "closed",
  * "aborted", "hops" (hand-offs to the pool), "running" (hops in flight),
  * "statements" (prepared, alive), "busy" (waits for a lock another
  * connection held), "yields" (of those, given up to let another connection
