@@ -12,6 +12,8 @@
 
 /* ---- intrusive circular lists: queue.h, shared with the drivers --------- */
 #include "queue.h"
+/* ---- the re-entrancy guard: guard.h, shared with the drivers ------------ */
+#include "guard.h"
 
 /* ---- allocation --------------------------------------------------------- */
 void *ascope__malloc(size_t n);
@@ -178,7 +180,7 @@ struct ascope_rt {
   struct post *posts, *posts_spare; /* double buffer: no malloc in steady state */
   size_t nposts, posts_cap, spare_cap;
   ascope *runq_head, *runq_tail;
-  unsigned depth;   /* > 0 while inside the core: completions queue, the outermost drains */
+  struct aguard in; /* inside the core: completions queue, the outermost drains */
   ascope *stepping; /* the scope scope_step() is running: it re-checks by itself */
   size_t pending;   /* started scopes whose done has not run */
   size_t closing;   /* handles whose close callback has not run (during free) */

@@ -51,7 +51,7 @@ int ascope_rt_set_release_timeout(ascope_rt *rt, uint64_t ms) {
 
 int ascope_rt_run(ascope_rt *rt) {
   if (rt == NULL) return UV_EINVAL;
-  if (rt->depth || rt->freeing) return ASCOPE_EBUSY; /* libuv loops do not nest */
+  if (aguard_busy(&rt->in) || rt->freeing) return ASCOPE_EBUSY; /* libuv loops do not nest */
   if (rt->pending == 0) {
     /* Deliver what other threads posted. With nothing pending the async
      * handle is unreferenced, and libuv does not iterate a loop without a
@@ -98,7 +98,7 @@ static void close_handle(ascope_rt *rt, uv_handle_t *h, void *data) {
 int ascope_rt_free(ascope_rt *rt) {
   if (rt == NULL) return UV_EINVAL;
   if (rt->freeing) return ASCOPE_ECLOSED;
-  if (rt->pending || rt->depth) return ASCOPE_EBUSY;
+  if (rt->pending || aguard_busy(&rt->in)) return ASCOPE_EBUSY;
   rt->freeing = true;
   trace_rt_free(rt);
   close_handle(rt, (uv_handle_t *)&rt->async, rt);
@@ -132,7 +132,8 @@ void rt_enqueue(ascope_rt *rt, ascope *s) {
     rt->runq_head = s;
   rt->runq_tail = s;
   /* Outside the core nobody will drain: the next loop iteration does. */
-  if (rt->depth == 0 && !uv_is_active((uv_handle_t *)&rt->idle)) uv_idle_start(&rt->idle, on_idle);
+  if (!aguard_busy(&rt->in) && !uv_is_active((uv_handle_t *)&rt->idle))
+    uv_idle_start(&rt->idle, on_idle);
 }
 
 static void rt_drain(ascope_rt *rt) {
@@ -146,16 +147,16 @@ static void rt_drain(ascope_rt *rt) {
 }
 
 void rt_enter(ascope_rt *rt) {
-  rt->depth++;
+  aguard_enter(&rt->in);
 }
 
 void rt_leave(ascope_rt *rt) {
-  if (rt->depth == 1) rt_drain(rt);
-  rt->depth--;
+  if (aguard_outermost(&rt->in)) rt_drain(rt); /* still inside: what it runs only queues */
+  aguard_leave(&rt->in);
 }
 
 void rt_leave_user(ascope_rt *rt) {
-  if (--rt->depth == 0 && rt->runq_head && !uv_is_active((uv_handle_t *)&rt->idle))
+  if (aguard_leave(&rt->in) && rt->runq_head && !uv_is_active((uv_handle_t *)&rt->idle))
     uv_idle_start(&rt->idle, on_idle);
 }
 

@@ -8,7 +8,9 @@
 #include <curl/curl.h>
 #include <stdbool.h>
 
-/* The core's intrusive lists (struct aq), shared by the in-tree drivers. */
+/* The core's intrusive lists (struct aq) and re-entrancy guard (struct
+ * aguard), shared by the in-tree drivers. */
+#include "../../core/guard.h"
 #include "../../core/queue.h"
 
 /* ---- options ------------------------------------------------------------------ */
@@ -71,11 +73,11 @@ struct ascope_http {
   struct aq deferred; /* requests with a cancel or resume to apply after libcurl returns */
   CURL **easy_free;   /* easy handles kept for reuse */
   size_t neasy_free, easy_free_cap;
-  int depth;        /* > 0 while inside libcurl: it must not be called back into */
-  bool settling;    /* inside http_settle(): it loops until nothing is left */
-  bool closing;     /* released or aborted: no new requests */
-  bool torn_down;   /* libcurl's handles are gone */
-  int open_handles; /* libuv handles not yet closed; the release completes at 0 */
+  struct aguard curl;   /* inside libcurl: it must not be called back into */
+  struct aguard settle; /* inside http_settle(): it loops until nothing is left */
+  bool closing;         /* released or aborted: no new requests */
+  bool torn_down;       /* libcurl's handles are gone */
+  int open_handles;     /* libuv handles not yet closed; the release completes at 0 */
   int64_t n_requests, n_connects, n_active, n_waiting, active_peak;
   int64_t n_deadlines; /* waiting requests with a wait_timeout_ms */
 };

@@ -123,7 +123,7 @@ static void op_cancel(ascope_op *op) {
   ascope_http_req *q = ascope_op_data(op);
   if (q->state == REQ_FINISHING) return; /* its callback runs: nothing left to stop */
   ascope_http *h = q->h;
-  if (h->depth) {
+  if (aguard_busy(&h->curl)) {
     /* Inside libcurl: the write callback refuses further data, and the
      * transfer is removed as soon as libcurl returns. */
     q->want_cancel = true;
@@ -157,10 +157,10 @@ void http_req_apply_deferred(ascope_http_req *q) {
   q->want_resume = false;
   if (q->recv_paused || q->send_paused) return; /* paused again meanwhile */
   q->curl_paused = false;
-  h->depth++;
+  aguard_enter(&h->curl);
   /* Unpausing delivers what libcurl held back, from inside this call. */
   CURLcode rc = curl_easy_pause(q->easy, CURLPAUSE_CONT);
-  h->depth--;
+  aguard_leave(&h->curl);
   if (rc != CURLE_OK && q->state == REQ_ACTIVE && !q->want_cancel) http_req_finish(q, rc);
 }
 
@@ -199,7 +199,7 @@ static int start(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb, void *ud
   http_wait_add(h, q);
   /* Started now if a slot is free and we are not inside libcurl; else by
    * the settle that follows. The callback may run before this returns. */
-  if (h->settling)
+  if (aguard_busy(&h->settle))
     http_promote(h);
   else
     http_settle(h);

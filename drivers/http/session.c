@@ -6,7 +6,7 @@
  *
  * libcurl must not be called back into from inside its own callbacks. The
  * write and read callbacks run user code, which may start, cancel or resume
- * requests; so every call into libcurl goes through a depth counter, and
+ * requests; so every call into libcurl goes through a guard (h->curl), and
  * what user code asks for meanwhile is recorded and applied by
  * http_settle() as soon as libcurl has returned. */
 #include "internal.h"
@@ -49,9 +49,9 @@ int http_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
 void http_action(ascope_http *h, curl_socket_t fd, int flags) {
   if (h->torn_down) return;
   int running;
-  h->depth++;
+  aguard_enter(&h->curl);
   curl_multi_socket_action(h->multi, fd, flags, &running);
-  h->depth--;
+  aguard_leave(&h->curl);
   http_settle(h);
 }
 
@@ -71,8 +71,8 @@ static void read_done(ascope_http *h) {
 static void teardown(ascope_http *h);
 
 void http_settle(ascope_http *h) {
-  if (h->depth || h->settling) return;
-  h->settling = true;
+  if (aguard_busy(&h->curl) || aguard_busy(&h->settle)) return;
+  aguard_enter(&h->settle);
   bool again = true;
   while (again && !h->torn_down) {
     read_done(h);
@@ -87,7 +87,7 @@ void http_settle(ascope_http *h) {
     http_promote(h);
     if (h->n_waiting != waiting) again = true;
   }
-  h->settling = false;
+  aguard_leave(&h->settle);
   if (h->closing && !h->torn_down) teardown(h);
 }
 
@@ -200,13 +200,13 @@ static void end_leftovers(ascope_http *h) {
 static void teardown(ascope_http *h) {
   end_leftovers(h);
   h->torn_down = true;
-  h->depth++;
+  aguard_enter(&h->curl);
   http_socks_close(h); /* before libcurl closes the descriptors they watch */
   while (h->neasy_free) curl_easy_cleanup(h->easy_free[--h->neasy_free]);
   ascope_free(h->easy_free);
   h->easy_free = NULL;
   curl_free_all(h);
-  h->depth--;
+  aguard_leave(&h->curl);
   http_socks_close(h); /* any that libcurl announced meanwhile */
   http_hosts_free(h);
   ascope_free(h->socks);
@@ -228,7 +228,7 @@ static void http_release(ascope_res *r, int outcome) {
   ascope_http *h = ascope_res_state(r);
   h->closing = true;
   /* From inside libcurl or http_settle(), the teardown waits for them. */
-  if (h->depth == 0 && !h->settling) teardown(h);
+  if (!aguard_busy(&h->curl) && !aguard_busy(&h->settle)) teardown(h);
 }
 
 static void http_abort(ascope_res *r) {

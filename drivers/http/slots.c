@@ -104,7 +104,7 @@ static bool start_one(ascope_http *h, ascope_http_req *q) {
 void http_promote(ascope_http *h) {
   /* Inside libcurl's callbacks a handle cannot be added: http_settle()
    * calls again once libcurl has returned. */
-  if (h->depth || h->torn_down) return;
+  if (aguard_busy(&h->curl) || h->torn_down) return;
   struct aq *n = h->waiting.next;
   while (n != &h->waiting && !total_full(h)) {
     ascope_http_req *q = aq_data(n, ascope_http_req, node);

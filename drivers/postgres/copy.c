@@ -150,13 +150,10 @@ void pg_copy_resume(ascope_op *op) {
   }
   if (!r->fill_paused) return;
   r->fill_paused = false;
-  if (c->pumping) {
-    c->again = true; /* the pump's turn feeds it */
-    return;
-  }
-  c->pumping = true;
+  if (!aguard_ask(&c->pump)) return; /* the pump's turn feeds it */
+  aguard_enter(&c->pump);
   pg_copy_feed(c);
-  c->pumping = false;
+  aguard_leave(&c->pump);
   pg_kick(c);
 }
 

@@ -196,11 +196,9 @@ static void remove_victim(struct pg_conn *c, struct pg_req *r) {
 
 /* Answers r at once, with user code guarded from re-entering the pump. */
 static void answer_now(struct pg_conn *c, struct pg_req *r) {
-  bool was = c->pumping;
-  c->pumping = true;
+  aguard_enter(&c->pump);
   pg_answer(c, r);
-  c->pumping = was;
-  if (!was) pg_kick(c);
+  if (aguard_leave(&c->pump)) pg_kick(c);
 }
 
 /* A statement sent with another scope's wanted work behind it: no cancel
@@ -208,13 +206,11 @@ static void answer_now(struct pg_conn *c, struct pg_req *r) {
  * and the statement runs to its end on the server, its answer dropped. */
 static void abandon(struct pg_conn *c, struct pg_req *r) {
   r->abandoned = true;
-  bool was = c->pumping;
-  c->pumping = true;
+  aguard_enter(&c->pump);
   ascope_sql_req_abandon(r->req, ASCOPE_ECANCELED, NULL,
                          "cancelled after it was sent: it runs to its end on the server, "
                          "its result discarded");
-  c->pumping = was;
-  if (!was) pg_kick(c);
+  if (aguard_leave(&c->pump)) pg_kick(c);
 }
 
 /* Queued: it goes at once (a COMMIT becomes a ROLLBACK; a ROLLBACK stays).
@@ -253,11 +249,9 @@ static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
     c->cancel_seen = true;
     break;
   case R_LISTENING: {
-    bool was = c->pumping;
-    c->pumping = true;
+    aguard_enter(&c->pump);
     pg_listen_end(c, r);
-    c->pumping = was;
-    if (!was) pg_kick(c);
+    if (aguard_leave(&c->pump)) pg_kick(c);
     return;
   }
   default:
@@ -279,10 +273,9 @@ static void pg_stop(ascope_sql *db, ascope_sql_req *req) {
   r->stopped = true;
   r->batch_out = false;
   if (r->where == R_LISTENING) {
-    bool was = c->pumping;
-    c->pumping = true;
+    aguard_enter(&c->pump);
     pg_listen_end(c, r);
-    c->pumping = was;
+    aguard_leave(&c->pump);
   }
   pg_kick(c);
 }

@@ -19,6 +19,7 @@
 #include "ascope/sql_driver.h"
 
 #include "../../core/counters.h"
+#include "../../core/guard.h"
 
 #include <libpq-fe.h>
 #include <stdatomic.h>
@@ -234,8 +235,9 @@ struct pg_conn {
   bool hold;     /* a cancel request was sent: send nothing until back to idle */
   bool draining; /* the timer counts cancel_timeout for cancel_target */
   struct pg_req *cancel_target;
-  /* the pump */
-  bool pumping, again;
+  /* the pump: inside it (or inside code that runs user code) nothing may
+   * re-enter it; a kick from there is deferred, and the pump goes again */
+  struct aguard pump;
   bool closing; /* release or abort asked while pumping: finish after */
   bool aborting;
   struct pg_cache cache;

@@ -151,15 +151,15 @@ void pg_update_poll(struct pg_conn *c) {
 static void finish_close(struct pg_conn *c);
 
 static void pump(struct pg_conn *c) {
-  c->pumping = true;
+  aguard_enter(&c->pump);
   do {
-    c->again = false;
+    aguard_take(&c->pump); /* this turn does what was asked so far */
     if (c->state == PG_READY) pg_take_results(c);
     if (c->state == PG_READY) pg_notifies(c);
     if (c->state == PG_READY) pg_cancel_maybe(c);
     pg_hold_check(c);
-  } while (c->again && !c->closing);
-  c->pumping = false;
+  } while (aguard_deferred(&c->pump) && !c->closing);
+  aguard_leave(&c->pump);
   if (c->closing) {
     finish_close(c);
     return;
@@ -169,11 +169,7 @@ static void pump(struct pg_conn *c) {
 }
 
 void pg_kick(struct pg_conn *c) {
-  if (c->pumping) {
-    c->again = true;
-    return;
-  }
-  pump(c);
+  if (aguard_ask(&c->pump)) pump(c);
 }
 
 /* A connection that ends may leave the server's last words (57P01 for a
@@ -200,9 +196,9 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     return;
   }
   if (c->state != PG_READY) return;
-  c->pumping = true;
+  aguard_enter(&c->pump);
   io_ready(c, status, events);
-  c->pumping = false;
+  aguard_leave(&c->pump);
   pg_kick(c);
 }
 
@@ -294,11 +290,9 @@ void pg_break(struct pg_conn *c, int status, const char *code, const char *msg) 
   PG_COUNT(c, PGS_BROKEN, 1);
   pg_unwatch(c);       /* libpq may have closed the socket already */
   pg_cancel_detach(c); /* a cancel request still out concerns nothing now */
-  bool was = c->pumping;
-  c->pumping = true;
+  aguard_enter(&c->pump);
   fail_all(c, status, code, msg);
-  c->pumping = was;
-  if (!was) pg_kick(c); /* a release asked for meanwhile */
+  if (aguard_leave(&c->pump)) pg_kick(c); /* a release asked for meanwhile */
 }
 
 /* Release or abort: fail what is left, let the server go, close the
@@ -307,7 +301,7 @@ static void finish_close(struct pg_conn *c) {
   if (c->state == PG_CLOSING) return;
   bool busy = c->state == PG_READY && (c->nsteps || c->solo);
   c->state = PG_CLOSING;
-  c->pumping = true; /* answers below run user code; nothing may re-enter */
+  aguard_enter(&c->pump); /* answers below run user code; nothing may re-enter, ever */
   /* Something still runs on the server (a stopped stream, a statement of
    * a failed scope): a cancel request stops it there, so the backend does
    * not run on for a client that is gone. */
@@ -340,6 +334,6 @@ void pg_close(struct pg_conn *c, bool abort) {
     pg_maybe_done(c);
     return;
   }
-  if (c->pumping) return; /* the pump finishes it */
+  if (aguard_busy(&c->pump)) return; /* the pump finishes it */
   finish_close(c);
 }

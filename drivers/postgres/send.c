@@ -172,7 +172,7 @@ static bool round_waits(struct pg_conn *c, const struct pg_req *next) {
 void pg_flush_sends(struct pg_conn *c) {
   if (c->state != PG_READY || c->pg == NULL) return;
   bool sent = false;
-  c->pumping = true;                   /* an answer given here runs user code: hold re-entry */
+  aguard_enter(&c->pump);              /* an answer given here runs user code: hold re-entry */
   bool awaited = pg_cancel_awaited(c); /* what is sent now cannot be stopped safely */
   while (c->send_head && !c->barrier && !c->solo && !c->hold && !c->victims && !awaited &&
          c->state == PG_READY && !c->closing) {
@@ -204,7 +204,7 @@ void pg_flush_sends(struct pg_conn *c) {
     PG_COUNT(c, PGS_FLUSHES, 1);
     pg_flush_out(c);
   }
-  c->pumping = false;
+  aguard_leave(&c->pump);
   pg_kick(c); /* results may already be there; and whatever the answers asked for */
 }
 

@@ -52,7 +52,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     c->applied = 0;
     events = c->events;
   }
-  c->depth++;
+  aguard_enter(&c->hiredis);
   c->in_poll = true;
   if (c->ac && (events & UV_READABLE)) redisAsyncHandleRead(c->ac);
   c->in_poll = false;
@@ -63,7 +63,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   } else if (c->ac && (c->events & UV_WRITABLE)) {
     schedule_flush(c);
   }
-  c->depth--;
+  aguard_leave(&c->hiredis);
   rd_after_hiredis(c);
 }
 
@@ -71,10 +71,10 @@ static void on_flush(uv_prepare_t *h) {
   ascope_redis *c = h->data;
   uv_prepare_stop(h);
   if (c->ac == NULL || !(c->events & UV_WRITABLE) || c->write_blocked || c->closing) return;
-  c->depth++;
+  aguard_enter(&c->hiredis);
   redisAsyncHandleWrite(c->ac);
   after_write(c);
-  c->depth--;
+  aguard_leave(&c->hiredis);
   rd_after_hiredis(c);
 }
 

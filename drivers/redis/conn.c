@@ -43,12 +43,12 @@ void rd_handle_closed(uv_handle_t *h) {
 }
 
 static void finish_close(ascope_redis *c) {
-  c->close_pending = false;
+  aguard_take(&c->hiredis); /* no close pending now */
   uv_timer_stop(&c->timer);
   if (c->ac) { /* answers what is pending with NULL, then cleanup() */
-    c->depth++;
+    aguard_enter(&c->hiredis);
     redisAsyncFree(c->ac);
-    c->depth--;
+    aguard_leave(&c->hiredis);
   }
   if (!uv_is_closing((uv_handle_t *)&c->timer)) {
     uv_close((uv_handle_t *)&c->timer, rd_handle_closed);
@@ -59,15 +59,15 @@ static void finish_close(ascope_redis *c) {
 
 static void rd_close(ascope_redis *c) {
   c->closing = true;
-  if (c->depth && c->ac) { /* hiredis is on the stack: free it once it returns */
-    c->close_pending = true;
+  if (aguard_busy(&c->hiredis) && c->ac) { /* hiredis is on the stack: free it once it returns */
+    aguard_defer(&c->hiredis);
     return;
   }
   finish_close(c);
 }
 
 void rd_after_hiredis(ascope_redis *c) {
-  if (c->depth == 0 && c->close_pending) finish_close(c);
+  if (!aguard_busy(&c->hiredis) && aguard_deferred(&c->hiredis)) finish_close(c);
 }
 
 static void acquire_fail(ascope_redis *c, int status, const char *code, const char *msg) {

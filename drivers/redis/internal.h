@@ -6,8 +6,9 @@
  * once hiredis's context is freed and both libuv handles have closed.
  *
  * hiredis may not be freed from inside its own calls (a reply callback, the
- * connect callback): `depth` counts how deep the loop is inside hiredis,
- * and a close asked for meanwhile waits until the outermost call returns.
+ * connect callback): a guard (`hiredis`, core/guard.h) counts how deep the
+ * loop is inside hiredis, and a close asked for meanwhile is deferred until
+ * the outermost call returns.
  */
 #ifndef ASCOPE_REDIS_INTERNAL_H
 #define ASCOPE_REDIS_INTERNAL_H
@@ -15,6 +16,7 @@
 #include "ascope/redis.h"
 
 #include "../../core/counters.h"
+#include "../../core/guard.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -50,9 +52,10 @@ struct ascope_redis {
   bool read_paused;   /* a paused subscription: the socket is not read */
   bool in_poll;       /* on_poll runs: it writes what its callbacks sent */
   bool write_blocked; /* the socket took less than hiredis had: watch for writable */
-  unsigned depth;     /* calls into hiredis on the stack */
+  /* calls into hiredis on the stack; its deferred flag: a close waits for them */
+  struct aguard hiredis;
   unsigned handshake; /* AUTH / SELECT / PING replies still to come */
-  bool acquired, closing, close_pending, done;
+  bool acquired, closing, done;
   size_t inflight;         /* commands awaiting replies */
   struct rd_cmd *cmd_pool; /* command records to reuse (command.c) */
   unsigned cmd_pooled;
