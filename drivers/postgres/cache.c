@@ -23,34 +23,18 @@
 #include <string.h>
 
 static uint64_t hash_of(const char *sql, const Oid *types, int n) {
-  uint64_t h = 1469598103934665603u;
-  for (const char *s = sql; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-  for (int i = 0; i < n; i++) h = (h ^ types[i]) * 1099511628211u;
-  return h;
+  return alru_hash_bytes(alru_hash_str(ALRU_HASH_INIT, sql), types, (size_t)n * sizeof *types);
 }
 
-static bool same(const struct pg_stmt *e, uint64_t h, const char *sql, const Oid *types, int n) {
-  return e->hash == h && e->ntypes == n && strcmp(e->sql, sql) == 0 &&
+static bool same(const struct pg_stmt *e, const char *sql, const Oid *types, int n) {
+  return e->ntypes == n && strcmp(e->sql, sql) == 0 &&
          (n == 0 || memcmp(e->types, types, (size_t)n * sizeof *types) == 0);
 }
 
 void pg_cache_init(struct pg_cache *k, unsigned cap) {
   memset(k, 0, sizeof *k);
   k->cap = cap;
-  k->lru.lprev = k->lru.lnext = &k->lru;
-}
-
-static void lru_unlink(struct pg_stmt *e) {
-  e->lprev->lnext = e->lnext;
-  e->lnext->lprev = e->lprev;
-  e->lprev = e->lnext = NULL;
-}
-
-static void lru_front(struct pg_cache *k, struct pg_stmt *e) {
-  e->lprev = &k->lru;
-  e->lnext = k->lru.lnext;
-  k->lru.lnext->lprev = e;
-  k->lru.lnext = e;
+  alru_init(&k->lru);
 }
 
 static void entry_free(struct pg_stmt *e) {
@@ -61,19 +45,14 @@ static void entry_free(struct pg_stmt *e) {
 
 /* Out of the table; freed now or when its last step is answered. */
 static void unlink_entry(struct pg_cache *k, struct pg_stmt *e) {
-  struct pg_stmt **pp = &k->buckets[e->hash & (k->nbuckets - 1)];
-  while (*pp != e) pp = &(*pp)->hnext;
-  *pp = e->hnext;
-  lru_unlink(e);
-  k->count--;
-  e->cached = false;
+  alru_remove(&k->lru, &e->node);
   if (k->last == e) k->last = NULL;
   if (e->refs == 0) entry_free(e);
 }
 
 static void evict_one(struct pg_conn *c) {
   struct pg_cache *k = &c->cache;
-  struct pg_stmt *old = k->lru.lprev;
+  struct pg_stmt *old = alru_data(alru_oldest(&k->lru), struct pg_stmt, node);
   /* The server holds it (or will, once its Prepare lands): DEALLOCATE goes
    * behind every use already sent, so none of them can miss it. */
   if (old->state != STMT_SEEN) pg_send_deallocate(c, old);
@@ -83,12 +62,7 @@ static void evict_one(struct pg_conn *c) {
 static struct pg_stmt *entry_new(struct pg_conn *c, uint64_t h, const char *sql, const Oid *types,
                                  int n) {
   struct pg_cache *k = &c->cache;
-  if (k->buckets == NULL) {
-    size_t nb = 16;
-    while (nb < 2 * (size_t)k->cap) nb *= 2;
-    if ((k->buckets = ascope_calloc(nb, sizeof *k->buckets)) == NULL) return NULL;
-    k->nbuckets = nb;
-  }
+  if (alru_grow(&k->lru, k->cap, ascope_calloc, ascope_free) != 0) return NULL;
   struct pg_stmt *e = ascope_calloc(1, sizeof *e);
   if (e == NULL) return NULL;
   e->sql = ascope_strdup(sql);
@@ -99,18 +73,22 @@ static struct pg_stmt *entry_new(struct pg_conn *c, uint64_t h, const char *sql,
   }
   if (n) memcpy(e->types, types, (size_t)n * sizeof *types);
   e->ntypes = n;
-  e->hash = h;
   e->binary = -1;
   e->state = STMT_SEEN;
   snprintf(e->name, sizeof e->name, "ascope_%u", ++k->next_id);
-  while (k->count >= k->cap) evict_one(c);
-  struct pg_stmt **b = &k->buckets[h & (k->nbuckets - 1)];
-  e->hnext = *b;
-  *b = e;
-  e->cached = true;
-  k->count++;
-  lru_front(k, e);
+  while (alru_count(&k->lru) >= k->cap) evict_one(c);
+  alru_add(&k->lru, &e->node, h);
+  alru_touch(&k->lru, &e->node);
   return e;
+}
+
+static struct pg_stmt *lookup(struct pg_cache *k, uint64_t h, const char *sql, const Oid *types,
+                              int n) {
+  for (struct alru_node *x = alru_find(&k->lru, h); x; x = alru_find_next(x)) {
+    struct pg_stmt *e = alru_data(x, struct pg_stmt, node);
+    if (same(e, sql, types, n)) return e;
+  }
+  return NULL;
 }
 
 struct pg_stmt *pg_cache_get(struct pg_conn *c, const char *sql, const Oid *types, int n) {
@@ -119,21 +97,13 @@ struct pg_stmt *pg_cache_get(struct pg_conn *c, const char *sql, const Oid *type
   /* The same statement again and again is the common case: the last entry
    * is checked before hashing. */
   struct pg_stmt *e = k->last;
-  uint64_t h;
-  if (e && e->ntypes == n && strcmp(e->sql, sql) == 0 &&
-      (n == 0 || memcmp(e->types, types, (size_t)n * sizeof *types) == 0))
-    return e;
-  h = hash_of(sql, types, n);
-  e = NULL;
-  if (k->buckets)
-    for (e = k->buckets[h & (k->nbuckets - 1)]; e && !same(e, h, sql, types, n); e = e->hnext) {
-    }
-  if (e) {
-    lru_unlink(e);
-    lru_front(k, e);
-  } else {
+  if (e && same(e, sql, types, n)) return e;
+  uint64_t h = hash_of(sql, types, n);
+  e = lookup(k, h, sql, types, n);
+  if (e)
+    alru_touch(&k->lru, &e->node);
+  else
     e = entry_new(c, h, sql, types, n);
-  }
   k->last = e;
   return e;
 }
@@ -150,16 +120,12 @@ void pg_cache_forget(struct pg_conn *c, struct pg_stmt *st, bool held) {
 
 void pg_cache_unref(struct pg_conn *c, struct pg_stmt *st) {
   (void)c;
-  if (--st->refs == 0 && !st->cached) entry_free(st);
+  if (--st->refs == 0 && !alru_in_table(&st->node)) entry_free(st);
 }
 
 void pg_cache_clear(struct pg_conn *c) {
   struct pg_cache *k = &c->cache;
-  while (k->lru.lnext != &k->lru) {
-    struct pg_stmt *e = k->lru.lnext;
-    unlink_entry(k, e);
-  }
-  ascope_free(k->buckets);
-  k->buckets = NULL;
-  k->nbuckets = 0;
+  struct alru_node *n;
+  while ((n = alru_newest(&k->lru)) != NULL) unlink_entry(k, alru_data(n, struct pg_stmt, node));
+  alru_fini(&k->lru, ascope_free);
 }

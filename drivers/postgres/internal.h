@@ -20,6 +20,7 @@
 
 #include "../../core/counters.h"
 #include "../../core/guard.h"
+#include "../../core/lru.h"
 
 #include <libpq-fe.h>
 #include <stdatomic.h>
@@ -56,23 +57,20 @@ char *pg_conn_error(struct pg_conn *c, const char *fallback);
 /* ---- the prepared-statement cache (cache.c) ------------------------------------------ */
 enum { STMT_SEEN, STMT_PREPARING, STMT_READY };
 struct pg_stmt {
-  struct pg_stmt *hnext;         /* hash chain */
-  struct pg_stmt *lprev, *lnext; /* LRU list: every cached entry, most recent first */
-  uint64_t hash;
+  struct alru_node node; /* in the table (else evicted, freed when refs reaches 0) and on the
+                            list: every cached entry, most recent first */
   char *sql;
   Oid *types;
   int ntypes;
   char name[16];
   uint8_t state;
   int8_t binary; /* -1: not known yet; 0: text results; 1: binary results */
-  bool cached;   /* in the table; else evicted, freed when refs reaches 0 */
   bool seen;     /* run once already: the next run prepares it */
   unsigned refs; /* steps in flight that point here */
 };
 struct pg_cache {
-  struct pg_stmt **buckets;
-  size_t nbuckets, count, cap;
-  struct pg_stmt lru; /* sentinel */
+  struct alru lru;
+  size_t cap;
   struct pg_stmt *last;
   unsigned next_id;
 };

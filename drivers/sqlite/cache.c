@@ -15,30 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t fnv1a(const char *s) {
-  uint64_t h = 1469598103934665603u;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-  return h;
-}
-
-static void lru_unlink(struct sq_stmt *e) {
-  if (e->lnext == NULL) return;
-  e->lprev->lnext = e->lnext;
-  e->lnext->lprev = e->lprev;
-  e->lprev = e->lnext = NULL;
-}
-
-static void lru_front(struct sq_cache *k, struct sq_stmt *e) {
-  e->lprev = &k->lru;
-  e->lnext = k->lru.lnext;
-  k->lru.lnext->lprev = e;
-  k->lru.lnext = e;
-}
-
 void sq_cache_init(struct sq_cache *k, unsigned cap) {
   memset(k, 0, sizeof *k);
   k->cap = cap;
-  k->lru.lprev = k->lru.lnext = &k->lru;
+  alru_init(&k->lru);
 }
 
 static void entry_free(struct sq_stmt *e) {
@@ -83,35 +63,20 @@ static int map_params(struct sq_stmt *e) {
   return 0;
 }
 
-static void hash_insert(struct sq_cache *k, struct sq_stmt *e, const char *sql) {
-  if (k->buckets == NULL) {
-    size_t n = 16;
-    while (n < 2 * (size_t)k->cap) n *= 2;
-    k->buckets = ascope_calloc(n, sizeof *k->buckets);
-    if (k->buckets == NULL) return; /* uncached: still correct, only slower */
-    k->nbuckets = n;
-  }
+/* Into the table, checked out (not on the list until it is put back). */
+static void hash_insert(struct sq_cache *k, struct sq_stmt *e, const char *sql, uint64_t h) {
+  if (alru_grow(&k->lru, k->cap, ascope_calloc, ascope_free) != 0)
+    return; /* uncached: still correct, only slower */
   e->sql = ascope_strdup(sql);
   if (e->sql == NULL) return;
-  struct sq_stmt **b = &k->buckets[e->hash & (k->nbuckets - 1)];
-  e->hnext = *b;
-  *b = e;
-  e->cached = true;
-  k->count++;
-}
-
-static void hash_remove(struct sq_cache *k, struct sq_stmt *e) {
-  struct sq_stmt **pp = &k->buckets[e->hash & (k->nbuckets - 1)];
-  while (*pp != e) pp = &(*pp)->hnext;
-  *pp = e->hnext;
-  k->count--;
-  e->cached = false;
+  alru_add(&k->lru, &e->node, h);
 }
 
 static struct sq_stmt *lookup(struct sq_cache *k, const char *sql, uint64_t h) {
-  if (k->buckets == NULL) return NULL;
-  for (struct sq_stmt *e = k->buckets[h & (k->nbuckets - 1)]; e; e = e->hnext)
-    if (e->hash == h && !e->in_use && strcmp(e->sql, sql) == 0) return e;
+  for (struct alru_node *n = alru_find(&k->lru, h); n; n = alru_find_next(n)) {
+    struct sq_stmt *e = alru_data(n, struct sq_stmt, node);
+    if (!e->in_use && strcmp(e->sql, sql) == 0) return e;
+  }
   return NULL;
 }
 
@@ -121,16 +86,17 @@ struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **ta
   *tail = "";
   /* The same statement again and again (a burst of INSERTs) is the common
    * case: the most recent entry is tried before hashing the text. */
-  struct sq_stmt *e = k->lru.lnext;
-  if (e != &k->lru && strcmp(e->sql, sql) == 0) {
-    lru_unlink(e);
+  struct alru_node *newest = alru_newest(&k->lru);
+  struct sq_stmt *e = newest ? alru_data(newest, struct sq_stmt, node) : NULL;
+  if (e && strcmp(e->sql, sql) == 0) {
+    alru_unlist(&e->node);
     e->in_use = true;
     return e;
   }
-  uint64_t h = fnv1a(sql);
+  uint64_t h = alru_hash_str(ALRU_HASH_INIT, sql);
   e = lookup(k, sql, h);
   if (e) {
-    lru_unlink(e);
+    alru_unlist(&e->node);
     e->in_use = true;
     return e;
   }
@@ -153,13 +119,12 @@ struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **ta
     *rc = SQLITE_NOMEM;
     return NULL;
   }
-  e->hash = h;
   e->in_use = true;
   if (!tail_empty(c->db, t)) {
     *tail = t;
     return e; /* a script: the first statement, uncached */
   }
-  if (k->cap) hash_insert(k, e, sql);
+  if (k->cap) hash_insert(k, e, sql, h);
   return e;
 }
 
@@ -167,28 +132,25 @@ void sq_cache_put(struct sq_conn *c, struct sq_stmt *e) {
   struct sq_cache *k = &c->cache;
   sqlite3_reset(e->stmt);
   e->in_use = false;
-  if (!e->cached) {
+  if (!alru_in_table(&e->node)) {
     entry_free(e);
     return;
   }
-  lru_front(k, e);
-  while (k->count > k->cap && k->lru.lprev != &k->lru) {
-    struct sq_stmt *old = k->lru.lprev;
-    lru_unlink(old);
-    hash_remove(k, old);
-    entry_free(old);
+  alru_touch(&k->lru, &e->node);
+  struct alru_node *old;
+  while (alru_count(&k->lru) > k->cap && (old = alru_oldest(&k->lru)) != NULL) {
+    alru_remove(&k->lru, old);
+    entry_free(alru_data(old, struct sq_stmt, node));
   }
 }
 
 void sq_cache_clear(struct sq_conn *c) {
   struct sq_cache *k = &c->cache;
-  for (size_t i = 0; i < k->nbuckets; i++) {
-    while (k->buckets[i]) {
-      struct sq_stmt *e = k->buckets[i];
-      k->buckets[i] = e->hnext;
-      entry_free(e);
-    }
+  struct alru_node *n = alru_take_all(&k->lru);
+  while (n) {
+    struct sq_stmt *e = alru_data(n, struct sq_stmt, node);
+    n = n->hnext;
+    entry_free(e);
   }
-  ascope_free(k->buckets);
-  sq_cache_init(k, k->cap);
+  alru_fini(&k->lru, ascope_free);
 }

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 
 #include "../../core/counters.h"
+#include "../../core/lru.h"
 
 struct sq_conn;
 struct sq_sched;
@@ -42,21 +43,18 @@ int sq_tx_options_parse(const char *s, enum sq_begin *mode);
 
 /* ---- the prepared-statement cache --------------------------------------------- */
 struct sq_stmt {
-  struct sq_stmt *hnext;         /* hash chain */
-  struct sq_stmt *lprev, *lnext; /* LRU list: idle entries only */
+  struct alru_node node; /* in the table once cached; on the list: idle entries only */
   sqlite3_stmt *stmt;
-  uint64_t hash;
   char *sql;
   int nslots;  /* sqlite3_bind_parameter_count */
   int nparams; /* values it takes: placeholders $N name value N */
   int *map;    /* slot i+1 takes value map[i] */
-  bool cached, in_use;
+  bool in_use;
   struct sq_rt *rts; /* where it is counted */
 };
 struct sq_cache {
-  struct sq_stmt **buckets;
-  size_t nbuckets, count, cap;
-  struct sq_stmt lru; /* sentinel: lnext is the most recent */
+  struct alru lru;
+  size_t cap;
 };
 void sq_cache_init(struct sq_cache *k, unsigned cap);
 /* Checks out the statement for sql, preparing it on a miss. *tail gets what
