@@ -84,8 +84,14 @@ struct ascope_res {
   size_t state_cap;
   enum res_phase phase;
   bool cancel_called;
+  /* Pools (pool.c): a pool use stands for the member it was lent, whose
+   * state ascope_resource() returns; a member's completions go to its
+   * pool. Both NULL for every other resource. */
+  struct ascope_res *lent;
+  struct pool_member *member;
 };
 void res_fini(void *obj);
+void pool_member_done(ascope_res *r, int status, const char *code, const char *message);
 
 /* ---- operations --------------------------------------------------------- */
 struct ascope_op {
@@ -184,6 +190,7 @@ struct ascope_rt {
   ascope *stepping; /* the scope scope_step() is running: it re-checks by itself */
   size_t pending;   /* started scopes whose done has not run */
   size_t closing;   /* handles whose close callback has not run (during free) */
+  size_t npools;    /* pools not yet closed: the runtime cannot be freed */
   uint64_t release_timeout_ms;
   struct cache scopes, res, ops, errs;
   /* Tracing and timing. `observed` is the one flag the hot paths test:

@@ -23,7 +23,10 @@ void ascope_res_done(ascope_res *r, int status, const char *code, const char *me
   if (r == NULL) return;
   ascope_rt *rt = r->rt;
   rt_enter(rt);
-  scope_res_done(r, status > 0 ? 0 : status, code, message);
+  if (r->member)
+    pool_member_done(r, status > 0 ? 0 : status, code, message);
+  else
+    scope_res_done(r, status > 0 ? 0 : status, code, message);
   rt_leave(rt);
 }
 

@@ -98,7 +98,7 @@ static void close_handle(ascope_rt *rt, uv_handle_t *h, void *data) {
 int ascope_rt_free(ascope_rt *rt) {
   if (rt == NULL) return UV_EINVAL;
   if (rt->freeing) return ASCOPE_ECLOSED;
-  if (rt->pending || aguard_busy(&rt->in)) return ASCOPE_EBUSY;
+  if (rt->pending || aguard_busy(&rt->in) || rt->npools) return ASCOPE_EBUSY;
   rt->freeing = true;
   trace_rt_free(rt);
   close_handle(rt, (uv_handle_t *)&rt->async, rt);

@@ -130,6 +130,8 @@ static int use_add(ascope *s, const ascope_driver *drv, const void *arg, const c
   r->arg = arg;
   r->phase = RES_IDLE;
   r->cancel_called = false;
+  r->lent = NULL;
+  r->member = NULL;
   aq_push(&s->uses, &r->node);
   s->nuses++;
   return 0;
@@ -244,14 +246,15 @@ static ascope_res *use_at(ascope *s, size_t index) {
 
 void *ascope_resource(ascope *s, size_t index) {
   ascope_res *r = use_at(s, index);
-  return r && (r->phase == RES_HELD || r->phase == RES_RELEASING) ? r->state : NULL;
+  if (r == NULL || (r->phase != RES_HELD && r->phase != RES_RELEASING)) return NULL;
+  return r->lent ? r->lent->state : r->state; /* a pool use: the member it was lent */
 }
 
 void *ascope_resource_of(ascope *s, size_t index, const ascope_driver *drv) {
   ascope_res *r = use_at(s, index);
   /* The table itself identifies the driver: names are shared (a SQL
    * driver's transaction use carries the driver's name). */
-  if (r == NULL || r->drv != drv) return NULL;
+  if (r == NULL || (r->lent ? r->lent->drv : r->drv) != drv) return NULL;
   return ascope_resource(s, index);
 }
 

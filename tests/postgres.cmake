@@ -8,7 +8,7 @@ if(TARGET mini_criterion)
   list(APPEND _pg_test_opts MINI_UNDER_TSAN)
 endif()
 foreach(t test_postgres test_postgres_pipeline test_postgres_stream test_postgres_faults
-    test_postgres_order test_postgres_errors)
+    test_postgres_order test_postgres_errors test_postgres_pool)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c)
     ascope_test(${t} ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c ${CMAKE_CURRENT_SOURCE_DIR}/pg_support.c
       ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c
@@ -27,3 +27,9 @@ endif()
 # Each allocation of a connect and a query failed in turn, on the real server.
 ascope_test(test_postgres_alloc ${CMAKE_CURRENT_SOURCE_DIR}/test_postgres_alloc.c
   LIBS ascope-postgres LABELS postgres)
+# Failover: a primary and a synchronous standby of its own (scripts/pg-start
+# --standby), the primary stopped hard under load and the standby promoted.
+ascope_test(test_postgres_failover ${CMAKE_CURRENT_SOURCE_DIR}/test_postgres_failover.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/pg_support.c ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c
+  LIBS ascope-postgres PkgConfig::LIBPQ_T LABELS postgres TIMEOUT 400)
+target_compile_definitions(test_postgres_failover PRIVATE ASCOPE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

@@ -88,9 +88,12 @@ static void pg_abort(ascope_res *res) {
  * dropped as far as libpq knows. */
 static int pg_check(ascope_res *res) {
   struct pg_conn *c = ((struct pg_state_mem *)ascope_res_state(res))->c;
-  bool ok = c->state == PG_READY && PQstatus(c->pg) == CONNECTION_OK && c->nsteps == 0 &&
-            c->send_head == NULL && c->solo == NULL && c->listeners == NULL && !c->hold &&
-            PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+  /* A reset's own statements may still be in flight (pipelined ahead of
+   * the next scope's): the transaction status is the server's once they
+   * are answered, and the reset saw to it. */
+  bool ok = c->state == PG_READY && PQstatus(c->pg) == CONNECTION_OK && c->send_head == NULL &&
+            c->solo == NULL && c->listeners == NULL && !c->hold && c->cancel_job == NULL &&
+            (c->nsteps || PQtransactionStatus(c->pg) == PQTRANS_IDLE);
   return ok ? 0 : ASCOPE_ECLOSED;
 }
 
@@ -131,6 +134,8 @@ static int pg_submit(ascope_sql *db, ascope_sql_req *req) {
   if (rc) return rc;
   r->req = req;
   r->c = c;
+  if (!c->session_dirty && pg_sql_touches_session(ascope_sql_req_text(req)))
+    c->session_dirty = true; /* a pool's reset undoes it */
   switch (ascope_sql_req_kind(req)) {
   case ASCOPE_SQL_QUERY:
     r->kind = K_QUERY;
@@ -294,6 +299,7 @@ const ascope_sql_driver pg_driver = {
             .cancel = pg_acquire_cancel,
             .abort = pg_abort,
             .check = pg_check,
+            .reset = pg_reset,
         },
     .sql_abi = ASCOPE_SQL_ABI,
     .req_size = sizeof(struct pg_req),
@@ -399,6 +405,9 @@ static const char *const stat_names[PGS_NSTATS] = {
     [PGS_SYNCS] = "syncs",
     [PGS_FLUSHES] = "flushes",
     [PGS_MAX_PIPELINE] = "max_pipeline",
+    [PGS_RESETS] = "resets",
+    [PGS_RESET_ROLLBACKS] = "reset_rollbacks",
+    [PGS_RESET_SESSIONS] = "reset_sessions",
 };
 
 int64_t ascope_postgres_stat(const char *name) {

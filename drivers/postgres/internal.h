@@ -237,6 +237,10 @@ struct pg_conn {
    * re-enter it; a kick from there is deferred, and the pump goes again */
   struct aguard pump;
   bool closing; /* release or abort asked while pumping: finish after */
+  /* pools (reset.c): a reset waiting for the connection to settle, and
+   * whether a statement may have changed the session */
+  ascope_res *resetting;
+  bool session_dirty;
   bool aborting;
   struct pg_cache cache;
   /* sending scratch: parameter arrays, reused */
@@ -288,6 +292,12 @@ bool pg_step_holds(struct pg_conn *c, const struct pg_req *r); /* r has a step i
 void pg_flush_sends(struct pg_conn *c);
 int pg_flush_out(struct pg_conn *c); /* PQflush: 0, or -1 when the connection broke */
 int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st);
+int pg_send_internal(struct pg_conn *c, const char *sql); /* a round of its own, result dropped */
+
+/* ---- pools (reset.c) ----------------------------------------------------------------------- */
+void pg_reset(ascope_res *res);
+void pg_reset_check(struct pg_conn *c); /* from the pump: a reset waiting to settle goes on */
+bool pg_sql_touches_session(const char *sql);
 void pg_take_results(struct pg_conn *c); /* every complete result, in order */
 /* Answers r (done or, for a stream with rows left, its last batch). */
 void pg_answer(struct pg_conn *c, struct pg_req *r);
@@ -355,6 +365,9 @@ enum {
   PGS_SYNCS,
   PGS_FLUSHES,
   PGS_MAX_PIPELINE,
+  PGS_RESETS,          /* connections a pool reset */
+  PGS_RESET_ROLLBACKS, /* ... that a transaction left open needed a ROLLBACK */
+  PGS_RESET_SESSIONS,  /* ... whose session settings needed undoing */
   PGS_NSTATS
 };
 extern struct acount pg_stats; /* the process's */

@@ -158,6 +158,7 @@ static void pump(struct pg_conn *c) {
     if (c->state == PG_READY) pg_notifies(c);
     if (c->state == PG_READY) pg_cancel_maybe(c);
     pg_hold_check(c);
+    pg_reset_check(c);
   } while (aguard_deferred(&c->pump) && !c->closing);
   aguard_leave(&c->pump);
   if (c->closing) {

@@ -59,18 +59,27 @@ static int close_segment(struct pg_conn *c) {
   return sync_point(c, NULL);
 }
 
-int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
-  if (c->pg == NULL || c->state != PG_READY) return 0;
-  /* Without room for its steps it is not sent: the name is never used
-   * again, and the server drops the statement with the connection. */
-  if (pg_steps_reserve(c, 2) != 0) return 0;
-  char sql[48];
-  snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
+/* A statement of the driver's own, in its own round: its result is read
+ * and dropped, and its failure fails nothing behind it. 1: no room for its
+ * steps, not sent; -1: the connection broke. */
+int pg_send_internal(struct pg_conn *c, const char *sql) {
+  if (c->pg == NULL || c->state != PG_READY) return -1;
+  if (pg_steps_reserve(c, 2) != 0) return 1;
   if (!PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) ||
       pg_step_push(c, ST_EXEC, NULL, NULL) == NULL || sync_point(c, NULL) != 0)
     return -1; /* the caller's next send finds the connection broken */
-  PG_COUNT(c, PGS_DEALLOCATED, 1);
   return 0;
+}
+
+int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
+  if (c->pg == NULL || c->state != PG_READY) return 0;
+  char sql[48];
+  snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
+  /* Without room for its steps it is not sent: the name is never used
+   * again, and the server drops the statement with the connection. */
+  int rc = pg_send_internal(c, sql);
+  if (rc == 0) PG_COUNT(c, PGS_DEALLOCATED, 1);
+  return rc < 0 ? -1 : 0;
 }
 
 /* One statement of r, through the cache: a text seen before is prepared

@@ -109,7 +109,12 @@ int ascope_use_sql_tx_at(ascope *s, const ascope_sql_driver *drv, size_t index,
   if (!sql_driver_ok(drv) || index == SIZE_MAX) return UV_EINVAL;
   const struct tx_vtables *v = tx_vtables_of(drv);
   if (v == NULL) return UV_ENOMEM;
-  return ascope_use(s, &v->at_index, (const void *)(uintptr_t)(index + 1), options);
+  int rc = ascope_use(s, &v->at_index, (const void *)(uintptr_t)(index + 1), options);
+  /* A connection from a shared pool must be this scope's alone while its
+   * transaction is open: nothing else may run inside it. (UV_EINVAL: the
+   * use is not a pool's, nothing to do.) */
+  if (rc == 0) (void)ascope_pool_use_exclusive(s, index);
+  return rc;
 }
 
 /* ---- BEGIN ------------------------------------------------------------------------ */

@@ -86,3 +86,33 @@ int ascope_use_sql_url(ascope *s, const char *url, const char *options) {
   if (drv == NULL) return ascope_use_str(s, &missing_driver, why, NULL);
   return ascope_use_sql(s, drv, u.target, options);
 }
+
+/* ---- pools ---------------------------------------------------------------------------------- */
+
+ascope_pool *ascope_sql_pool_new(ascope_rt *rt, const ascope_sql_driver *drv, const char *target,
+                                 const char *options) {
+  if (!sql_driver_ok(drv)) return NULL;
+  if (target == NULL) return ascope_pool_new(rt, &drv->base, NULL, options);
+  return ascope_pool_new_str(rt, &drv->base, target, options);
+}
+
+ascope_pool *ascope_sql_pool_new_url(ascope_rt *rt, const char *url, const char *options,
+                                     char *errbuf, size_t errlen) {
+  struct url_parts u;
+  if (url == NULL || url_split(url, &u) != 0) {
+    if (errbuf && errlen) snprintf(errbuf, errlen, "not a URL with a scheme");
+    return NULL;
+  }
+  const ascope_sql_driver *drv = ascope_sql_driver_find(u.driver, errbuf, errlen);
+  if (drv == NULL) return NULL;
+  ascope_pool *p = ascope_sql_pool_new(rt, drv, u.target, options);
+  if (p == NULL && errbuf && errlen) snprintf(errbuf, errlen, "bad pool options or out of memory");
+  return p;
+}
+
+int ascope_use_sql_pool(ascope *s, ascope_pool *pool) {
+  const ascope_driver *d = ascope_pool_driver(pool);
+  if (d == NULL || d->abi < 2 || d->family == NULL || strcmp(d->family, "sql") != 0)
+    return UV_EINVAL;
+  return ascope_use_pool(s, pool);
+}

@@ -129,6 +129,13 @@ static void sq_abort(ascope_res *r) {
   ascope_res_done(r, 0, NULL, NULL);
 }
 
+/* Pools: an open connection, not closing. SQLite has no server to drop
+ * it; what a scope left behind is the reset's. */
+static int sq_check(ascope_res *r) {
+  struct sq_conn *c = ((struct sq_state *)ascope_res_state(r))->c;
+  return c->opened && !c->closing && !c->dead ? 0 : ASCOPE_ECLOSED;
+}
+
 /* ---- requests ------------------------------------------------------------------------ */
 
 static int enqueue(struct sq_conn *c, struct sq_job *j) {
@@ -217,6 +224,8 @@ const ascope_sql_driver sq_driver = {
             .release = sq_release,
             .cancel = sq_cancel,
             .abort = sq_abort,
+            .check = sq_check,
+            .reset = sq_reset,
         },
     .sql_abi = ASCOPE_SQL_ABI,
     .req_size = sizeof(struct sq_job),
@@ -236,9 +245,17 @@ int ascope_use_sqlite(ascope *s, const char *path, const char *options) {
 }
 
 static const char *const stat_names[SQ_NSTATS] = {
-    [SQ_CONNECTIONS] = "connections", [SQ_OPENED] = "opened", [SQ_CLOSED] = "closed",
-    [SQ_ABORTED] = "aborted",         [SQ_HOPS] = "hops",     [SQ_RUNNING] = "running",
-    [SQ_STATEMENTS] = "statements",   [SQ_YIELDS] = "yields", [SQ_BUSY] = "busy",
+    [SQ_CONNECTIONS] = "connections",
+    [SQ_OPENED] = "opened",
+    [SQ_CLOSED] = "closed",
+    [SQ_ABORTED] = "aborted",
+    [SQ_HOPS] = "hops",
+    [SQ_RUNNING] = "running",
+    [SQ_STATEMENTS] = "statements",
+    [SQ_YIELDS] = "yields",
+    [SQ_BUSY] = "busy",
+    [SQ_RESETS] = "resets",
+    [SQ_RESET_JOBS] = "reset_jobs",
 };
 
 int64_t ascope_sqlite_stat(const char *name) {

@@ -64,7 +64,7 @@ void sq_cache_put(struct sq_conn *c, struct sq_stmt *st); /* resets it, or final
 void sq_cache_clear(struct sq_conn *c);                   /* finalizes every entry */
 
 /* ---- jobs ---------------------------------------------------------------------- */
-enum sq_kind { JOB_OPEN, JOB_CLOSE, JOB_REQ, JOB_TX };
+enum sq_kind { JOB_OPEN, JOB_CLOSE, JOB_REQ, JOB_TX, JOB_RESET };
 struct sq_job {               /* a request's driver data, or the connection's own open and close */
   struct sq_job *next, *prev; /* the connection's queue (mu) */
   struct sq_job *dnext;       /* the connection's answers (mu) */
@@ -122,7 +122,8 @@ struct sq_conn {
   const char *dead_code;
   char *dead_msg;
   uv_work_t work;
-  struct sq_job open_job, close_job;
+  struct sq_job open_job, close_job, reset_job;
+  atomic_bool dirty; /* (worker sets) a transaction not the driver's is open: a reset rolls back */
   /* worker */
   struct sq_job *cur; /* what the busy handler waits for */
   struct sq_cache cache;
@@ -169,6 +170,8 @@ void sq_conn_free(struct sq_conn *c);                 /* no hop may run */
 void sq_run(struct sq_conn *c, struct sq_job *j);
 void sq_run_stmt(struct sq_conn *c, struct sq_job *j);
 void sq_run_tx(struct sq_conn *c, struct sq_job *j);
+void sq_run_reset(struct sq_conn *c, struct sq_job *j); /* reset.c */
+void sq_reset(ascope_res *r);                           /* pools: the driver's reset */
 void sq_close_db(struct sq_conn *c); /* finalizes everything, closes; any thread, exclusive */
 int sq_busy_handler(void *ud, int count);
 int sq_progress_handler(void *ud);
@@ -192,6 +195,8 @@ enum {
   SQ_STATEMENTS,
   SQ_YIELDS,
   SQ_BUSY,
+  SQ_RESETS,     /* connections a pool reset */
+  SQ_RESET_JOBS, /* ... of them that needed a job on the threadpool */
   SQ_NSTATS
 };
 extern struct acount sq_stats; /* the process's */

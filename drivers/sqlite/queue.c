@@ -151,6 +151,13 @@ static void answer_one(struct sq_conn *c, struct sq_job *j) {
     c->dead = true;
     c->dead_status = j->status;
     return;
+  case JOB_RESET: {
+    char *why = j->msg;
+    j->msg = NULL;
+    ascope_res_done(c->res, j->status, j->code, why);
+    ascope_free(why);
+    return;
+  }
   case JOB_REQ:
   case JOB_TX:
     break;

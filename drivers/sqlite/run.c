@@ -198,6 +198,10 @@ void sq_run(struct sq_conn *c, struct sq_job *j) {
     }
     sq_run_stmt(c, j);
     if (c->tx_open && j->status != 0 && sqlite3_get_autocommit(c->db)) c->tx_lost = true;
+    if (!c->tx_open && !sqlite3_get_autocommit(c->db)) atomic_store(&c->dirty, true);
+    break;
+  case JOB_RESET:
+    sq_run_reset(c, j);
     break;
   case JOB_TX:
     sq_run_tx(c, j);

@@ -137,6 +137,51 @@ ASCOPE_EXTERN ascope_sem *ascope_sem_new(ascope_rt *rt, unsigned permits);
 ASCOPE_EXTERN void ascope_sem_free(ascope_sem *sem);
 ASCOPE_EXTERN int ascope_use_sem(ascope *s, ascope_sem *sem);
 
+/* ---- pools: resources kept open between scopes ------------------------- */
+typedef struct ascope_pool ascope_pool;
+
+/* A pool of drv's resources, each acquired with arg (which must outlive the
+ * pool) and the options the pool does not take itself. The pool's keys:
+ * min (0: members opened at once and kept), max (10), acquire_timeout_ms
+ * (30000; 0: wait as long as it takes), idle_timeout_ms (0: never) and
+ * max_lifetime_ms (0: never; a member is replaced up to a tenth earlier, at
+ * random). NULL on bad options, a bad table or out of memory. */
+ASCOPE_EXTERN ascope_pool *ascope_pool_new(ascope_rt *rt, const struct ascope_driver *drv,
+                                           const void *arg, const char *options);
+/* As ascope_pool_new, with a string target (a path, a DSN) that is copied. */
+ASCOPE_EXTERN ascope_pool *ascope_pool_new_str(ascope_rt *rt, const struct ascope_driver *drv,
+                                               const char *target, const char *options);
+/* A use of one of the pool's resources: ascope_resource() of it is the
+ * driver's state, as for ascope_use() of the driver. FIFO; a waiter
+ * cancelled or timed out leaves the queue and never receives a resource;
+ * past acquire_timeout_ms the acquire fails with ASCOPE_ETIMEDOUT and code
+ * "POOL_TIMEOUT". ASCOPE_ECLOSED once the pool is closing. */
+ASCOPE_EXTERN int ascope_use_pool(ascope *s, ascope_pool *p);
+/* mode=shared (a pool option): a resource is lent to many scopes at once,
+ * spread by load, for drivers whose resources serve several scopes (a
+ * pipelined PostgreSQL connection). A use marked here — the index-th use
+ * of s, a pool use, before s starts — gets a resource to itself, as for a
+ * transaction (ascope_use_sql_tx_at marks its connection's use itself).
+ * UV_EINVAL when that use is not a pool use. */
+ASCOPE_EXTERN int ascope_pool_use_exclusive(ascope *s, size_t index);
+/* Fails the waiters with ASCOPE_ECLOSED, closes the idle resources, waits
+ * for the ones in use to come back and closes them, then frees the pool and
+ * calls closed (may be NULL). ascope_rt_run() runs until then; the runtime
+ * cannot be freed before. */
+ASCOPE_EXTERN void ascope_pool_close(ascope_pool *p, void (*closed)(void *ud), void *ud);
+/* A pool's counter: "size" (open or opening), "idle", "in_use", "waiting",
+ * "opening", "resetting", "min", "max", and since the pool was made:
+ * "created", "discarded", "connect_errors", "acquired", "waits",
+ * "timeouts", "wait_ns" (time waiters spent in the queue). UV_EINVAL for
+ * another name. */
+ASCOPE_EXTERN int64_t ascope_pool_stat(ascope_pool *p, const char *name);
+/* Calls cb every every_ms on the loop while the pool is open (cb NULL or
+ * every_ms 0: stops). */
+ASCOPE_EXTERN int ascope_pool_on_stats(ascope_pool *p, uint64_t every_ms,
+                                       void (*cb)(ascope_pool *p, void *ud), void *ud);
+/* The pooled driver's table. */
+ASCOPE_EXTERN const struct ascope_driver *ascope_pool_driver(ascope_pool *p);
+
 /* ---- observing: names and counters (traces: ascope/trace.h) ------------- */
 /* A name for the scope in traces ("checkout", "replica"): copied, cut to
  * 47 bytes; NULL clears it. Before ascope_start for a trace to show it from

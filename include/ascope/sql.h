@@ -70,6 +70,24 @@ ASCOPE_EXTERN int ascope_use_sql_tx(ascope *s, ascope_sql *db, const char *optio
  * scope (`async with connect() as c, c.transaction():`), of driver drv. */
 ASCOPE_EXTERN int ascope_use_sql_tx_at(ascope *s, const ascope_sql_driver *drv, size_t index,
                                        const char *options);
+/* Pools of connections (ascope_pool_* in ascope.h): a pool of drv's
+ * connections to target, or of the driver and target one URL names (as
+ * ascope_use_sql_url reads it). options: the pool's keys (min, max,
+ * acquire_timeout_ms, idle_timeout_ms, max_lifetime_ms) and the driver's
+ * connection options together. NULL on bad options, an unknown driver
+ * (with the reason in errbuf, when given) or out of memory. */
+ASCOPE_EXTERN ascope_pool *ascope_sql_pool_new(ascope_rt *rt, const ascope_sql_driver *drv,
+                                               const char *target, const char *options);
+ASCOPE_EXTERN ascope_pool *ascope_sql_pool_new_url(ascope_rt *rt, const char *url,
+                                                   const char *options, char *errbuf,
+                                                   size_t errlen);
+/* A connection from the pool for the scope: ascope_sql_resource() of the
+ * use is the connection, and ascope_use_sql_tx_at() opens a transaction on
+ * it as on a connection of the scope's own. When the scope ends, the
+ * connection goes back through the driver's reset (which rolls back a
+ * transaction left open and undoes session settings), or is closed if it
+ * is broken. */
+ASCOPE_EXTERN int ascope_use_sql_pool(ascope *s, ascope_pool *pool);
 ASCOPE_EXTERN ascope_sql *ascope_sql_tx_db(ascope_sql_tx *tx);
 ASCOPE_EXTERN unsigned ascope_sql_tx_depth(ascope_sql_tx *tx); /* 1: BEGIN; 2…: savepoints */
 ASCOPE_EXTERN const char *ascope_sql_driver_name(ascope_sql *db);

@@ -35,6 +35,7 @@ typedef struct rec {
   void (*on_done)(ascope *s, struct rec *r); /* extra work inside done, may be NULL */
   void *arg;                                 /* the test's own */
   int index;
+  int user; /* the test's own */
 } rec;
 
 static inline void rec_body(ascope *s, void *ud) {
