@@ -54,6 +54,28 @@ const char *ascope_err_name(int status) {
   }
 }
 
+/* The inverse of ascope_err_name, so that a binding never hard-codes
+ * libuv's values, which follow the platform's errno. */
+#define UV_CODE_BY_NAME(code, _)                                                                   \
+  if (strcmp(name, #code) == 0) return UV_##code;
+int ascope_err_value(const char *name) {
+  if (name == NULL) return UV_UNKNOWN;
+  if (strcmp(name, "OK") == 0) return 0;
+  if (strncmp(name, "ASCOPE_", 7) == 0) {
+    name += 7;
+    if (strcmp(name, "EDRIVER") == 0) return ASCOPE_EDRIVER;
+    if (strcmp(name, "ECLOSED") == 0) return ASCOPE_ECLOSED;
+    if (strcmp(name, "EBUSY") == 0) return ASCOPE_EBUSY;
+    if (strcmp(name, "ECANCELED") == 0) return ASCOPE_ECANCELED;
+    if (strcmp(name, "ETIMEDOUT") == 0) return ASCOPE_ETIMEDOUT;
+    return UV_UNKNOWN;
+  }
+  if (strncmp(name, "UV_", 3) == 0) name += 3;
+  UV_ERRNO_MAP(UV_CODE_BY_NAME)
+  return UV_UNKNOWN;
+}
+#undef UV_CODE_BY_NAME
+
 unsigned ascope_version(void) {
   return (ASCOPE_VERSION_MAJOR << 16) | (ASCOPE_VERSION_MINOR << 8) | ASCOPE_VERSION_PATCH;
 }

@@ -145,6 +145,9 @@ struct ascope {
   bool timer_inited, queued, inflight, in_done, value_taken;
   bool cancel_self;   /* ascope_cancel() on this scope: does not fail the parent */
   bool cancel_parent; /* cancelled because its parent failed */
+  /* Bumped each time the memory becomes a new scope: ascope_check() tells
+   * a stale handle (kept past done by a binding) from the scope now here. */
+  uint64_t gen;
 };
 void scope_fini(void *obj);
 /* Fails s with a first error, or chains it when s already failed or is
@@ -199,6 +202,7 @@ struct ascope_rt {
   ascope_trace_fn trace_fn;
   void *trace_ud;
   uint64_t next_scope_id, next_op_id;
+  uint64_t next_gen; /* ascope_gen(): from 1, never reused */
   struct rt_stats stats;
   struct rt_state *states; /* drivers' per-runtime state (rt_state.c) */
 };

@@ -40,6 +40,7 @@ static void scope_init(ascope *s, ascope_rt *rt, ascope *parent) {
   s->id = 0; /* given by the first event that needs it: tracing costs nothing when off */
   s->phase_ts = 0;
   s->name[0] = '\0';
+  s->gen = ++rt->next_gen;
 }
 
 void scope_fini(void *obj) {
@@ -260,6 +261,17 @@ void *ascope_resource_of(ascope *s, size_t index, const ascope_driver *drv) {
 
 ascope_rt *ascope_scope_rt(ascope *s) {
   return s ? s->rt : NULL;
+}
+
+uint64_t ascope_gen(ascope *s) {
+  return s ? s->gen : 0;
+}
+
+/* Reading a stale s is safe: a scope's memory stays in its runtime's cache
+ * until ascope_rt_free, and a new scope there has a new generation. */
+ascope *ascope_check(ascope *s, uint64_t gen) {
+  if (s == NULL || gen == 0 || s->gen != gen || s->state == S_DONE) return NULL;
+  return s;
 }
 
 void ascope_return(ascope *s, void *value, void (*free_fn)(void *value)) {

@@ -49,6 +49,11 @@ ASCOPE_EXTERN const char *ascope_strerror(int status);
 /* "ASCOPE_EDRIVER", "ECANCELED"…: the symbolic name of a status, static.
  * "UNKNOWN" (libuv's name of UV_UNKNOWN) for a status nobody knows. */
 ASCOPE_EXTERN const char *ascope_err_name(int status);
+/* The status named name, the inverse of ascope_err_name: "ECANCELED" (or
+ * "UV_ECANCELED") gives this platform's UV_ECANCELED, "ASCOPE_EDRIVER"
+ * -30001, "OK" 0; UV_UNKNOWN for a name nobody knows. For bindings, which
+ * must not hard-code libuv's values: they follow the platform's errno. */
+ASCOPE_EXTERN int ascope_err_value(const char *name);
 /* ASCOPE_VERSION_MAJOR << 16 | MINOR << 8 | PATCH of the library linked. */
 ASCOPE_EXTERN unsigned ascope_version(void);
 
@@ -100,6 +105,14 @@ ASCOPE_EXTERN size_t ascope_use_count(ascope *s);
  * same driver table) and is held. Each driver has a typed form of it. */
 ASCOPE_EXTERN void *ascope_resource_of(ascope *s, size_t index, const struct ascope_driver *drv);
 ASCOPE_EXTERN ascope_rt *ascope_scope_rt(ascope *s);
+/* Handles kept past done (bindings): a finished scope's memory becomes the
+ * next ascope_new's or ascope_child's, so a stale pointer would reach
+ * another scope. Keep the pair (s, ascope_gen(s)) and call ascope_check()
+ * before using s: it returns s while s is that scope and its done has not
+ * begun, NULL after. Generations are unique in a runtime and never 0; both
+ * calls accept a stale pointer until the runtime is freed. */
+ASCOPE_EXTERN uint64_t ascope_gen(ascope *s);
+ASCOPE_EXTERN ascope *ascope_check(ascope *s, uint64_t gen);
 ASCOPE_EXTERN void ascope_fail(ascope *s, int status, const char *message);
 ASCOPE_EXTERN void ascope_cancel(ascope *s); /* idempotent; reaches all children */
 ASCOPE_EXTERN void ascope_return(ascope *s, void *value, void (*free_fn)(void *value));
