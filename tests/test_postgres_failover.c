@@ -17,12 +17,12 @@
 
 #include "pg_support.h"
 
-static char pair_dir[512], pair_dsn[512], standby_dsn[512];
+static char pair_dir[1024], pair_dsn[1024], standby_dsn[1024];
 
 /* The pair goes whatever happened to the test. */
 static void fini(void) {
   if (pair_dir[0]) {
-    char cmd[1024];
+    char cmd[2560];
     snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pg-stop --standby %s", pair_dir);
     if (system(cmd) != 0) fprintf(stderr, "failover: %s failed\n", cmd);
     pair_dir[0] = '\0';
@@ -35,7 +35,7 @@ TestSuite(pg_failover, .init = t_init, .fini = fini, .timeout = 300);
 static void pair_start(void) {
   FILE *f = popen(ASCOPE_SOURCE_DIR "/scripts/pg-start --standby", "r");
   cr_assert_not_null(f);
-  char line[1024];
+  char line[512]; /* no longer than what it is copied into */
   while (fgets(line, sizeof line, f)) {
     line[strcspn(line, "\n")] = '\0';
     if (!strncmp(line, "ASCOPE_PG_PAIR_DSN=", 19))
@@ -52,7 +52,7 @@ static void pair_start(void) {
 static atomic_int operator_failed;
 
 static void failover(const char *step) { /* on the operator's thread: no cr_assert */
-  char cmd[1024];
+  char cmd[2560];
   snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pg-failover %s %s", pair_dir, step);
   if (system(cmd) != 0) {
     fprintf(stderr, "failover: %s failed\n", cmd);
@@ -88,7 +88,7 @@ static void read_body(ascope *s, t_scope *t) {
 }
 
 static int64_t in_recovery_via(const char *attrs) {
-  char dsn[700];
+  char dsn[2048];
   snprintf(dsn, sizeof dsn, "%s target_session_attrs=%s", pair_dsn, attrs);
   read_scope r;
   memset(&r, 0, sizeof r);
@@ -264,7 +264,7 @@ Test(pg_failover, writes_survive_the_primary_stopping_hard_and_the_standby_takin
   cr_assert_eq(in_recovery_via("prefer-standby"), 1, "prefer-standby reads from the standby");
   cr_assert_eq(in_recovery_via("read-write"), 0, "read-write finds the primary");
 
-  char dsn[700];
+  char dsn[2048];
   snprintf(dsn, sizeof dsn, "%s target_session_attrs=read-write", pair_dsn);
   run_load(dsn, operator);
   /* measured from the promotion's start, which may be after its writes */
@@ -297,7 +297,7 @@ static void restarter(void *arg) {
 
 Test(pg_failover, a_server_restarted_under_load_is_reconnected_to) {
   pair_start();
-  char dsn[700];
+  char dsn[2048];
   snprintf(dsn, sizeof dsn, "%s target_session_attrs=read-write", pair_dsn);
   run_load(dsn, restarter);
   double down_s = (double)(first_write_after_ns - atomic_load(&killed_ns)) / 1e9;
