@@ -89,7 +89,7 @@ Test(sqlite_pool, a_transaction_a_plain_begin_left_open_is_rolled_back) {
   cr_assert_eq(q_run(&a, false, "BEGIN", "INSERT INTO t VALUES (1)", NULL), 0, "%s", a.t.msg);
   cr_assert_eq(q_run(&b, false, "SELECT count(*) FROM t", NULL, NULL), 0, "%s", b.t.msg);
   cr_assert_eq(b.cb[0].first, 0, "rolled back before the next scope");
-  cr_assert_eq(ascope_rt_stat(T_rt, "sqlite.reset_jobs"), 1);
+  cr_assert_geq(ascope_rt_stat(T_rt, "sqlite.reset_jobs"), 1, "the open transaction took a job");
   pool_close_all();
   cr_assert_eq(t_raw_int(db, "SELECT count(*) FROM t"), 0);
 }
