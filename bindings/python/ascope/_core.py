@@ -1,0 +1,487 @@
+"""The runtime on the running asyncio loop, and scopes as Python objects.
+
+One ascope runtime per asyncio loop, on that loop's thread: its libuv loop
+is driven by the asyncio loop (the backend fd with add_reader, the next
+timer with call_later, uv_run(UV_RUN_NOWAIT)), so there is no second thread.
+
+Every callback C may call is one module-level ctypes function object, made
+once and never freed, so no callback can be collected while C holds it; the
+``void *ud`` C passes back is an integer key into ``_objs``, removed when C
+is done with it. Callbacks never raise into C: an exception is reported to
+the loop's exception handler and a safe value returned.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import itertools
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import _lib
+from . import errors as E
+
+lib = _lib.core()
+
+FAIL_FAST, COLLECT_ALL = 0, 1
+CONTINUE, PAUSE, STOP = 0, 1, 2
+UV_RUN_NOWAIT = 2
+
+
+def _code(name: str) -> int:
+    v = lib.ascope_err_value(name.encode())
+    if name != "UNKNOWN" and v == lib.ascope_err_value(b"UNKNOWN"):
+        raise _lib.LibraryNotFound(f"ascope: libascope does not know the status {name}")
+    return v
+
+
+ECANCELED = _code("ECANCELED")
+ETIMEDOUT = _code("ETIMEDOUT")
+EDRIVER = _code("ASCOPE_EDRIVER")
+ECLOSED = _code("ASCOPE_ECLOSED")
+EBUSY = _code("ASCOPE_EBUSY")
+E2BIG = _code("E2BIG")
+EINVAL = _code("EINVAL")
+
+# ---- the handle table: what C's `void *ud` stands for ------------------------
+_objs: Dict[int, Any] = {}
+_keys = itertools.count(1)
+
+
+def register(obj: Any) -> int:
+    k = next(_keys)
+    _objs[k] = obj
+    return k
+
+
+def _report(exc: BaseException, what: str) -> None:
+    """An exception inside a callback from C: never let it cross into C."""
+    try:
+        loop = asyncio.get_running_loop()
+        loop.call_exception_handler({"message": f"ascope: exception in {what}", "exception": exc})
+    except Exception:  # pragma: no cover - no loop: last resort
+        import traceback
+        traceback.print_exception(exc)
+
+
+# ---- errors -------------------------------------------------------------------
+def _s(b: Optional[bytes]) -> Optional[str]:
+    return b.decode("utf-8", "replace") if b is not None else None
+
+
+def status_name(status: int) -> str:
+    return lib.ascope_err_name(status).decode()
+
+
+def make_error(status: int, driver: Optional[str] = None, code: Optional[str] = None,
+               message: Optional[str] = None, **extra: Any) -> E.Error:
+    """The exception for one ascope error."""
+    name = status_name(status)
+    if message is None:
+        message = lib.ascope_strerror(status).decode()
+    cls: type = E.Error
+    if driver in ("postgres", "sqlite") or (driver and extra.pop("sql", False)):
+        if status == ECANCELED:
+            cls = E.Cancelled
+        elif status == ECLOSED and code and code.startswith("08"):
+            cls = E.SQLConnectionError
+        else:
+            cls = E.sql_class(code, message)
+    elif driver == "http":
+        if status == ETIMEDOUT:
+            cls = E.HTTPTimeout
+        elif status == E2BIG or code in ("CURLE_FILESIZE_EXCEEDED", "CURLE_TOO_LARGE"):
+            cls = E.HTTPTooLarge
+        elif code in ("CURLE_COULDNT_CONNECT", "CURLE_COULDNT_RESOLVE_HOST", "CURLE_GOT_NOTHING",
+                      "CURLE_RECV_ERROR", "CURLE_SEND_ERROR", "CURLE_PARTIAL_FILE"):
+            cls = E.HTTPConnectionError
+        elif code and code.isdigit():
+            return E.HTTPStatusError(message, status_code=int(code), status=status, name=name,
+                                     driver=driver, code=code, response=extra.get("response"))
+        else:
+            cls = E.HTTPError
+    elif driver == "file":
+        err = E.FileError(message, status=status, name=name, driver=driver, code=code)
+        err.errno = -status if status < 0 and status != EDRIVER else None
+        err.strerror = message
+        err.filename = extra.get("filename")
+        return err
+    elif status == ETIMEDOUT:
+        cls = E.TimeoutError
+    elif status == ECANCELED:
+        cls = E.Cancelled
+    elif status == ECLOSED:
+        cls = E.ClosedError
+    return cls(message, status=status, name=name, driver=driver, code=code)
+
+
+def errors_of(s: int) -> List[E.Error]:
+    """The error chain of a scope, read inside its done."""
+    out = []
+    e = lib.ascope_error(s)
+    while e:
+        out.append(make_error(lib.ascope_err_status(e), _s(lib.ascope_err_driver(e)),
+                              _s(lib.ascope_err_code(e)), _s(lib.ascope_err_message(e))))
+        e = lib.ascope_err_next(e)
+    return out
+
+
+def check(status: int, what: str = "") -> None:
+    if status < 0:
+        raise make_error(status, message=f"{what}: {lib.ascope_strerror(status).decode()}"
+                         if what else None)
+
+
+# ---- the runtime: libuv driven by the asyncio loop ------------------------------
+class Runtime:
+    """An ascope runtime driven by one asyncio loop (see :func:`runtime`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.rt = lib.ascope_rt_new(None)
+        if not self.rt:
+            raise MemoryError("ascope_rt_new")
+        self.uv = lib.ascope_rt_loop(self.rt)
+        self.fd = lib.uv_backend_fd(self.uv)
+        self._soon = False
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at = 0.0
+        self._running = False
+        self.live = 0  # Python scopes started and not done
+        loop.add_reader(self.fd, self._run)
+
+    def kick(self) -> None:
+        """Run the libuv loop soon: after any call that queued work in C."""
+        if not self._soon:
+            self._soon = True
+            self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._soon = False
+        if self._running:  # pragma: no cover - never nested, but never run twice either
+            return
+        self._running = True
+        try:
+            lib.uv_run(self.uv, UV_RUN_NOWAIT)
+        finally:
+            self._running = False
+        t = lib.uv_backend_timeout(self.uv)
+        if t == 0:
+            self.kick()
+        elif t > 0:
+            at = self.loop.time() + t / 1000.0
+            if self._timer is None or at < self._timer_at - 0.0005 or self._timer.cancelled():
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = at
+                self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._run()
+
+    def stat(self, name: str) -> int:
+        """A counter of the runtime: ascope_rt_stat(rt, name) ("scopes_live", "sqlite.connections"…)."""
+        return lib.ascope_rt_stat(self.rt, name.encode())
+
+    def close(self) -> None:
+        """Frees the runtime; only once no scope is pending (else the runtime stays)."""
+        if self.rt is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            self.loop.remove_reader(self.fd)
+        except Exception:
+            pass
+        if lib.ascope_rt_free(self.rt) == 0:
+            self.rt = None
+
+
+_runtimes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime]" = weakref.WeakKeyDictionary()
+
+
+def _free_rt(rt: int) -> None:
+    lib.ascope_rt_free(rt)
+
+
+def runtime() -> Runtime:
+    """The ascope runtime of the running asyncio loop, made on first use."""
+    loop = asyncio.get_running_loop()
+    r = _runtimes.get(loop)
+    if r is None or r.rt is None:
+        r = Runtime(loop)
+        _runtimes[loop] = r
+        # The loop closes its selector (and so drops the reader) when closed;
+        # the runtime goes with the loop object.
+        weakref.finalize(loop, _free_rt, r.rt)
+    return r
+
+
+# ---- scopes ---------------------------------------------------------------------
+current: "contextvars.ContextVar[Optional[Scope]]" = contextvars.ContextVar("ascope_scope",
+                                                                            default=None)
+
+
+class Scope:
+    """One ascope scope, held open (in its body) while the Python block runs.
+
+    The body callback begins one operation with no driver, the *hold*, that
+    keeps the scope from releasing; the block's end ends the hold with the
+    block's outcome, and the scope then releases its uses in reverse order.
+    """
+
+    __slots__ = ("rt", "s", "gen", "key", "hold", "parent", "entered", "done", "status",
+                 "errors", "failing", "streams", "_token", "holds", "__weakref__")
+
+    def __init__(self, rt: Runtime, parent: Optional["Scope"] = None, holds: bool = True) -> None:
+        self.rt = rt
+        self.holds = holds  # False: the scope of one operation, which ends with it
+        ps = parent.live_handle() if parent is not None else None
+        if parent is not None and ps is None:
+            raise make_error(ECANCELED, message="the enclosing ascope scope is ending")
+        s = lib.ascope_child(ps) if ps else lib.ascope_new(rt.rt)
+        if not s:
+            raise make_error(ECANCELED if ps else ECLOSED,
+                             message="the enclosing scope takes no new work" if ps else
+                             "the runtime takes no new scopes")
+        self.s = s
+        self.gen = lib.ascope_gen(s)
+        self.parent = parent
+        # A failing child (a rolled-back transaction, a failed request) must
+        # not fail the Python block around it: Python decides, by raising.
+        lib.ascope_set_mode(s, COLLECT_ALL)
+        self.key = 0
+        self.hold = None
+        self.entered: Optional[asyncio.Future] = None
+        self.done: Optional[asyncio.Future] = None
+        self.status = 0
+        self.errors: List[E.Error] = []
+        self.failing = False
+        self.streams: "weakref.WeakSet" = weakref.WeakSet()
+        self._token = None
+
+    def live_handle(self) -> Optional[int]:
+        """The scope pointer, or None once its done ran (a stale handle is never used)."""
+        if self.s is None:
+            return None
+        return lib.ascope_check(self.s, self.gen)
+
+    def discard(self) -> None:
+        if self.s is not None and self.key == 0:
+            lib.ascope_discard(self.s)
+            self.s = None
+
+    async def enter(self, body: Optional[Callable[["Scope"], None]] = None) -> None:
+        """Starts the scope and waits until its uses are held (or it failed)."""
+        loop = self.rt.loop
+        self.entered = loop.create_future()
+        self.done = loop.create_future()
+        self.key = register((self, body))
+        rc = lib.ascope_start(self.s, _body_cb, _done_cb, self.key)
+        if rc < 0:
+            del _objs[self.key]
+            self.key = 0
+            self.discard()
+            check(rc, "ascope_start")
+        self.rt.live += 1
+        self.rt.kick()
+        try:
+            await self.entered
+        except asyncio.CancelledError:
+            self.cancel()
+            await self.wait_done()
+            raise
+        if self.done.done():  # acquiring failed: the scope already ended
+            self.raise_status()
+        if self.holds:
+            self._token = current.set(self)
+
+    async def finish(self) -> None:
+        """The end of an operation's scope: its cancellation is this task's."""
+        try:
+            await asyncio.shield(self.done)
+        except asyncio.CancelledError:
+            self.cancel()
+            await self.wait_done()
+            raise
+
+    def cancel(self) -> None:
+        s = self.live_handle()
+        if s:
+            self.failing = True
+            lib.ascope_cancel(s)
+            self.rt.kick()
+
+    async def wait_done(self) -> None:
+        """Waits for done, even through further cancellations, then re-cancels."""
+        cancelled = False
+        while not self.done.done():
+            try:
+                await asyncio.shield(self.done)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            t = asyncio.current_task()
+            if t is not None:
+                t.cancel()
+
+    def raise_status(self) -> None:
+        if self.status < 0:
+            first = self.errors[0] if self.errors else make_error(self.status)
+            first.secondary.extend(self.errors[1:])
+            raise first
+
+    async def exit(self, exc: Optional[BaseException]) -> None:
+        """Ends the hold with the block's outcome and waits for the release."""
+        if self._token is not None:
+            try:
+                current.reset(self._token)
+            except ValueError:  # exited from another context: set it back by hand
+                current.set(self.parent)
+            self._token = None
+        for st in list(self.streams):
+            st._stop()
+        hold, self.hold = self.hold, None
+        ours = 0
+        if hold:
+            if exc is None:
+                lib.ascope_op_end(hold, 0, None, None)
+            elif isinstance(exc, asyncio.CancelledError):
+                ours = ECANCELED
+                self.cancel()
+                lib.ascope_op_end(hold, ECANCELED, None, None)
+            else:
+                ours = EDRIVER
+                lib.ascope_op_end(hold, EDRIVER, type(exc).__name__.encode()[:40],
+                                  str(exc).encode("utf-8", "replace")[:400])
+            self.rt.kick()
+        await self.wait_done()
+        if exc is None:
+            self.raise_status()
+            return
+        if isinstance(exc, E.Cancelled) and self.errors and self.errors[0].status != ECANCELED \
+                and self.errors[0].status != ours:
+            # The block's statement was cancelled because this scope failed
+            # (its deadline, say): the cause is what the caller sees.
+            first = self.errors[0]
+            first.secondary.extend(self.errors[1:])
+            raise first
+        # The block's own exception propagates; what the release raised
+        # rides on it instead of being lost.
+        extra = self.errors[1:] if ours and self.errors and self.errors[0].status == ours \
+            else self.errors
+        if not extra:
+            return
+        if isinstance(exc, E.Error):
+            exc.secondary.extend(e for e in extra if e is not exc)
+        else:
+            try:
+                exc.ascope_errors = list(extra)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+            if hasattr(exc, "add_note"):
+                for e in extra:
+                    exc.add_note(f"then, releasing: {e}")
+
+
+def scope_for(owner: Scope) -> Scope:
+    """The scope a call on owner's resource belongs to: the innermost scope of
+    this task inside owner (a transaction), else owner itself."""
+    cur = current.get()
+    x = cur
+    while x is not None:
+        if x is owner:
+            return cur  # type: ignore[return-value]
+        x = x.parent
+    return owner
+
+
+def handle_of(sc: Scope) -> int:
+    s = sc.live_handle()
+    if not s or sc.hold is None:
+        raise make_error(ECLOSED, message="the scope has ended (used outside its async with)")
+    return s
+
+
+def _body(s: int, ud: int) -> None:
+    try:
+        sc, body = _objs[ud]
+        if sc.holds:
+            sc.hold = lib.ascope_op_begin(s, None, _hold_cancel_cb, ud) or None
+        if body is not None:
+            body(sc)
+        if not sc.entered.done():
+            sc.entered.set_result(None)
+    except BaseException as e:  # never into C
+        _report(e, "a scope's body")
+
+
+def _done(s: int, status: int, ud: int) -> None:
+    try:
+        sc, _ = _objs.pop(ud)
+        sc.status = status
+        sc.errors = errors_of(s) if status < 0 else []
+        sc.s = None
+        sc.hold = None
+        sc.rt.live -= 1
+        if not sc.done.done():
+            sc.done.set_result(status)
+        if not sc.entered.done():
+            sc.entered.set_result(None)
+    except BaseException as e:
+        _report(e, "a scope's done")
+
+
+def _hold_cancel(op: int) -> None:
+    # The scope failed (a cancel, a deadline, a driver's error): the block
+    # goes on until it ends, its new work refused; it ends the hold itself.
+    try:
+        ent = _objs.get(lib.ascope_op_data(op) or 0)
+        if ent is not None:
+            ent[0].failing = True
+    except BaseException as e:
+        _report(e, "a scope's cancel")
+
+
+_body_cb = _lib.BODY_FN(_body)
+_done_cb = _lib.DONE_FN(_done)
+_hold_cancel_cb = _lib.OP_CANCEL_FN(_hold_cancel)
+
+
+class ScopeCM:
+    """Base of the binding's async context managers: one scope per block."""
+
+    _scope: Optional[Scope] = None
+
+    def _uses(self, s: int) -> None:  # pragma: no cover - overridden
+        pass
+
+    def _on_body(self, sc: Scope) -> None:
+        pass
+
+    def _value(self) -> Any:
+        return self
+
+    async def __aenter__(self) -> Any:
+        rt = runtime()
+        parent = current.get()
+        if parent is not None and (parent.rt is not rt or parent.live_handle() is None):
+            parent = None
+        sc = Scope(rt, parent)
+        try:
+            self._uses(sc.s)
+        except BaseException:
+            sc.discard()
+            raise
+        self._scope = sc
+        await sc.enter(self._on_body)
+        return self._value()
+
+    async def __aexit__(self, et, exc, tb) -> bool:
+        sc = self._scope
+        if exc is None and et is not None:
+            exc = et()
+        await sc.exit(exc)
+        return False

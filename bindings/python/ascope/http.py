@@ -1,0 +1,375 @@
+"""HTTP: ``async with ascope.http.Session(base_url=...) as http``, on libcurl multi.
+
+Each request runs in a scope of its own inside the session's, so cancelling
+the awaiting task (or an ``asyncio.timeout`` expiring) cancels that request
+alone; the session's kept-alive connections, DNS cache and TLS sessions are
+shared by every request made through it.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json as _json
+from collections import deque
+from typing import Any, AsyncIterator, Deque, Dict, List, Mapping, Optional, Tuple
+
+from . import _lib
+from . import _core as C
+from . import errors as E
+from .sql import _opts
+
+__all__ = ["Session", "Response"]
+
+hl = _lib.driver("http")
+_len = ctypes.c_size_t()
+_name = ctypes.c_char_p()
+_val = ctypes.c_char_p()
+
+
+def _ms(seconds: Optional[float]) -> Optional[int]:
+    return None if seconds is None else max(1, int(seconds * 1000))
+
+
+def _head(resp: int, r: "Response") -> None:
+    r.status = hl.ascope_http_resp_status(resp)
+    i = 0
+    while hl.ascope_http_resp_header_at(resp, i, ctypes.byref(_name), ctypes.byref(_val)) == 0:
+        k, v = _name.value.decode("latin-1"), _val.value.decode("latin-1")
+        r.header_list.append((k, v))
+        r.headers.setdefault(k.lower(), v)
+        i += 1
+
+
+def _body(resp: int) -> bytes:
+    p = hl.ascope_http_resp_body(resp, ctypes.byref(_len))
+    return ctypes.string_at(p, _len.value) if _len.value else b""
+
+
+class Response:
+    """A response: ``status``, ``headers`` (lower-case names, first value),
+    ``header_list`` (every header in order) and the body."""
+
+    def __init__(self, method: str, url: str) -> None:
+        self.method = method
+        self.url = url
+        self.status = 0
+        self.headers: Dict[str, str] = {}
+        self.header_list: List[Tuple[str, str]] = []
+        self._body: Optional[bytes] = None
+        # streamed
+        self._chunks: Deque[bytes] = deque()
+        self._buffered = 0
+        self._high = 1 << 20
+        self._paused = self._ended = self._stopping = False
+        self._op = ctypes.c_void_p()
+        self._waiter: Optional[asyncio.Future] = None
+        self._head_fut: Optional[asyncio.Future] = None
+        self._scope: Optional[C.Scope] = None
+        self._rt: Optional[C.Runtime] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    def raise_for_status(self) -> None:
+        """Raises HTTPStatusError if the status is 400 or more."""
+        if self.status >= 400:
+            raise E.HTTPStatusError(f"{self.method} {self.url}: HTTP {self.status}",
+                                    status_code=self.status, response=self, status=C.EDRIVER,
+                                    name="ASCOPE_EDRIVER", driver="http", code=str(self.status))
+
+    @property
+    def body(self) -> bytes:
+        return self._body or b""
+
+    async def read(self) -> bytes:
+        """The whole body (of a streamed response: the rest of it)."""
+        if self._body is None:
+            parts = [c async for c in self.iter_chunked(1 << 20)]
+            self._body = b"".join(parts)
+        return self._body
+
+    async def text(self, encoding: str = "utf-8") -> str:
+        return (await self.read()).decode(encoding, "replace")
+
+    async def json(self) -> Any:
+        return _json.loads(await self.read())
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _resume(self) -> None:
+        if self._paused and not self._ended:
+            self._paused = False
+            C.lib.ascope_op_resume(self._op)
+            self._rt.kick()
+
+    def _stop(self) -> None:
+        if not self._ended and not self._stopping and self._scope is not None:
+            self._stopping = True
+            self._chunks.clear()
+            if self._paused:
+                self._paused = False
+                C.lib.ascope_op_resume(self._op)
+            self._rt.kick()
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        """The body in chunks of n bytes (the last may be shorter), as it
+        arrives; the transfer pauses while chunks wait unread."""
+        if self._body is not None and self._scope is None:
+            for i in range(0, len(self._body), n):
+                yield self._body[i:i + n]
+            return
+        buf = bytearray()
+        while True:
+            while self._chunks and len(buf) < n:
+                c = self._chunks.popleft()
+                self._buffered -= len(c)
+                buf += c
+            if len(buf) >= n:
+                out = bytes(buf[:n])
+                del buf[:n]
+                yield out
+                continue
+            if self._paused and self._buffered < self._high // 2:
+                self._resume()
+            if self._ended and not self._chunks:
+                sc = self._scope
+                if sc is not None and sc.done is not None:
+                    await sc.finish()
+                    if sc.status < 0:
+                        raise _request_error(sc, self)
+                if buf:
+                    yield bytes(buf)
+                return
+            self._waiter = self._rt.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
+def _request_error(sc: C.Scope, resp: Optional[Response]) -> E.Error:
+    errs = sc.errors or [C.make_error(sc.status)]
+    first = errs[0]
+    if first.driver == "http" and first.code and first.code.isdigit():
+        first = C.make_error(first.status, "http", first.code, first.message, response=resp)
+    first.secondary.extend(errs[1:])
+    return first
+
+
+def _buffered_cb(s: int, status: int, resp: int, ud: int) -> int:
+    try:
+        r: Response = C._objs.pop(ud)
+        if resp:
+            _head(resp, r)
+            r._body = _body(resp)
+    except BaseException as e:
+        C._report(e, "an HTTP callback")
+        return C.EDRIVER
+    # The error fails the request's own scope, whose done then carries the
+    # driver's code and message.
+    return status if status < 0 else 0
+
+
+def _stream_cb(s: int, status: int, resp: int, ud: int) -> int:
+    try:
+        r: Response = C._objs.get(ud)
+        if r is None:
+            return C.STOP if resp else 0
+        if resp:
+            if r._stopping:
+                C._objs.pop(ud, None)
+                r._ended = True
+                r._wake()
+                return C.STOP
+            if r._head_fut is not None and not r._head_fut.done():
+                _head(resp, r)
+                r._head_fut.set_result(None)
+                return C.CONTINUE
+            chunk = _body(resp)
+            if chunk:
+                r._chunks.append(chunk)
+                r._buffered += len(chunk)
+                r._wake()
+            if r._buffered >= r._high:
+                r._paused = True
+                return C.PAUSE
+            return C.CONTINUE
+        C._objs.pop(ud, None)
+        r._ended = True
+        r._wake()
+        return status if status < 0 and not r._stopping else 0
+    except BaseException as e:
+        C._report(e, "an HTTP stream callback")
+        return C.EDRIVER
+
+
+_buffered_cb_c = _lib.HTTP_CB(_buffered_cb)
+_stream_cb_c = _lib.HTTP_CB(_stream_cb)
+
+
+class _Request:
+    """What ``session.get()`` returns: ``await`` it for a buffered response, or
+    ``async with`` it to stream the body."""
+
+    def __init__(self, session: "Session", method: str, url: str, data: Optional[bytes],
+                 headers: Optional[Mapping[str, str]], options: str) -> None:
+        self._session = session
+        self._method = method
+        self._url = url
+        self._data = data
+        self._headers = headers
+        self._options = options
+        self._resp: Optional[Response] = None
+
+    def _start(self, sc: C.Scope, resp: Response, streamed: bool) -> None:
+        h = self._session._h
+        q = hl.ascope_http_req_new(h, self._method.encode(), self._url.encode())
+        if not q:
+            raise C.make_error(C.EINVAL, "http", None, f"bad request {self._method} {self._url}")
+        try:
+            for k, v in (self._headers or {}).items():
+                C.check(hl.ascope_http_req_header(q, k.encode(), str(v).encode()), "header")
+            if self._data is not None:
+                C.check(hl.ascope_http_req_body(q, self._data, len(self._data)), "body")
+            if self._options:
+                C.check(hl.ascope_http_req_setopt(q, self._options.encode()), "options")
+        except BaseException:
+            hl.ascope_http_req_free(q)
+            raise
+        resp._keep = self._data  # the body is not copied: it lives as long as the request
+        key = C.register(resp)
+        if streamed:
+            rc = hl.ascope_http_stream(sc.s, q, _stream_cb_c, key, ctypes.byref(resp._op))
+        else:
+            rc = hl.ascope_http_send(sc.s, q, _buffered_cb_c, key, None)
+        if rc < 0:
+            C._objs.pop(key, None)
+            raise C.make_error(rc, "http", None, f"{self._method} {self._url}: cannot send")
+
+    def _scope(self) -> C.Scope:
+        sess = self._session
+        if sess._scope is None or sess._scope.live_handle() is None:
+            raise C.make_error(C.ECLOSED, "http", None, "the session is closed")
+        return C.Scope(sess._scope.rt, C.scope_for(sess._scope), holds=False)
+
+    def __await__(self):
+        return self._buffered().__await__()
+
+    async def _buffered(self) -> Response:
+        sc = self._scope()
+        resp = Response(self._method, self._url)
+        failed: List[BaseException] = []
+
+        def body(sc2: C.Scope) -> None:
+            try:
+                self._start(sc2, resp, False)
+            except BaseException as e:  # the scope ends with nothing started
+                failed.append(e)
+
+        await sc.enter(body)
+        await sc.finish()
+        if failed:
+            raise failed[0]
+        if sc.status < 0:
+            raise _request_error(sc, resp)
+        return resp
+
+    async def __aenter__(self) -> Response:
+        sc = self._scope()
+        resp = Response(self._method, self._url)
+        resp._scope = sc
+        resp._rt = sc.rt
+        resp._head_fut = sc.rt.loop.create_future()
+        failed: List[BaseException] = []
+
+        def body(sc2: C.Scope) -> None:
+            try:
+                self._start(sc2, resp, True)
+            except BaseException as e:
+                failed.append(e)
+
+        await sc.enter(body)
+        if failed:
+            await sc.finish()
+            raise failed[0]
+        waiters = {resp._head_fut, sc.done}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            sc.cancel()
+            await sc.wait_done()
+            raise
+        if not resp._head_fut.done():
+            await sc.finish()
+            raise _request_error(sc, resp)
+        self._resp = resp
+        return resp
+
+    async def __aexit__(self, et, exc, tb) -> bool:
+        resp = self._resp
+        resp._stop()
+        sc = resp._scope
+        if isinstance(exc, asyncio.CancelledError):
+            sc.cancel()
+        await sc.wait_done()
+        if exc is None and sc.status < 0 and not resp._stopping:
+            raise _request_error(sc, resp)
+        return False
+
+
+class Session(C.ScopeCM):
+    """An HTTP session for one ``async with`` block.
+
+    Keywords (seconds for times): ``base_url``, ``timeout`` (the whole
+    transfer), ``connect_timeout``, ``wait_timeout`` (for a connection slot),
+    ``max_response_bytes``, ``raise_for_status``, ``max_connections``,
+    ``max_host_connections``, ``max_redirects``, ``user_agent``, ``ca_file``,
+    ``tls_verify``, ``http_version``, ``proxy``; any other keyword is passed
+    to the driver as is (docs/drivers/http.md).
+    """
+
+    def __init__(self, base_url: Optional[str] = None, *, timeout: Optional[float] = None,
+                 connect_timeout: Optional[float] = None, wait_timeout: Optional[float] = None,
+                 **options: Any) -> None:
+        opts = dict(base_url=base_url, timeout_ms=_ms(timeout),
+                    connect_timeout_ms=_ms(connect_timeout), wait_timeout_ms=_ms(wait_timeout))
+        opts.update(options)
+        self._options = _opts(opts)
+        self._h = None
+        self._index = 0
+
+    def _uses(self, s: int) -> None:
+        self._index = C.lib.ascope_use_count(s)
+        C.check(hl.ascope_use_http(s, self._options.encode() or None), "http session")
+
+    def _on_body(self, sc: C.Scope) -> None:
+        self._h = C.lib.ascope_resource(sc.s, self._index)
+
+    def request(self, method: str, url: str, *, data: Optional[bytes] = None,
+                headers: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+                connect_timeout: Optional[float] = None, **options: Any) -> _Request:
+        """A request: ``await`` it (buffered) or ``async with`` it (streamed).
+        Per-request keywords: ``timeout``, ``connect_timeout``,
+        ``max_response_bytes``, ``raise_for_status``, ``max_redirects``…"""
+        if isinstance(data, str):
+            data = data.encode()
+        opts = _opts(dict(timeout_ms=_ms(timeout), connect_timeout_ms=_ms(connect_timeout),
+                          **options))
+        return _Request(self, method, url, bytes(data) if data is not None else None, headers,
+                        opts)
+
+    def get(self, url: str, **kw: Any) -> _Request:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, data: Optional[bytes] = None, **kw: Any) -> _Request:
+        return self.request("POST", url, data=data, **kw)
+
+    def put(self, url: str, data: Optional[bytes] = None, **kw: Any) -> _Request:
+        return self.request("PUT", url, data=data, **kw)
+
+    def delete(self, url: str, **kw: Any) -> _Request:
+        return self.request("DELETE", url, **kw)

@@ -1,0 +1,396 @@
+"""SQL connections (SQLite and PostgreSQL share this code, as in C)."""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import weakref
+from collections import deque
+from typing import Any, Deque, Optional, Sequence, Tuple
+
+from . import _lib
+from . import _core as C
+
+sl = _lib.driver("sql")
+
+_NULL, _BOOL, _INT64, _DOUBLE, _TEXT, _BLOB = range(6)
+_VAL, _ROW, _ROWS, _EXEC = range(4)
+_len = ctypes.c_size_t()
+_plen = ctypes.byref(_len)
+
+
+class Rows(list):
+    """The rows of a result: a list of tuples; ``columns`` names their columns."""
+
+    columns: Tuple[str, ...] = ()
+
+
+class ExecResult:
+    """What :meth:`Connection.execute` returns: rows changed and the last rowid."""
+
+    __slots__ = ("changes", "last_id")
+
+    def __init__(self, changes: int, last_id: int) -> None:
+        self.changes = changes
+        self.last_id = last_id
+
+    def __repr__(self) -> str:
+        return f"ExecResult(changes={self.changes}, last_id={self.last_id})"
+
+
+def _value(r: int, i: int, j: int) -> Any:
+    t = sl.ascope_rows_type(r, i, j)
+    if t == _INT64:
+        return sl.ascope_rows_int64(r, i, j)
+    if t == _TEXT:
+        p = sl.ascope_rows_text(r, i, j, _plen)
+        return ctypes.string_at(p, _len.value).decode("utf-8", "replace")
+    if t == _NULL:
+        return None
+    if t == _DOUBLE:
+        return sl.ascope_rows_double(r, i, j)
+    if t == _BOOL:
+        return bool(sl.ascope_rows_int64(r, i, j))
+    p = sl.ascope_rows_blob(r, i, j, _plen)
+    return ctypes.string_at(p, _len.value) if p else b""
+
+
+def _columns(r: int) -> Tuple[str, ...]:
+    return tuple(sl.ascope_rows_column_name(r, j).decode() for j in range(sl.ascope_rows_columns(r)))
+
+
+def _rows(r: int, out: Optional[Rows] = None) -> Rows:
+    if out is None:
+        out = Rows()
+        out.columns = _columns(r)
+    n, c = sl.ascope_rows_count(r), sl.ascope_rows_columns(r)
+    if c == 1:
+        out.extend((_value(r, i, 0),) for i in range(n))
+    else:
+        out.extend(tuple(_value(r, i, j) for j in range(c)) for i in range(n))
+    return out
+
+
+def _sql_cb(s: int, status: int, r: int, ud: int) -> int:
+    try:
+        fut, kind, conn = C._objs.pop(ud)
+        if fut.cancelled():
+            return 0
+        if status < 0:
+            fut.set_exception(conn._error(status))
+        elif kind == _VAL:
+            ok = r and sl.ascope_rows_count(r) and sl.ascope_rows_columns(r)
+            fut.set_result(_value(r, 0, 0) if ok else None)
+        elif kind == _ROWS:
+            fut.set_result(_rows(r))
+        elif kind == _ROW:
+            if r and sl.ascope_rows_count(r):
+                fut.set_result(tuple(_value(r, 0, j) for j in range(sl.ascope_rows_columns(r))))
+            else:
+                fut.set_result(None)
+        else:
+            fut.set_result(ExecResult(sl.ascope_rows_changes(r), sl.ascope_rows_last_id(r)))
+    except BaseException as e:
+        C._report(e, "a SQL callback")
+    return 0  # handled: a statement's error is the awaiting task's, not the scope's
+
+
+_sql_cb_c = _lib.SQL_CB(_sql_cb)
+
+
+def _stream_cb(s: int, status: int, r: int, ud: int) -> int:
+    try:
+        # A weak reference: a cursor dropped after a `break` is collected,
+        # and its __del__ resumes the stream so that this call can stop it.
+        ref = C._objs.get(ud)
+        cur = ref() if ref is not None else None
+        if cur is None:
+            C._objs.pop(ud, None)
+            return C.STOP if r else 0
+        if r:
+            if cur._stopping:
+                C._objs.pop(ud, None)
+                cur._finish()
+                return C.STOP
+            if not cur.columns:
+                cur.columns = _columns(r)
+            _rows(r, cur._buf)
+            cur._wake()
+            if len(cur._buf) >= cur._high:
+                cur._paused = True
+                return C.PAUSE
+            return C.CONTINUE
+        C._objs.pop(ud, None)
+        if status < 0 and not cur._stopping:
+            cur._err = cur._conn._error(status)
+        cur._finish()
+    except BaseException as e:
+        C._report(e, "a SQL stream callback")
+    return 0
+
+
+STOP = C.STOP
+_stream_cb_c = _lib.SQL_CB(_stream_cb)
+
+
+class Cursor:
+    """``async for row in db.cursor(sql, *args)``: rows in batches, with back-pressure.
+
+    At most about ``prefetch`` rows wait in Python: past that the stream is
+    paused and the database produces nothing more until they are consumed.
+    Leaving the loop early (``break``, an exception) stops the stream; use
+    ``async with db.cursor(...) as cur`` to stop it at a known point.
+    """
+
+    def __init__(self, conn: "Connection", sql: str, args: Sequence[Any], prefetch: int) -> None:
+        self._conn = conn
+        self._sql = sql
+        self._args = args
+        self._high = max(1, prefetch)
+        self._buf: Deque[tuple] = deque()
+        self._op = ctypes.c_void_p()
+        self._key = 0
+        self._started = self._ended = self._paused = self._stopping = False
+        self._err: Optional[BaseException] = None
+        self._waiter: Optional[asyncio.Future] = None
+        self.columns: Tuple[str, ...] = ()
+
+    def _start(self) -> None:
+        conn = self._conn
+        sc = C.scope_for(conn._scope)
+        s = C.handle_of(sc)
+        p = conn._bind(self._args)
+        self._key = C.register(weakref.ref(self))
+        rc = sl.ascope_sql_stream(s, conn._db, self._sql.encode(), p, _stream_cb_c, self._key,
+                                  ctypes.byref(self._op))
+        if rc < 0:
+            del C._objs[self._key]
+            raise conn._error(rc)
+        self._started = True
+        sc.streams.add(self)
+        conn._rt.kick()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _finish(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _resume(self) -> None:
+        if self._paused and not self._ended:
+            self._paused = False
+            sl.ascope_op_resume(self._op)
+            self._conn._rt.kick()
+
+    def _stop(self) -> None:
+        """Ends the stream at its next batch (the rows not yet read are dropped)."""
+        if self._started and not self._ended and not self._stopping:
+            self._stopping = True
+            self._buf.clear()
+            if self._paused:
+                self._paused = False
+                sl.ascope_op_resume(self._op)
+            self._conn._rt.kick()
+
+    def __aiter__(self) -> "Cursor":
+        return self
+
+    async def __anext__(self) -> tuple:
+        if not self._started:
+            self._start()
+        while True:
+            if self._buf:
+                row = self._buf.popleft()
+                if self._paused and len(self._buf) < self._high // 2:
+                    self._resume()
+                return row
+            if self._ended:
+                if self._err is not None:
+                    err, self._err = self._err, None
+                    raise err
+                raise StopAsyncIteration
+            self._resume()
+            self._waiter = self._conn._rt.loop.create_future()
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                self._stop()
+                raise
+            finally:
+                self._waiter = None
+
+    async def __aenter__(self) -> "Cursor":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stops the stream and waits until it has ended."""
+        self._stop()
+        while self._started and not self._ended:
+            self._waiter = self._conn._rt.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def __del__(self) -> None:
+        try:
+            self._stop()
+        except Exception:
+            pass
+
+
+class Transaction(C.ScopeCM):
+    """``async with db.transaction():`` — BEGIN, then COMMIT if the block ends
+    normally, ROLLBACK if it raises, is cancelled or times out. Nested ones
+    are savepoints (RELEASE / ROLLBACK TO)."""
+
+    def __init__(self, conn: "Connection", options: str) -> None:
+        self._conn = conn
+        self._options = options
+
+    def _uses(self, s: int) -> None:
+        db = self._conn._db
+        if not db or self._conn._scope.live_handle() is None:
+            raise C.make_error(C.ECLOSED, message="the connection is closed")
+        C.check(sl.ascope_use_sql_tx(s, db, self._options.encode() if self._options else None),
+                "transaction")
+
+    def _value(self) -> "Transaction":
+        return self
+
+
+def _opts(kw: dict) -> str:
+    parts = []
+    for k, v in kw.items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            v = int(v)
+        v = str(v)
+        if any(ch in v for ch in " \t,'") or v == "":
+            v = "'" + v.replace("'", "\\'") + "'"
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+class Connection:
+    """A database connection, held for the ``async with`` block that opened it.
+
+    Statements take ``$1, $2…`` placeholders (``?`` too on SQLite) and their
+    arguments as Python values: None, bool, int, float, str, bytes (anything
+    else is sent as its ``str()``). Statements from many tasks on one
+    connection are pipelined (PostgreSQL) or run in one hand-off (SQLite).
+    """
+
+    def __init__(self, driver: str) -> None:
+        self.driver = driver
+        self._scope: Optional[C.Scope] = None
+        self._rt: Optional[C.Runtime] = None
+        self._db = None
+        self._params = sl.ascope_sql_params_new()
+        if not self._params:
+            raise MemoryError("ascope_sql_params_new")
+
+    def __del__(self) -> None:
+        p, self._params = getattr(self, "_params", None), None
+        if p:
+            sl.ascope_sql_params_free(p)
+
+    def _error(self, status: int) -> BaseException:
+        code = msg = None
+        if self._db and status != C.ECANCELED:
+            code = C._s(sl.ascope_sql_errcode(self._db))
+            msg = C._s(sl.ascope_sql_errmsg(self._db))
+        return C.make_error(status, self.driver, code, msg, sql=True)
+
+    def _bind(self, args: Sequence[Any]) -> Optional[int]:
+        if not args:
+            return None
+        p = self._params
+        sl.ascope_sql_params_clear(p)
+        for a in args:
+            if a is None:
+                rc = sl.ascope_sql_params_add_null(p)
+            elif a is True or a is False:
+                rc = sl.ascope_sql_params_add_bool(p, int(a))
+            elif isinstance(a, int):
+                rc = sl.ascope_sql_params_add_int64(p, a)
+            elif isinstance(a, float):
+                rc = sl.ascope_sql_params_add_double(p, a)
+            elif isinstance(a, (bytes, bytearray, memoryview)):
+                b = bytes(a)
+                rc = sl.ascope_sql_params_add_blob(p, b, len(b))
+            else:
+                b = str(a).encode()
+                rc = sl.ascope_sql_params_add_text(p, b, len(b))
+            if rc < 0:
+                raise C.make_error(rc, message=f"cannot bind {a!r}")
+        return p
+
+    def _submit(self, fn: Any, sql: str, args: Sequence[Any], kind: int) -> "asyncio.Future[Any]":
+        s = C.handle_of(C.scope_for(self._scope))
+        p = self._bind(args)
+        fut = self._rt.loop.create_future()
+        k = C.register((fut, kind, self))
+        rc = fn(s, self._db, sql.encode(), p, _sql_cb_c, k)
+        if rc < 0:
+            del C._objs[k]
+            raise self._error(rc)
+        self._rt.kick()
+        return fut
+
+    async def execute(self, sql: str, *args: Any) -> ExecResult:
+        """Runs a statement (or, without arguments, a script of several)."""
+        return await self._submit(sl.ascope_sql_exec, sql, args, _EXEC)
+
+    async def fetch(self, sql: str, *args: Any) -> Rows:
+        """Every row of a query, as tuples; ``.columns`` names the columns."""
+        return await self._submit(sl.ascope_sql_query, sql, args, _ROWS)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Optional[tuple]:
+        """The first row, or None."""
+        return await self._submit(sl.ascope_sql_query, sql, args, _ROW)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row, or None."""
+        return await self._submit(sl.ascope_sql_query, sql, args, _VAL)
+
+    def cursor(self, sql: str, *args: Any, prefetch: int = 512) -> Cursor:
+        """The rows of a query as an ``async for``, with back-pressure."""
+        return Cursor(self, sql, args, prefetch)
+
+    def transaction(self, **options: Any) -> Transaction:
+        """A transaction (a savepoint when one is open): options are the driver's
+        (``isolation="serializable"``, ``read_only=True`` on PostgreSQL,
+        ``begin="immediate"`` on SQLite)."""
+        return Transaction(self, _opts(options))
+
+
+class Connect(C.ScopeCM):
+    """``async with connect(...) as db``: the connection is a use of a scope,
+    closed exactly once when the block ends, however it ends."""
+
+    def __init__(self, use: Any, driver: str, target: str, options: str) -> None:
+        self._use = use
+        self._target = target
+        self._options = options
+        self._conn = Connection(driver)
+        self._index = 0
+
+    def _uses(self, s: int) -> None:
+        from . import _core
+        self._index = _core.lib.ascope_use_count(s)
+        C.check(self._use(s, self._target.encode(), self._options.encode() or None), "connect")
+
+    def _on_body(self, sc: C.Scope) -> None:
+        self._conn._db = sl.ascope_sql_resource(sc.s, self._index)
+        self._conn._scope = sc
+        self._conn._rt = sc.rt
+
+    def _value(self) -> Connection:
+        return self._conn

@@ -1,0 +1,22 @@
+"""SQLite: ``async with ascope.sqlite.connect(path) as db``."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import _lib
+from .sql import Connect, Connection, _opts
+
+__all__ = ["connect", "Connection"]
+
+
+def connect(path: str, **options: Any) -> Connect:
+    """A connection to the SQLite database at path, for one ``async with``.
+
+    options are the driver's (docs/drivers/sqlite.md): ``mode="rwc"|"rw"|"ro"|"memory"``,
+    ``wal=True``, ``busy_timeout=5000``, ``cache=32``, ``batch=256``,
+    ``foreign_keys=True``, ``synchronous="normal"``.
+    """
+    lib = _lib.driver("sqlite")
+    if path == ":memory:" and "mode" not in options:
+        options["mode"] = "memory"
+    return Connect(lib.ascope_use_sqlite, "sqlite", path, _opts(options))

@@ -1,0 +1,105 @@
+"""Scopes of your own, locks and semaphores: ascope's, for ascope's scopes."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from . import _core as C
+
+__all__ = ["scope", "Scope", "Lock", "Semaphore"]
+
+
+class Scope(C.ScopeCM):
+    """``async with ascope.scope():`` — a scope with no resource of its own.
+
+    Work started inside it through a resource of an enclosing block
+    (statements on a connection, requests of a session) belongs to it: when
+    the block is cancelled or times out, that work alone is cancelled, and
+    the enclosing connection or session carries on. ``timeout`` (seconds)
+    is ascope's own deadline for the block (asyncio.timeout works as well).
+    """
+
+    def __init__(self, timeout: Optional[float] = None, name: Optional[str] = None) -> None:
+        self._timeout = timeout
+        self._name = name
+
+    def _uses(self, s: int) -> None:
+        if self._timeout is not None:
+            C.lib.ascope_set_timeout(s, max(1, int(self._timeout * 1000)))
+        if self._name:
+            C.lib.ascope_set_name(s, self._name.encode())
+
+
+def scope(timeout: Optional[float] = None, name: Optional[str] = None) -> Scope:
+    return Scope(timeout, name)
+
+
+class _Sync:
+    _new: Any
+    _use: Any
+
+    def __init__(self, *args: Any) -> None:
+        self._args = args
+        self._h = None
+        self._rt: Optional[C.Runtime] = None
+
+    def _handle(self, rt: C.Runtime) -> int:
+        if self._h is None:
+            self._rt = rt
+            self._h = self._new(rt.rt, *self._args)
+            if not self._h:
+                raise MemoryError("ascope lock")
+        elif self._rt is not rt:
+            raise RuntimeError("an ascope lock belongs to the loop it was first used on")
+        return self._h
+
+    def __call__(self) -> "_SyncUse":
+        return _SyncUse(self)
+
+    async def __aenter__(self) -> None:
+        import asyncio
+        u = _SyncUse(self)
+        await u.__aenter__()
+        held = self.__dict__.setdefault("_held", {})
+        held.setdefault(asyncio.current_task(), []).append(u)
+
+    async def __aexit__(self, et, exc, tb) -> bool:
+        import asyncio
+        task = asyncio.current_task()
+        stack = self._held[task]
+        u = stack.pop()
+        if not stack:
+            del self._held[task]
+        return await u.__aexit__(et, exc, tb)
+
+    def close(self) -> None:
+        """Frees the lock: its waiters fail with ClosedError."""
+        h, self._h = self._h, None
+        if h:
+            self._free(h)
+
+
+class _SyncUse(C.ScopeCM):
+    def __init__(self, sync: _Sync) -> None:
+        self._sync = sync
+
+    def _uses(self, s: int) -> None:
+        C.check(self._sync._use(s, self._sync._handle(C.runtime())), "lock")
+
+
+class Lock(_Sync):
+    """``async with lock:`` — FIFO, cancellation-safe; a use of a scope."""
+
+    _new = staticmethod(lambda rt: C.lib.ascope_lock_new(rt))
+    _use = staticmethod(lambda s, h: C.lib.ascope_use_lock(s, h))
+    _free = staticmethod(lambda h: C.lib.ascope_lock_free(h))
+
+
+class Semaphore(_Sync):
+    """``async with sem:`` — one of n permits for the block."""
+
+    def __init__(self, permits: int = 1) -> None:
+        super().__init__(permits)
+
+    _new = staticmethod(lambda rt, n: C.lib.ascope_sem_new(rt, n))
+    _use = staticmethod(lambda s, h: C.lib.ascope_use_sem(s, h))
+    _free = staticmethod(lambda h: C.lib.ascope_sem_free(h))

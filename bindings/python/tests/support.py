@@ -1,0 +1,69 @@
+"""Shared by the binding's tests: the servers' addresses from the environment
+scripts/test exports, the loop choice, and a trace recorder."""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import unittest
+from typing import List, Tuple
+
+import ascope
+from ascope import _core, _lib
+
+PG_DSN = os.environ.get("ASCOPE_PG_DSN")
+HTTP_URL = os.environ.get("ASCOPE_HTTP_URL")
+FAULT_URL = os.environ.get("ASCOPE_HTTP_FAULT_URL")
+LOOP = os.environ.get("ASCOPE_TEST_LOOP", "asyncio")
+
+need_pg = unittest.skipUnless(PG_DSN, "ASCOPE_PG_DSN is not set (scripts/pg-start)")
+need_http = unittest.skipUnless(HTTP_URL and FAULT_URL, "ASCOPE_HTTP_URL is not set (scripts/http-start)")
+
+
+class TestCase(unittest.IsolatedAsyncioTestCase):
+    """Runs each test on the loop ASCOPE_TEST_LOOP names: asyncio's or uvloop."""
+
+    def _setupAsyncioRunner(self):  # Python 3.11's hook for the loop factory
+        if LOOP == "uvloop":
+            import uvloop
+            self._asyncioRunner = asyncio.Runner(debug=True, loop_factory=uvloop.new_event_loop)
+            return
+        super()._setupAsyncioRunner()
+
+    async def asyncSetUp(self) -> None:
+        asyncio.get_running_loop().slow_callback_duration = 10  # debug mode, quieter
+        self.rt = ascope.runtime()
+        self.live0 = self.rt.stat("scopes_live")
+
+    async def asyncTearDown(self) -> None:
+        # Every scope a test opened has ended: nothing leaks into the next.
+        self.assertEqual(self.rt.stat("scopes_live"), self.live0)
+        self.assertEqual(self.rt.live, 0)
+
+
+KINDS = {3: "acquire", 4: "acquired", 7: "release", 8: "released"}
+
+
+class Trace:
+    """Records acquires and releases (scope id, use index) through the C
+    trace hook: what each resource saw, seen from Python."""
+
+    def __init__(self, rt) -> None:
+        self.events: List[Tuple[str, int, int, str]] = []
+        self._fn = _lib.TRACE_FN(self._on)  # kept alive while installed
+        self.rt = rt
+        _core.lib.ascope_rt_set_trace(rt.rt, self._fn, None)
+
+    def _on(self, ev, ud) -> None:
+        e = ev.contents
+        if e.kind in KINDS:
+            self.events.append((KINDS[e.kind], e.scope_id, e.id, (e.driver or b"").decode()))
+
+    def close(self) -> None:
+        _core.lib.ascope_rt_set_trace(self.rt.rt, ctypes.cast(None, _lib.TRACE_FN), None)
+
+    def releases(self) -> List[Tuple[int, int, str]]:
+        return [(s, i, d) for k, s, i, d in self.events if k == "release"]
+
+    def acquired(self) -> List[Tuple[int, int, str]]:
+        return [(s, i, d) for k, s, i, d in self.events if k == "acquire"]

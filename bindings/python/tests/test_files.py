@@ -1,0 +1,83 @@
+import asyncio
+import os
+import tempfile
+import unittest
+
+import ascope
+from support import TestCase
+
+
+class Files(TestCase):
+    async def asyncSetUp(self):
+        await super().asyncSetUp()
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "f.txt")
+
+    async def asyncTearDown(self):
+        await super().asyncTearDown()
+        self.dir.cleanup()
+
+    async def test_write_read_iterate(self):
+        async with ascope.open(self.path, "w") as f:
+            self.assertEqual(await f.write("hello "), 6)
+            await f.write(b"world")
+            await f.sync()
+        async with ascope.open(self.path) as f:
+            self.assertEqual(await f.read(), b"hello world")
+            self.assertEqual(await f.read(5, 0), b"hello")
+            self.assertEqual([c async for c in f.iter_chunked(4)], [b"hell", b"o wo", b"rld"])
+
+    async def test_atomic_replace(self):
+        with open(self.path, "w") as f:
+            f.write("old")
+        async with ascope.open(self.path, "w", atomic=True) as f:
+            await f.write("new")
+            with open(self.path) as g:
+                self.assertEqual(g.read(), "old", "replaced before the block ended")
+        with open(self.path) as g:
+            self.assertEqual(g.read(), "new")
+        with self.assertRaises(ValueError):
+            async with ascope.open(self.path, "w", atomic=True) as f:
+                await f.write("half")
+                raise ValueError
+        with self.assertRaises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                async with ascope.open(self.path, "w", atomic=True) as f:
+                    await f.write("late")
+                    await asyncio.sleep(10)
+        with open(self.path) as g:
+            self.assertEqual(g.read(), "new")
+        self.assertEqual(os.listdir(self.dir.name), ["f.txt"], "a temporary file was left")
+
+    async def test_errors(self):
+        with self.assertRaises(ascope.FileError) as cm:
+            async with ascope.open(os.path.join(self.dir.name, "missing")):
+                self.fail("opened")
+        self.assertIsInstance(cm.exception, OSError)
+        self.assertEqual((cm.exception.driver, cm.exception.code), ("file", "ENOENT"))
+        self.assertEqual(cm.exception.errno, 2)
+        with open(self.path, "w") as f:
+            f.write("x")
+        with self.assertRaises(ascope.FileError) as cm:
+            async with ascope.open(self.path, "x"):
+                self.fail("opened")
+        self.assertEqual(cm.exception.code, "EEXIST")
+        async with ascope.open(self.path, "r") as f:
+            with self.assertRaises(ascope.FileError):
+                await f.write("not writable")
+            self.assertEqual(await f.read(), b"x")  # the file carries on
+
+    async def test_large_stream_bounded(self):
+        with open(self.path, "wb") as f:
+            f.write(os.urandom(1 << 22))
+        n = 0
+        async with ascope.open(self.path) as f:
+            it = f.iter_chunked(1 << 16, prefetch=4)
+            async for c in it:
+                n += len(c)
+                self.assertLessEqual(len(it._chunks), 4 + 1)
+        self.assertEqual(n, 1 << 22)
+
+
+if __name__ == "__main__":
+    unittest.main()

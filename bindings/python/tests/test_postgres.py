@@ -1,0 +1,114 @@
+import asyncio
+import socket
+import unittest
+
+import ascope
+from support import PG_DSN, TestCase, need_pg
+
+
+@need_pg
+class Postgres(TestCase):
+    async def test_shapes_and_types(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            self.assertEqual(await db.fetchval("SELECT $1::int + 1", 41), 42)
+            row = await db.fetchrow("SELECT 1::int8 AS a, 'x'::text AS b, 2.5::float8 AS c, "
+                                    "true AS d, NULL::int AS e, '\\x0001'::bytea AS f")
+            self.assertEqual(row, (1, "x", 2.5, True, None, b"\0\1"))
+            rows = await db.fetch("SELECT g, g * 2 AS twice FROM generate_series(1, 3) g")
+            self.assertEqual(rows.columns, ("g", "twice"))
+            self.assertEqual(list(rows), [(1, 2), (2, 4), (3, 6)])
+
+    async def test_64_concurrent_fetchval_pipeline_on_one_connection(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            before = self.rt.stat("postgres.opened")
+            got = await asyncio.gather(*(db.fetchval("SELECT $1::int * 2", i) for i in range(64)))
+            self.assertEqual(got, [i * 2 for i in range(64)])
+            self.assertEqual(self.rt.stat("postgres.opened"), before, "one connection")
+            # They were in flight together, not one after another.
+            self.assertGreater(self.rt.stat("postgres.max_pipeline"), 1)
+
+    async def test_connect_refused(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        with self.assertRaises(ascope.SQLConnectionError) as cm:
+            async with ascope.postgres.connect(f"host=127.0.0.1 port={port} dbname=x user=x"):
+                self.fail("connected")
+        self.assertEqual((cm.exception.driver, cm.exception.code), ("postgres", "08001"))
+
+    async def test_bad_sql_and_constraint_violation(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            await db.execute("CREATE TEMP TABLE t (id int PRIMARY KEY)")
+            await db.execute("INSERT INTO t VALUES ($1)", 1)
+            with self.assertRaises(ascope.UniqueViolation) as cm:
+                await db.execute("INSERT INTO t VALUES ($1)", 1)
+            self.assertEqual(cm.exception.sqlstate, "23505")
+            self.assertIn("duplicate key", cm.exception.message)
+            with self.assertRaises(ascope.SyntaxError):
+                await db.fetch("SELEC 1")
+            with self.assertRaises(ascope.UndefinedTable):
+                await db.fetch("SELECT * FROM no_such_table")
+            with self.assertRaises(ascope.DataError):
+                await db.fetchval("SELECT 1 / 0")
+            self.assertEqual(await db.fetchval("SELECT count(*) FROM t"), 1)
+
+    async def test_timeout_inside_a_transaction_cancels_on_the_server_and_rolls_back(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            await db.execute("CREATE TEMP TABLE t (v int)")
+            cancels = self.rt.stat("postgres.cancels")
+            with self.assertRaises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    async with db.transaction():
+                        await db.execute("INSERT INTO t VALUES (1)")
+                        await db.fetchval("SELECT pg_sleep(30)")
+            self.assertGreater(self.rt.stat("postgres.cancels"), cancels, "no cancel request sent")
+            self.assertEqual(await db.fetchval("SELECT count(*) FROM t"), 0)
+            active = await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                                       "'SELECT pg_sleep(30)%' AND state = 'active'")
+            self.assertEqual(active, 0, "the query still runs on the server")
+
+    async def test_task_cancelled_mid_query(self):
+        # The connection runs its statements in order: watch from another.
+        async with ascope.postgres.connect(PG_DSN) as db, ascope.postgres.connect(PG_DSN) as watch:
+            async def slow():
+                async with ascope.scope():
+                    await db.fetchval("SELECT pg_sleep(30)")
+            t = asyncio.create_task(slow())
+            while not await watch.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                                        "'SELECT pg_sleep(30)%' AND state = 'active'"):
+                await asyncio.sleep(0.01)
+            t.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await t
+            # the connection carries on; the slow query is gone
+            self.assertEqual(await db.fetchval("SELECT 5"), 5)
+
+    async def test_nested_transactions_and_commit(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            await db.execute("CREATE TEMP TABLE t (v int)")
+            async with db.transaction(isolation="serializable"):
+                await db.execute("INSERT INTO t VALUES (1)")
+                try:
+                    async with db.transaction():
+                        await db.execute("INSERT INTO t VALUES (2)")
+                        await db.execute("INSERT INTO t VALUES ('x')")
+                except ascope.SQLError:
+                    pass
+                await db.execute("INSERT INTO t VALUES (3)")
+            self.assertEqual([r[0] for r in await db.fetch("SELECT v FROM t ORDER BY v")], [1, 3])
+
+    async def test_cursor(self):
+        async with ascope.postgres.connect(PG_DSN, batch=100) as db:
+            total = 0
+            async for (g,) in db.cursor("SELECT g FROM generate_series(1, 10000) g", prefetch=200):
+                total += g
+            self.assertEqual(total, 10000 * 10001 // 2)
+            async for (g,) in db.cursor("SELECT g FROM generate_series(1, 1000000) g"):
+                if g == 3:
+                    break
+            self.assertEqual(await db.fetchval("SELECT 9"), 9)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,135 @@
+import asyncio
+import os
+import tempfile
+import unittest
+
+import ascope
+from support import TestCase
+
+COUNT = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c"
+
+
+class SQLite(TestCase):
+    async def asyncSetUp(self):
+        await super().asyncSetUp()
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "t.db")
+
+    async def asyncTearDown(self):
+        await super().asyncTearDown()
+        self.dir.cleanup()
+
+    async def test_shapes(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)")
+            r = await db.execute("INSERT INTO t (name, score, data) VALUES ($1, $2, $3)", "ann", 1.5, b"\0x")
+            self.assertEqual((r.changes, r.last_id), (1, 1))
+            await db.execute("INSERT INTO t (name, score, data) VALUES (?, ?, ?)", "bob", None, None)
+            rows = await db.fetch("SELECT id, name, score, data FROM t ORDER BY id")
+            self.assertEqual(rows.columns, ("id", "name", "score", "data"))
+            self.assertEqual(list(rows), [(1, "ann", 1.5, b"\0x"), (2, "bob", None, None)])
+            self.assertEqual(await db.fetchrow("SELECT name FROM t WHERE id = $1", 2), ("bob",))
+            self.assertIsNone(await db.fetchrow("SELECT name FROM t WHERE id = 3"))
+            self.assertEqual(await db.fetchval("SELECT count(*) FROM t"), 2)
+            self.assertEqual(await db.fetchval("SELECT $1", True), 1)
+        self.assertEqual(self.rt.stat("sqlite.connections"), 0)
+
+    async def test_constraint_violation_and_bad_sql(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            await db.execute("INSERT INTO t VALUES (1, 'a')")
+            with self.assertRaises(ascope.UniqueViolation) as cm:
+                await db.execute("INSERT INTO t VALUES (1, 'b')")
+            e = cm.exception
+            self.assertIsInstance(e, ascope.IntegrityError)
+            self.assertEqual((e.driver, e.code), ("sqlite", "SQLITE_CONSTRAINT_PRIMARYKEY"))
+            self.assertEqual(e.name, "ASCOPE_EDRIVER")
+            with self.assertRaises(ascope.NotNullViolation):
+                await db.execute("INSERT INTO t VALUES (2, NULL)")
+            with self.assertRaises(ascope.SyntaxError):
+                await db.fetch("SELEC 1")
+            with self.assertRaises(ascope.UndefinedTable):
+                await db.fetch("SELECT * FROM nope")
+            # the connection carries on after each
+            self.assertEqual(await db.fetchval("SELECT count(*) FROM t"), 1)
+
+    async def test_transactions_nest_as_savepoints(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            await db.execute("CREATE TABLE t (v INTEGER)")
+            async with db.transaction():
+                await db.execute("INSERT INTO t VALUES (1)")
+                with self.assertRaises(KeyError):
+                    async with db.transaction():  # a savepoint, rolled back alone
+                        await db.execute("INSERT INTO t VALUES (2)")
+                        raise KeyError("inner")
+                async with db.transaction():
+                    await db.execute("INSERT INTO t VALUES (3)")
+            self.assertEqual([r[0] for r in await db.fetch("SELECT v FROM t ORDER BY v")], [1, 3])
+            with self.assertRaises(RuntimeError):
+                async with db.transaction(begin="immediate"):
+                    await db.execute("INSERT INTO t VALUES (4)")
+                    raise RuntimeError("outer")
+            self.assertEqual(await db.fetchval("SELECT count(*) FROM t"), 2)
+
+    async def test_cursor_back_pressure(self):
+        async with ascope.sqlite.connect(self.path, batch=64) as db:
+            cur = db.cursor(COUNT.format(n=20000), prefetch=128)
+            n = 0
+            most = 0
+            async for (x,) in cur:
+                n += 1
+                most = max(most, len(cur._buf))
+                if n % 1000 == 0:
+                    await asyncio.sleep(0)  # let the stream run ahead if it could
+            self.assertEqual(n, 20000)
+            # never more than the bound and one batch waiting in Python
+            self.assertLessEqual(most, 128 + 64)
+            # leaving early stops the stream: the connection is free again
+            async for (x,) in db.cursor(COUNT.format(n=100000), prefetch=64):
+                if x == 10:
+                    break
+            self.assertEqual(await db.fetchval("SELECT 7"), 7)
+            async with db.cursor(COUNT.format(n=100000)) as cur:
+                async for (x,) in cur:
+                    break
+            self.assertEqual(await db.fetchval("SELECT 8"), 8)
+
+    async def test_cancel_mid_query_and_timeout_inside_a_transaction(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            await db.execute("CREATE TABLE t (v INTEGER)")
+            slow = COUNT.format(n=10**9).replace("SELECT x FROM c", "SELECT count(*) FROM c")
+            with self.assertRaises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    async with db.transaction():
+                        await db.execute("INSERT INTO t VALUES (1)")
+                        await db.fetchval(slow)
+            # rolled back, and the connection works
+            self.assertEqual(await db.fetchval("SELECT count(*) FROM t"), 0)
+            task = asyncio.create_task(self._slow(db, slow))
+            while not db._scope.rt.stat("sqlite.running"):
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            self.assertEqual(await db.fetchval("SELECT 1"), 1)
+
+    async def _slow(self, db, slow):
+        async with ascope.scope():
+            await db.fetchval(slow)
+
+    async def test_connect_error(self):
+        with self.assertRaises(ascope.SQLConnectionError) as cm:
+            async with ascope.sqlite.connect(os.path.join(self.path, "no", "such.db"), mode="rw"):
+                self.fail("acquired")
+        self.assertEqual(cm.exception.driver, "sqlite")
+
+    async def test_many_inserts_in_one_transaction(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            await db.execute("CREATE TABLE t (v INTEGER)")
+            async with db.transaction():
+                await asyncio.gather(*(db.execute("INSERT INTO t VALUES ($1)", i) for i in range(2000)))
+            self.assertEqual(await db.fetchval("SELECT sum(v) FROM t"), sum(range(2000)))
+
+
+if __name__ == "__main__":
+    unittest.main()
