@@ -197,6 +197,9 @@ class Runtime:
             pass
         if lib.ascope_rt_free(self.rt) == 0:
             self.rt = None
+            fin = getattr(self, "_fin", None)
+            if fin is not None:
+                fin.detach()  # freed here: the loop's finalizer must not free it again
 
 
 _runtimes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime]" = weakref.WeakKeyDictionary()
@@ -215,7 +218,8 @@ def runtime() -> Runtime:
         _runtimes[loop] = r
         # The loop closes its selector (and so drops the reader) when closed;
         # the runtime goes with the loop object.
-        weakref.finalize(loop, _free_rt, r.rt)
+        # (the raw pointer, not the Runtime, which refers to the loop)
+        r._fin = weakref.finalize(loop, _free_rt, r.rt)
     return r
 
 
@@ -378,7 +382,7 @@ class Scope:
             exc.secondary.extend(e for e in extra if e is not exc)
         else:
             try:
-                exc.ascope_errors = list(extra)  # type: ignore[attr-defined]
+                exc.release_errors = list(extra)  # type: ignore[attr-defined]
             except Exception:
                 pass
             if hasattr(exc, "add_note"):

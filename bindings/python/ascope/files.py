@@ -84,7 +84,7 @@ class _Chunks:
     """``async for chunk in f``: the file from its start in chunks, read ahead
     by the driver, paused while ``prefetch`` chunks wait unread."""
 
-    def __init__(self, f: "File", chunk_size: int, prefetch: int = 4) -> None:
+    def __init__(self, f: "File", chunk_size: int, prefetch: int = 8) -> None:
         self._f = f
         self._chunk = chunk_size
         self._high = max(1, prefetch)
@@ -137,7 +137,9 @@ class _Chunks:
         while True:
             if self._chunks:
                 c = self._chunks.popleft()
-                if self._paused and len(self._chunks) < self._high:
+                # Hysteresis: resume once half drained, not at every chunk, so
+                # the reads ahead are not stopped and restarted each time.
+                if self._paused and len(self._chunks) <= self._high // 2:
                     self._resume()
                 return c
             if self._ended:
@@ -220,7 +222,7 @@ class File(C.ScopeCM):
         """fsync(2), after every write before it."""
         await self._op(lambda s, k: fl.ascope_file_sync(s, self._f, _done_cb_c, k), "syncing")
 
-    def iter_chunked(self, n: int, prefetch: int = 4) -> _Chunks:
+    def iter_chunked(self, n: int, prefetch: int = 8) -> _Chunks:
         """The file in chunks of n bytes, as an ``async for``."""
         return _Chunks(self, n, prefetch)
 

@@ -1,0 +1,232 @@
+"""bench/python/bench.py: the Python binding beside what a Python programmer
+would pick instead — asyncpg, aiosqlite, aiohttp, aiofiles — on the same
+asyncio loop, in one run, with the ratio (higher: ascope faster).
+
+    scripts/bench-python [build dir] [--loop uvloop] [--quick]
+
+Needs the servers of scripts/pg-start and scripts/http-start (their
+ASCOPE_PG_DSN and ASCOPE_HTTP_URL); a case whose server or package is
+missing is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+import ascope
+
+PG = os.environ.get("ASCOPE_PG_DSN")
+HTTP = os.environ.get("ASCOPE_HTTP_URL")
+rows = []
+
+
+def report(case, unit, ours, theirs, other):
+    ratio = ours / theirs if theirs else float("nan")
+    rows.append((case, unit, ours, theirs, other, ratio))
+    print(f"{case:<44} {ours:>12,.0f} {theirs:>12,.0f} {unit:<6} {ratio:6.2f}x  vs {other}",
+          flush=True)
+
+
+async def timed(fn, *a):
+    t = time.perf_counter()
+    await fn(*a)
+    return time.perf_counter() - t
+
+
+def asyncpg_dsn(dsn):
+    kv = dict(p.split("=", 1) for p in dsn.split())
+    return dict(host=kv.get("host"), port=int(kv.get("port", 5432)), database=kv.get("dbname"),
+                user=kv.get("user"), password=kv.get("password"))
+
+
+async def bench_pg(n_seq, n_conc):
+    import asyncpg
+    # one by one
+    async with ascope.postgres.connect(PG) as db:
+        async def ours():
+            for i in range(n_seq):
+                await db.fetchval("SELECT $1::int", i)
+        await ours()
+        t1 = await timed(ours)
+    c = await asyncpg.connect(**asyncpg_dsn(PG))
+    async def theirs():
+        for i in range(n_seq):
+            await c.fetchval("SELECT $1::int", i)
+    await theirs()
+    t2 = await timed(theirs)
+    await c.close()
+    report("PG SELECT $1::int, awaited one by one", "q/s", n_seq / t1, n_seq / t2, "asyncpg")
+
+    # 64 tasks, n_conc queries: one pipelined connection vs asyncpg's pool of 8
+    per = n_conc // 64
+    async with ascope.postgres.connect(PG) as db:
+        async def worker():
+            for i in range(per):
+                await db.fetchval("SELECT $1::int", i)
+        async def ours():
+            await asyncio.gather(*(worker() for _ in range(64)))
+        await ours()
+        t1 = await timed(ours)
+    async with asyncpg.create_pool(**asyncpg_dsn(PG), min_size=8, max_size=8) as pool:
+        async def worker2():
+            for i in range(per):
+                await pool.fetchval("SELECT $1::int", i)
+        async def theirs():
+            await asyncio.gather(*(worker2() for _ in range(64)))
+        await theirs()
+        t2 = await timed(theirs)
+    report("PG 64 tasks, one connection vs pool of 8", "q/s", per * 64 / t1, per * 64 / t2,
+           "asyncpg pool(8)")
+
+
+async def bench_sqlite(n_sel, n_ins):
+    import aiosqlite
+    d = tempfile.mkdtemp()
+    p1, p2 = os.path.join(d, "a.db"), os.path.join(d, "b.db")
+    for p in (p1, p2):
+        async with ascope.sqlite.connect(p) as db:
+            await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            async with db.transaction():
+                await asyncio.gather(*(db.execute("INSERT INTO t VALUES ($1, 'x')", i)
+                                       for i in range(1000)))
+    async with ascope.sqlite.connect(p1) as db:
+        async def ours():
+            for i in range(n_sel):
+                await db.fetchval("SELECT v FROM t WHERE id = $1", i % 1000)
+        t1 = await timed(ours)
+    async with aiosqlite.connect(p2) as db2:
+        async def theirs():
+            for i in range(n_sel):
+                async with db2.execute("SELECT v FROM t WHERE id = ?", (i % 1000,)) as cur:
+                    await cur.fetchone()
+        t2 = await timed(theirs)
+    report("SQLite point SELECT, awaited one by one", "q/s", n_sel / t1, n_sel / t2, "aiosqlite")
+
+    async with ascope.sqlite.connect(p1) as db:
+        await db.execute("CREATE TABLE u (v INTEGER)")
+        async def ours():
+            async with db.transaction():
+                for k in range(0, n_ins, 1000):  # queued, not awaited one by one
+                    await asyncio.gather(*(db.execute("INSERT INTO u VALUES ($1)", i)
+                                           for i in range(k, k + 1000)))
+        t1 = await timed(ours)
+    async with aiosqlite.connect(p2) as db2:
+        await db2.execute("CREATE TABLE u (v INTEGER)")
+        async def theirs():
+            await db2.execute("BEGIN")
+            for i in range(n_ins):
+                await db2.execute("INSERT INTO u VALUES (?)", (i,))
+            await db2.commit()
+        t2 = await timed(theirs)
+    report(f"SQLite {n_ins:,} INSERTs in one transaction", "rows/s", n_ins / t1, n_ins / t2,
+           "aiosqlite")
+
+
+async def bench_http(n):
+    import aiohttp
+    url = HTTP + "/static/1k.bin"
+    per = n // 64
+    async with ascope.http.Session() as http:
+        async def worker():
+            for _ in range(per):
+                r = await http.get(url)
+                assert len(r.body) == 1024
+        async def ours():
+            await asyncio.gather(*(worker() for _ in range(64)))
+        await ours()
+        t1 = await timed(ours)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+        async def worker2():
+            for _ in range(per):
+                async with s.get(url) as r:
+                    assert len(await r.read()) == 1024
+        async def theirs():
+            await asyncio.gather(*(worker2() for _ in range(64)))
+        await theirs()
+        t2 = await timed(theirs)
+    report("HTTP GET 1 KiB, 64 concurrent", "req/s", per * 64 / t1, per * 64 / t2, "aiohttp")
+
+
+async def bench_file(size):
+    import aiofiles
+    fd, path = tempfile.mkstemp()
+    chunk = os.urandom(1 << 20)
+    with os.fdopen(fd, "wb") as f:
+        for _ in range(size >> 20):
+            f.write(chunk)
+    try:
+        async def ours():
+            n = 0
+            async with ascope.open(path) as f:
+                async for c in f.iter_chunked(1 << 20):
+                    n += len(c)
+            assert n == size
+        async def theirs():
+            n = 0
+            async with aiofiles.open(path, "rb") as f:
+                while True:
+                    c = await f.read(1 << 20)
+                    if not c:
+                        break
+                    n += len(c)
+            assert n == size
+        await ours(); await theirs()  # the page cache, warm for both
+        t1 = await timed(ours)
+        t2 = await timed(theirs)
+    finally:
+        os.unlink(path)
+    mb = size / 1e6
+    report(f"file stream {size >> 20} MiB, 1 MiB chunks", "MB/s", mb / t1, mb / t2, "aiofiles")
+
+
+class Empty:
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *a):
+        return False
+
+
+async def bench_scope(n):
+    async def ours():
+        for _ in range(n):
+            async with ascope.scope():
+                pass
+    async def plain():
+        for _ in range(n):
+            async with Empty():
+                pass
+    await ours()
+    t1 = await timed(ours)
+    t2 = await timed(plain)
+    print(f"{'empty async with: ascope.scope()':<44} {t1 / n * 1e6:>10.1f} us  "
+          f"plain Python async CM {t2 / n * 1e6:.2f} us", flush=True)
+
+
+async def main(a):
+    q = a.quick
+    print(f"# ascope {ascope.version()}, loop {a.loop}, python {sys.version.split()[0]}")
+    print(f"{'case':<44} {'ascope':>12} {'other':>12} {'unit':<6} ratio")
+    if PG:
+        await bench_pg(2000 if q else 20000, 6400 if q else 20000)
+    if True:
+        await bench_sqlite(5000 if q else 20000, 20000 if q else 100000)
+    if HTTP:
+        await bench_http(3200 if q else 20000)
+    await bench_file((64 if q else 1024) << 20)
+    await bench_scope(20000 if q else 100000)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    if a.loop == "uvloop":
+        import uvloop
+        uvloop.install()
+    asyncio.run(main(a))
