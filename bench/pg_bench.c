@@ -18,6 +18,11 @@
  * disturbed by others. CPU per statement is this process's (user + system,
  * all threads); the server's is not in it.
  *
+ *   (c) with ASCOPE_PGBOUNCER_DSN set (scripts/pgbouncer-start), (a) and
+ *       (b) again through PgBouncer in transaction mode, raw libpq through
+ *       the same pooler beside them; the driver finds the pooler at
+ *       connect and names no statement there.
+ *
  *   bench/pg_bench [n] [rounds] [dsn]    (default 20,000, 3, $ASCOPE_PG_DSN)
  */
 #include <ascope/postgres.h>
@@ -252,6 +257,23 @@ int main(int argc, char **argv) {
   row("pipelined: raw 256/sync | 64 scopes", pipe_raw, pipe_as);
   row("pipelined: raw 256/sync | 64 scopes, sync=batch", pipe_raw, pipe_batch);
   row("pipelined: raw 256, a sync each | 64 scopes", pipe_each, pipe_as);
+  const char *bouncer = getenv("ASCOPE_PGBOUNCER_DSN");
+  if (bouncer && *bouncer) {
+    const char *direct = dsn;
+    dsn = bouncer;
+    PGconn *braw = raw_connect();
+    struct best bseq_raw = {0}, bseq_as = {0}, bpipe_raw = {0}, bpipe_as = {0};
+    for (int r = 0; r < rounds; r++) {
+      raw_sequential(braw, &bseq_raw);
+      ascope_case(1, NULL, &bseq_as);
+      raw_pipeline(braw, true, &bpipe_raw);
+      ascope_case(SCOPES, NULL, &bpipe_as);
+    }
+    row("pgbouncer, sequential: PQexecParams | 1 scope", bseq_raw, bseq_as);
+    row("pgbouncer, pipelined: raw, a sync each | 64 scopes", bpipe_raw, bpipe_as);
+    PQfinish(braw);
+    dsn = direct;
+  }
   printf("\n(us: CPU microseconds per statement in this process; ascope pipelined: %lld statements"
          " at most in flight)\n",
          (long long)ascope_postgres_stat("max_pipeline"));

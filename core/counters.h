@@ -16,7 +16,7 @@
 #include <string.h>
 #include <uv.h>
 
-#define ACOUNT_MAX 16
+#define ACOUNT_MAX 24
 
 struct acount {
   atomic_llong v[ACOUNT_MAX];

@@ -129,6 +129,23 @@ void trace_op(ascope_op *op, int kind, int status) {
   rt->trace_fn(&ev, rt->trace_ud);
 }
 
+void ascope_res_note(ascope_res *r, const char *code, const char *message) {
+  if (r == NULL || r->rt->trace_fn == NULL) return;
+  ascope_trace_event ev;
+  if (r->scope) {
+    event_init(&ev, ASCOPE_TRACE_NOTE, r->scope, uv_hrtime());
+  } else { /* a pool's idle or opening resource */
+    memset(&ev, 0, sizeof ev);
+    ev.size = sizeof ev;
+    ev.kind = ASCOPE_TRACE_NOTE;
+    ev.ts_ns = uv_hrtime();
+  }
+  ev.driver = r->drv->name;
+  ev.code = code;
+  ev.message = message;
+  r->rt->trace_fn(&ev, r->rt->trace_ud);
+}
+
 void trace_rt_free(ascope_rt *rt) {
   if (rt->trace_fn) {
     ascope_trace_event ev;

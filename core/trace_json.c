@@ -551,6 +551,9 @@ void ascope_trace_json_event(const ascope_trace_event *ev, void *ud) {
   case ASCOPE_TRACE_ABORT:
     instant(w, j, "abort", ev);
     break;
+  case ASCOPE_TRACE_NOTE:
+    instant(w, j, "note", ev);
+    break;
   default:
     break; /* a kind this writer does not know */
   }

@@ -8,7 +8,7 @@ if(TARGET mini_criterion)
   list(APPEND _pg_test_opts MINI_UNDER_TSAN)
 endif()
 foreach(t test_postgres test_postgres_pipeline test_postgres_stream test_postgres_faults
-    test_postgres_order test_postgres_errors test_postgres_pool)
+    test_postgres_order test_postgres_errors test_postgres_pool test_postgres_pgbouncer)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c)
     ascope_test(${t} ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c ${CMAKE_CURRENT_SOURCE_DIR}/pg_support.c
       ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c

@@ -17,10 +17,17 @@
 
 #include "pg_support.h"
 
-static char pair_dir[1024], pair_dsn[1024], standby_dsn[1024];
+static char pair_dir[1024], pair_dsn[1024], standby_dsn[1024], primary_dsn[1024];
+static char bouncer_dir[1024], bouncer_dsn[1024];
 
 /* The pair goes whatever happened to the test. */
 static void fini(void) {
+  if (bouncer_dir[0]) {
+    char cmd[2560];
+    snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pgbouncer-stop %s", bouncer_dir);
+    if (system(cmd) != 0) fprintf(stderr, "failover: %s failed\n", cmd);
+    bouncer_dir[0] = '\0';
+  }
   if (pair_dir[0]) {
     char cmd[2560];
     snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pg-stop --standby %s", pair_dir);
@@ -40,6 +47,8 @@ static void pair_start(void) {
     line[strcspn(line, "\n")] = '\0';
     if (!strncmp(line, "ASCOPE_PG_PAIR_DSN=", 19))
       snprintf(pair_dsn, sizeof pair_dsn, "%s", line + 19);
+    if (!strncmp(line, "ASCOPE_PG_PRIMARY_DSN=", 22))
+      snprintf(primary_dsn, sizeof primary_dsn, "%s", line + 22);
     if (!strncmp(line, "ASCOPE_PG_STANDBY_DSN=", 22))
       snprintf(standby_dsn, sizeof standby_dsn, "%s", line + 22);
     if (!strncmp(line, "ASCOPE_PG_PAIR_DIR=", 19))
@@ -307,5 +316,38 @@ Test(pg_failover, a_server_restarted_under_load_is_reconnected_to) {
          "(pg_ctl restart took %.2f s)\n",
          (long)atomic_load(&ncommitted), failed, down_s,
          (double)(atomic_load(&promote_begin_ns) - atomic_load(&killed_ns)) / 1e9);
+  load_end();
+}
+
+/* The same restart behind PgBouncer in transaction mode (a pooler of its
+ * own, in front of this pair's primary): the pooler's server connections
+ * break and come back, the driver's connections to the pooler may not, and
+ * writes resume either way. */
+static void bouncer_start(void) {
+  setenv("ASCOPE_PG_DSN", primary_dsn, 1); /* what the pooler stands in front of */
+  FILE *f = popen(ASCOPE_SOURCE_DIR "/scripts/pgbouncer-start --private", "r");
+  cr_assert_not_null(f);
+  char line[1024];
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (!strncmp(line, "ASCOPE_PGBOUNCER_DSN=", 21))
+      snprintf(bouncer_dsn, sizeof bouncer_dsn, "%s", line + 21);
+    if (!strncmp(line, "ASCOPE_PGBOUNCER_DIR=", 21))
+      snprintf(bouncer_dir, sizeof bouncer_dir, "%s", line + 21);
+  }
+  cr_assert_eq(pclose(f), 0, "scripts/pgbouncer-start --private failed");
+  cr_assert(bouncer_dsn[0] && bouncer_dir[0]);
+}
+
+Test(pg_failover, a_server_restarted_behind_pgbouncer_is_reconnected_to) {
+  pair_start();
+  bouncer_start();
+  run_load(bouncer_dsn, restarter);
+  double down_s = (double)(first_write_after_ns - atomic_load(&killed_ns)) / 1e9;
+  cr_assert_lt(down_s, 5.0, "writes resumed %.2f s after the restart began", down_s);
+  check_committed(primary_dsn);
+  printf("restart behind pgbouncer: %ld committed, %ld failed; writes resumed %.2f s after the "
+         "restart began\n",
+         (long)atomic_load(&ncommitted), failed, down_s);
   load_end();
 }

@@ -21,6 +21,7 @@
 void pg_acquire_fail(struct pg_conn *c, int status, const char *code, const char *msg) {
   if (c->state == PG_CLOSING) return;
   c->state = PG_CLOSING;
+  c->probing = false;
   c->fail_status = status;
   c->fail_code = code;
   c->fail_msg = pg_scrub(msg, c->secret);
@@ -76,6 +77,27 @@ static void connected(struct pg_conn *c) {
     return;
   }
   c->state = PG_READY;
+  c->names_off = c->opt.names == NAMES_OFF;
+  if (c->opt.names == NAMES_AUTO) {
+    /* One round trip more: is the session this connection's own? (pooler.c)
+     * The connect timeout bounds it too. */
+    int rc = pg_probe_start(c);
+    if (rc > 0) {
+      pg_acquire_fail(c, UV_ENOMEM, NULL, "out of memory");
+      return;
+    }
+    if (rc < 0) {
+      connect_failed(c);
+      return;
+    }
+    pg_connect_arm(c, c->connect_ms);
+    return;
+  }
+  pg_connect_done(c);
+}
+
+void pg_connect_done(struct pg_conn *c) {
+  uv_timer_stop(&c->timer);
   c->acquired = true;
   PG_COUNT(c, PGS_OPENED, 1);
   ascope_res_done(c->res, 0, NULL, NULL);

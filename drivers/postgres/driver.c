@@ -66,8 +66,10 @@ static void pg_acquire(ascope_res *res, const void *arg, const char *options) {
 
 static void pg_acquire_cancel(ascope_res *res) {
   struct pg_conn *c = ((struct pg_state_mem *)ascope_res_state(res))->c;
-  if (c->state == PG_RESOLVING || c->state == PG_CONNECTING)
+  if (c->state == PG_RESOLVING || c->state == PG_CONNECTING || c->probing) {
+    c->probing = false;
     pg_acquire_fail(c, ASCOPE_ECANCELED, NULL, "cancelled while connecting");
+  }
 }
 
 static void pg_release(ascope_res *res, int outcome) {
@@ -388,9 +390,12 @@ int ascope_postgres_listen(ascope *s, ascope_sql *db, const char *channel, ascop
 
 int ascope_postgres_backend_pid(ascope_sql *db) {
   struct pg_conn *c = ours(db);
-  return c && c->state == PG_READY ? c->pid : 0;
+  /* Behind a pooler the number libpq has is the pooler's, and the server
+   * process changes from one transaction to the next: none. */
+  return c && c->state == PG_READY && !c->behind_pooler ? c->pid : 0;
 }
 
+_Static_assert(PGS_NSTATS <= ACOUNT_MAX, "more counters than a struct acount holds");
 static const char *const stat_names[PGS_NSTATS] = {
     [PGS_CONNECTIONS] = "connections",
     [PGS_OPENED] = "opened",
@@ -408,6 +413,7 @@ static const char *const stat_names[PGS_NSTATS] = {
     [PGS_RESETS] = "resets",
     [PGS_RESET_ROLLBACKS] = "reset_rollbacks",
     [PGS_RESET_SESSIONS] = "reset_sessions",
+    [PGS_POOLED] = "pooled",
 };
 
 int64_t ascope_postgres_stat(const char *name) {

@@ -36,7 +36,12 @@ struct pg_options {
   unsigned batch;
   bool text_only;
   bool batch_sync; /* sync=batch: one sync point per round of sending */
+  int names;       /* statement_cache: NAMES_AUTO, NAMES_ON or NAMES_OFF */
 };
+/* Named (server-side prepared) statements: auto uses them unless the
+ * connection turns out to go through a transaction pooler, which hands
+ * each transaction whatever server session is free (reset.c, pooler.c). */
+enum { NAMES_AUTO, NAMES_ON, NAMES_OFF };
 int pg_options_parse(struct pg_options *o, const char *s, char *err, size_t errlen);
 /* "BEGIN ISOLATION LEVEL ..." into buf; UV_EINVAL for a bad option. */
 int pg_tx_begin_sql(const char *options, char *buf, size_t cap);
@@ -157,7 +162,7 @@ struct pg_req {               /* the driver's data in each generic request */
 };
 
 /* ---- the pipeline's steps (pipeline.c) ------------------------------------------------ */
-enum step_kind { ST_PREPARE, ST_EXEC, ST_SYNC };
+enum step_kind { ST_PREPARE, ST_EXEC, ST_SYNC, ST_PROBE };
 struct pg_step {
   uint8_t kind;
   bool fresh;       /* ST_EXEC of a stream: single-row mode not asked yet */
@@ -241,6 +246,12 @@ struct pg_conn {
    * whether a statement may have changed the session */
   ascope_res *resetting;
   bool session_dirty;
+  /* transaction poolers (pooler.c): whether named statements are used,
+   * and what the connect's probe found */
+  bool names_off;        /* no named statements on this connection */
+  bool probing;          /* the acquire waits for the probe's answer */
+  bool behind_pooler;    /* the server session is not the connection's own */
+  unsigned names_missed; /* 26000 on one of its names: twice and it is a pooler */
   bool aborting;
   struct pg_cache cache;
   /* sending scratch: parameter arrays, reused */
@@ -293,6 +304,14 @@ void pg_flush_sends(struct pg_conn *c);
 int pg_flush_out(struct pg_conn *c); /* PQflush: 0, or -1 when the connection broke */
 int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st);
 int pg_send_internal(struct pg_conn *c, const char *sql); /* a round of its own, result dropped */
+int pg_send_own(struct pg_conn *c, const char *sql, int kind); /* the same, its step of kind */
+
+/* ---- transaction poolers (pooler.c) ------------------------------------------------------- */
+int pg_probe_start(struct pg_conn *c); /* after connect, statement_cache=auto */
+void pg_probe_result(struct pg_conn *c, PGresult *res);
+void pg_probe_check(struct pg_conn *c);  /* from the pump: the probe answered, the acquire ends */
+void pg_connect_done(struct pg_conn *c); /* the acquire succeeds (connect.c) */
+void pg_pooler_seen(struct pg_conn *c, const char *why);
 
 /* ---- pools (reset.c) ----------------------------------------------------------------------- */
 void pg_reset(ascope_res *res);
@@ -368,6 +387,7 @@ enum {
   PGS_RESETS,          /* connections a pool reset */
   PGS_RESET_ROLLBACKS, /* ... that a transaction left open needed a ROLLBACK */
   PGS_RESET_SESSIONS,  /* ... whose session settings needed undoing */
+  PGS_POOLED,          /* connections found to go through a transaction pooler */
   PGS_NSTATS
 };
 extern struct acount pg_stats; /* the process's */

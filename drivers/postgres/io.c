@@ -159,6 +159,7 @@ static void pump(struct pg_conn *c) {
     if (c->state == PG_READY) pg_cancel_maybe(c);
     pg_hold_check(c);
     pg_reset_check(c);
+    pg_probe_check(c);
   } while (aguard_deferred(&c->pump) && !c->closing);
   aguard_leave(&c->pump);
   if (c->closing) {
@@ -287,6 +288,11 @@ static void fail_all(struct pg_conn *c, int status, const char *code, const char
 
 void pg_break(struct pg_conn *c, int status, const char *code, const char *msg) {
   if (c->state != PG_READY) return;
+  if (c->probing) { /* still connecting, as far as the scope knows */
+    c->probing = false;
+    pg_acquire_fail(c, ASCOPE_EDRIVER, "08001", msg);
+    return;
+  }
   c->state = PG_BROKEN;
   PG_COUNT(c, PGS_BROKEN, 1);
   pg_unwatch(c);       /* libpq may have closed the socket already */

@@ -16,6 +16,7 @@ static const struct pg_options defaults = {
     .cache = 64,
     .batch = 256,
     .text_only = false,
+    .names = NAMES_AUTO,
 };
 
 static int apply(struct pg_options *o, const char *key, const char *val) {
@@ -38,6 +39,12 @@ static int apply(struct pg_options *o, const char *key, const char *val) {
     o->batch_sync = false;
   else if (!strcmp(key, "sync") && val && !strcmp(val, "batch"))
     o->batch_sync = true;
+  else if (!strcmp(key, "statement_cache") && val && !strcmp(val, "auto"))
+    o->names = NAMES_AUTO;
+  else if (!strcmp(key, "statement_cache") && val && !strcmp(val, "on"))
+    o->names = NAMES_ON;
+  else if (!strcmp(key, "statement_cache") && val && !strcmp(val, "off"))
+    o->names = NAMES_OFF;
   else
     return -1;
   return 0;

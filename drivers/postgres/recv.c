@@ -254,8 +254,17 @@ static void exec_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
     char code[6];
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     snprintf(code, sizeof code, "%s", state ? state : "");
-    /* its prepared statement is gone (DEALLOCATE ALL, DISCARD ALL): again */
-    if (s->named && strcmp(code, "26000") == 0) mark_victim(r);
+    /* its prepared statement is gone (DEALLOCATE ALL, DISCARD ALL, or a
+     * transaction pooler gave this one another session): again */
+    if (s->named && strcmp(code, "26000") == 0) {
+      mark_victim(r);
+      /* Once is a DISCARD ALL or DEALLOCATE ALL the user ran; again and
+       * again is sessions changing under the connection. */
+      if (c->opt.names == NAMES_AUTO && ++c->names_missed >= 2)
+        pg_pooler_seen(c, "the connection's prepared statements went missing on the server "
+                          "session again (a transaction pooler?): named prepared statements are "
+                          "off on this connection");
+    }
     /* VACUUM and the like, in a shared round: again, alone */
     if (r->in_seg && strcmp(code, "25001") == 0) mark_victim(r);
     fail_from(c, r, res);
@@ -274,6 +283,16 @@ static void prepare_result(struct pg_conn *c, struct pg_step *s, PGresult *res) 
     return;
   }
   pg_cache_forget(c, s->st, false);
+  const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  /* Another client's statement of the same name on this session: a
+   * transaction pooler shares sessions. The statement had not run: again,
+   * unnamed. */
+  if (state && strcmp(state, "42P05") == 0 && c->opt.names == NAMES_AUTO && s->r) {
+    pg_pooler_seen(c, "a prepared statement name of this connection was taken on the server "
+                      "session (a transaction pooler?): named prepared statements are off on "
+                      "this connection");
+    mark_victim(s->r);
+  }
   if (s->r) fail_from(c, s->r, res);
 }
 
@@ -367,6 +386,13 @@ static void on_result(struct pg_conn *c, struct pg_step *s, PGresult *res) {
       prepare_result(c, s, res);
     else
       exec_result(c, s, res);
+    break;
+  case ST_PROBE:
+    if (res == NULL) {
+      pg_step_pop(c);
+      return;
+    }
+    pg_probe_result(c, res);
     break;
   case ST_SYNC:
     if (res == NULL) { /* libpq and the ring disagree: nothing can be trusted */

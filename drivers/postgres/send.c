@@ -62,13 +62,17 @@ static int close_segment(struct pg_conn *c) {
 /* A statement of the driver's own, in its own round: its result is read
  * and dropped, and its failure fails nothing behind it. 1: no room for its
  * steps, not sent; -1: the connection broke. */
-int pg_send_internal(struct pg_conn *c, const char *sql) {
+int pg_send_own(struct pg_conn *c, const char *sql, int kind) {
   if (c->pg == NULL || c->state != PG_READY) return -1;
   if (pg_steps_reserve(c, 2) != 0) return 1;
   if (!PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) ||
-      pg_step_push(c, ST_EXEC, NULL, NULL) == NULL || sync_point(c, NULL) != 0)
+      pg_step_push(c, (uint8_t)kind, NULL, NULL) == NULL || sync_point(c, NULL) != 0)
     return -1; /* the caller's next send finds the connection broken */
   return 0;
+}
+
+int pg_send_internal(struct pg_conn *c, const char *sql) {
+  return pg_send_own(c, sql, ST_EXEC);
 }
 
 int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st) {
@@ -94,7 +98,7 @@ static int send_stmt(struct pg_conn *c, struct pg_req *r, const char *sql,
     pg_req_fail(r, n, NULL, err);
     return 1;
   }
-  struct pg_stmt *st = cacheable ? pg_cache_get(c, sql, c->ptypes, n) : NULL;
+  struct pg_stmt *st = cacheable && !c->names_off ? pg_cache_get(c, sql, c->ptypes, n) : NULL;
   if (c->state != PG_READY) return -1; /* an eviction's DEALLOCATE failed */
   bool named = st && st->state == STMT_READY;
   if (st && st->state == STMT_SEEN && st->seen) {
@@ -137,6 +141,14 @@ static int send_req(struct pg_conn *c, struct pg_req *r) {
    * of it is sent. */
   if (rc == 0 && pg_steps_reserve(c, 1 + 3 * (size_t)(r->kind == K_TX ? r->nsql : 1)) != 0) {
     pg_req_fail(r, UV_ENOMEM, NULL, "out of memory");
+    return 1;
+  }
+  /* The session that would listen is not the one the next transaction
+   * gets: refused, rather than a stream that never hears anything. */
+  if (rc == 0 && r->kind == K_LISTEN && !r->unlisten && c->behind_pooler) {
+    pg_req_fail(r, ASCOPE_EDRIVER, "0A000",
+                "LISTEN does not work through a transaction pooler (such as PgBouncer in "
+                "transaction mode): listen on a connection straight to the server");
     return 1;
   }
   if (rc == 0 && r->kind == K_TX) {

@@ -54,6 +54,12 @@ ASCOPE_EXTERN ascope *ascope_res_scope(ascope_res *r);
 ASCOPE_EXTERN void ascope_res_done(ascope_res *r, int status, const char *code,
                                    const char *message);
 
+/* A note for the runtime's trace hook (ASCOPE_TRACE_NOTE): something a user
+ * should hear of once that is not an error ("behind a transaction pooler:
+ * named statements off"). code and message are read during the call only;
+ * nothing happens while no hook is set. */
+ASCOPE_EXTERN void ascope_res_note(ascope_res *r, const char *code, const char *message);
+
 /* Operations a driver runs inside a scope. */
 ASCOPE_EXTERN ascope_op *ascope_op_begin(ascope *s, const ascope_driver *drv,
                                          void (*cancel)(ascope_op *op), void *data);

@@ -108,7 +108,9 @@ ASCOPE_EXTERN int ascope_postgres_listen(ascope *s, ascope_sql *db, const char *
                                          ascope_sql_cb cb, void *ud, ascope_op **op);
 
 /* ---- the connection -------------------------------------------------------- */
-/* The server process serving the connection (pg_backend_pid()); 0 if none. */
+/* The server process serving the connection (pg_backend_pid()); 0 if none,
+ * or if the connection goes through a transaction pooler (no one process
+ * serves it). */
 ASCOPE_EXTERN int ascope_postgres_backend_pid(ascope_sql *db);
 /* Process-wide counters, every runtime's summed (per runtime:
  * ascope_rt_stat(rt, "postgres.<name>")): "connections" (alive), "opened", "closed",

@@ -30,10 +30,12 @@ typedef enum ascope_trace_kind {
   ASCOPE_TRACE_OP_BEGIN,        /* id = the operation's id */
   ASCOPE_TRACE_OP_END,          /* status = what the scope sees */
   ASCOPE_TRACE_DEADLINE,        /* the scope's deadline passed; id = its ms */
-  ASCOPE_TRACE_CANCEL, /* cancelled: by ascope_cancel() (id 0) or as its parent stopped (1) */
-  ASCOPE_TRACE_ERROR,  /* the scope's first error: status, driver, code, message */
-  ASCOPE_TRACE_ABORT,  /* a release overran the release timeout: the driver's abort runs */
-  ASCOPE_TRACE_RT_FREE /* the runtime is being freed: the last call of the hook */
+  ASCOPE_TRACE_CANCEL,  /* cancelled: by ascope_cancel() (id 0) or as its parent stopped (1) */
+  ASCOPE_TRACE_ERROR,   /* the scope's first error: status, driver, code, message */
+  ASCOPE_TRACE_ABORT,   /* a release overran the release timeout: the driver's abort runs */
+  ASCOPE_TRACE_RT_FREE, /* the runtime is being freed: the last call of the hook */
+  ASCOPE_TRACE_NOTE     /* a driver's note, worth a log line but no error: driver, code,
+                           message; scope_id 0 when no scope holds the resource */
 } ascope_trace_kind;
 
 /* One event, valid during the call only: copy what you keep. The struct
