@@ -7,7 +7,7 @@ if(TARGET mini_criterion)
   list(APPEND _sqlite_test_opts MINI_UNDER_TSAN)
 endif()
 foreach(t test_sqlite test_sqlite_tx test_sqlite_stream test_sqlite_faults test_sqlite_load
-    test_sqlite_pool)
+    test_sqlite_pool test_sqlite_loop)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c)
     ascope_test(${t} ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c ${CMAKE_CURRENT_SOURCE_DIR}/sqlite_support.c
       ${CMAKE_CURRENT_SOURCE_DIR}/support/scope_record.c

@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void sq_cache_init(struct sq_cache *k, unsigned cap) {
   memset(k, 0, sizeof *k);
@@ -38,6 +39,11 @@ static bool tail_empty(sqlite3 *db, const char *tail) {
   int rc = sqlite3_prepare_v2(db, tail, -1, &s, NULL);
   sqlite3_finalize(s);
   return rc == SQLITE_OK && s == NULL;
+}
+
+static bool is_pragma(const char *sql) {
+  while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r') sql++;
+  return strncasecmp(sql, "PRAGMA", 6) == 0;
 }
 
 /* Placeholders: "$N" takes value N (PostgreSQL's spelling, so one SQL text
@@ -80,26 +86,40 @@ static struct sq_stmt *lookup(struct sq_cache *k, const char *sql, uint64_t h) {
   return NULL;
 }
 
-struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **tail, int *rc) {
-  struct sq_cache *k = &c->cache;
-  *rc = SQLITE_OK;
-  *tail = "";
+/* The entry for sql, checked out; h gets the text's hash on a miss. */
+static struct sq_stmt *find(struct sq_cache *k, const char *sql, uint64_t *h) {
   /* The same statement again and again (a burst of INSERTs) is the common
    * case: the most recent entry is tried before hashing the text. */
   struct alru_node *newest = alru_newest(&k->lru);
   struct sq_stmt *e = newest ? alru_data(newest, struct sq_stmt, node) : NULL;
-  if (e && strcmp(e->sql, sql) == 0) {
-    alru_unlist(&e->node);
-    e->in_use = true;
-    return e;
-  }
-  uint64_t h = alru_hash_str(ALRU_HASH_INIT, sql);
-  e = lookup(k, sql, h);
+  if (e == NULL || strcmp(e->sql, sql) != 0)
+    e = lookup(k, sql, *h = alru_hash_str(ALRU_HASH_INIT, sql));
   if (e) {
     alru_unlist(&e->node);
     e->in_use = true;
-    return e;
   }
+  return e;
+}
+
+const struct sq_stmt *sq_cache_peek(struct sq_conn *c, const char *sql) {
+  struct sq_cache *k = &c->cache;
+  struct alru_node *newest = alru_newest(&k->lru);
+  struct sq_stmt *e = newest ? alru_data(newest, struct sq_stmt, node) : NULL;
+  return e && strcmp(e->sql, sql) == 0 ? e : lookup(k, sql, alru_hash_str(ALRU_HASH_INIT, sql));
+}
+
+struct sq_stmt *sq_cache_find(struct sq_conn *c, const char *sql) {
+  uint64_t h;
+  return find(&c->cache, sql, &h);
+}
+
+struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **tail, int *rc) {
+  struct sq_cache *k = &c->cache;
+  *rc = SQLITE_OK;
+  *tail = "";
+  uint64_t h = 0;
+  struct sq_stmt *e = find(k, sql, &h);
+  if (e) return e;
   sqlite3_stmt *s = NULL;
   const char *t = NULL;
   *rc = sqlite3_prepare_v3(c->db, sql, -1, k->cap ? SQLITE_PREPARE_PERSISTENT : 0, &s, &t);
@@ -114,6 +134,10 @@ struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **ta
   }
   e->stmt = s;
   e->rts = c->rts;
+  /* BEGIN, COMMIT and the like are read-only too, but return no columns,
+   * and some pragmas do their work in one VM step: both may wait on the
+   * disk, where no budget of VM steps reaches. */
+  e->loop_kind = sqlite3_stmt_readonly(s) && sqlite3_column_count(s) > 0 && !is_pragma(sql);
   if (map_params(e) != 0) {
     entry_free(e);
     *rc = SQLITE_NOMEM;

@@ -256,6 +256,8 @@ static const char *const stat_names[SQ_NSTATS] = {
     [SQ_BUSY] = "busy",
     [SQ_RESETS] = "resets",
     [SQ_RESET_JOBS] = "reset_jobs",
+    [SQ_LOOP_RUNS] = "loop_runs",
+    [SQ_LOOP_OVERRUNS] = "loop_overruns",
 };
 
 int64_t ascope_sqlite_stat(const char *name) {

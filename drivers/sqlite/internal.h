@@ -50,6 +50,8 @@ struct sq_stmt {
   int nparams; /* values it takes: placeholders $N name value N */
   int *map;    /* slot i+1 takes value map[i] */
   bool in_use;
+  bool loop_kind;    /* read-only and returns rows: may be tried on the loop thread */
+  bool last_short;   /* its last run was short (loop.c): the loop thread may try the next */
   struct sq_rt *rts; /* where it is counted */
 };
 struct sq_cache {
@@ -60,6 +62,10 @@ void sq_cache_init(struct sq_cache *k, unsigned cap);
 /* Checks out the statement for sql, preparing it on a miss. *tail gets what
  * follows the first statement. NULL and an SQLite code in *rc on error. */
 struct sq_stmt *sq_cache_get(struct sq_conn *c, const char *sql, const char **tail, int *rc);
+/* Checks out the cached statement for sql; NULL when it is not cached
+ * (nothing is prepared: the loop thread asks this). */
+struct sq_stmt *sq_cache_find(struct sq_conn *c, const char *sql);
+const struct sq_stmt *sq_cache_peek(struct sq_conn *c, const char *sql); /* not checked out */
 void sq_cache_put(struct sq_conn *c, struct sq_stmt *st); /* resets it, or finalizes */
 void sq_cache_clear(struct sq_conn *c);                   /* finalizes every entry */
 
@@ -92,8 +98,9 @@ struct sq_job {               /* a request's driver data, or the connection's ow
 /* ---- connections --------------------------------------------------------------- */
 /* IDLE: no work item; READY: waiting for a thread; RUNNING: a hop in
  * flight; AFTER: its completion is being delivered (no hop in flight, so a
- * new one may start at once). */
-enum sq_where { W_IDLE, W_READY, W_RUNNING, W_AFTER };
+ * new one may start at once); LOOP: listed to try its next statement on
+ * the loop thread (loop.c), no hop in flight. */
+enum sq_where { W_IDLE, W_READY, W_RUNNING, W_AFTER, W_LOOP };
 struct sq_state { /* the resource state: what ascope_resource() returns */
   ascope_sql_header hdr;
   struct sq_conn *c;
@@ -109,7 +116,7 @@ struct sq_conn {
   struct sq_rt *rts; /* the runtime's: counters (any thread) and scheduler */
   struct sq_sched *sched;
   enum sq_where where;
-  struct sq_conn *rprev, *rnext; /* the scheduler's ready list, then its running list */
+  struct sq_conn *rprev, *rnext; /* the scheduler's ready, running or loop list */
   ascope_res *res;
   bool closing;                 /* the close job is queued: new requests are refused */
   struct sq_job *shead, *stail; /* jobs staged while a hop runs (linked by next, prev) */
@@ -135,6 +142,10 @@ struct sq_conn {
   bool tx_open;        /* the driver's transaction (level 0) began and has not ended */
   bool tx_lost;        /* SQLite rolled it back by itself: nothing runs until its end */
   uint64_t wait_start; /* this busy episode began, ns */
+  bool on_loop;        /* the statement runs on the loop thread, under a budget */
+  bool overran;        /* ... which ran out (or it met a lock): it goes to the pool */
+  unsigned loop_ticks; /* progress handler calls of that run */
+  uint64_t loop_t0;    /* that run began, ns */
 };
 
 /* ---- per runtime, and scheduling (sched.c) ---------------------------------------- */
@@ -145,6 +156,22 @@ struct sq_rt {
   struct acount stats;    /* SQ_* below; any thread */
   struct sq_sched *sched; /* (loop) NULL while no connection is on the runtime */
 };
+/* The scheduler (sched.c; its loop list is loop.c's). */
+struct sq_sched {
+  uv_loop_t *loop;
+  uv_prepare_t prepare;  /* publishes stages before the loop sleeps */
+  uv_timer_t poll;       /* collects answers while hops run */
+  uv_idle_t idle;        /* runs statements on the loop thread while any are listed */
+  int handles;           /* open handles: the memory goes with the last */
+  struct sq_conn *xhead; /* running connections */
+  struct sq_conn *shead; /* connections with a stage */
+  struct sq_rt *owner;   /* the runtime's state, which points here */
+  unsigned refs;         /* connections */
+  unsigned running;      /* hops in flight */
+  struct sq_conn *rhead, *rtail;
+  struct sq_conn *lhead, *ltail; /* connections listed for the loop thread (W_LOOP) */
+  atomic_uint waiting;           /* ready connections; read by busy handlers on pool threads */
+};
 /* The runtime's state and its scheduler, with a reference taken for a
  * connection. NULL: out of memory. */
 struct sq_rt *sq_rt_get(ascope_rt *rt, struct sq_sched **sched);
@@ -152,23 +179,54 @@ void sq_sched_put(struct sq_sched *s);
 void sq_wake(struct sq_conn *c);       /* runnable jobs queued: make sure a hop comes */
 void sq_stage_list(struct sq_conn *c); /* publish c's stage before the loop sleeps */
 void sq_stage_unlist(struct sq_conn *c);
-void sq_unready(struct sq_conn *c);            /* leave the ready list (cancel, abort) */
+void sq_unready(struct sq_conn *c);            /* leave the ready or loop list (cancel, abort) */
+void sq_wake_pool(struct sq_conn *c);          /* as sq_wake, but never the loop thread: a hop */
 unsigned sq_sched_waiting(struct sq_sched *s); /* connections waiting for a thread */
 
 /* ---- the queue (queue.c) ----------------------------------------------------------- */
-void sq_push(struct sq_conn *c, struct sq_job *j);    /* (mu) held */
-int sq_enqueue(struct sq_conn *c, struct sq_job *j);  /* on the loop: every job goes this way */
-void sq_publish(struct sq_conn *c);                   /* the stage into the queue */
-bool sq_unstage(struct sq_conn *c, struct sq_job *j); /* a staged job leaves: true if it was */
-void sq_remove(struct sq_conn *c, struct sq_job *j);  /* (mu) held */
-bool sq_runnable(struct sq_conn *c);                  /* (mu) held */
-void sq_answers(struct sq_conn *c);                   /* on the loop: deliver what is answered */
-void sq_flush(struct sq_conn *c, int status);         /* answer every queued request */
-void sq_conn_free(struct sq_conn *c);                 /* no hop may run */
+void sq_push(struct sq_conn *c, struct sq_job *j);       /* (mu) held */
+int sq_enqueue(struct sq_conn *c, struct sq_job *j);     /* on the loop: every job goes this way */
+void sq_publish(struct sq_conn *c);                      /* the stage into the queue */
+bool sq_unstage(struct sq_conn *c, struct sq_job *j);    /* a staged job leaves: true if it was */
+void sq_remove(struct sq_conn *c, struct sq_job *j);     /* (mu) held */
+bool sq_runnable(struct sq_conn *c);                     /* (mu) held */
+void sq_answers(struct sq_conn *c);                      /* on the loop: deliver what is answered */
+void sq_answer_one(struct sq_conn *c, struct sq_job *j); /* on the loop: deliver j's answer */
+void sq_flush(struct sq_conn *c, int status);            /* answer every queued request */
+void sq_conn_free(struct sq_conn *c);                    /* no hop may run */
 
 /* ---- running, on a pool thread (run.c, stmt.c) -------------------------------------- */
 void sq_run(struct sq_conn *c, struct sq_job *j);
 void sq_run_stmt(struct sq_conn *c, struct sq_job *j);
+/* After a statement ran: notes a transaction SQLite rolled back by itself
+ * (tx_lost) or one a plain statement left open (dirty). */
+void sq_req_after(struct sq_conn *c, struct sq_job *j);
+/* ---- on the loop thread (loop.c) ------------------------------------------------------ */
+/* A statement tried on the loop thread stops (interrupted by the progress
+ * handler, called every 1000 VM steps) past SQ_LOOP_TICKS calls, or past
+ * SQ_LOOP_NS once it has read pages outside SQLite's page cache (that
+ * time is I/O, which may go on; without such reads, time is the steps'
+ * or a preemption's, and sending the statement to the pool would not give
+ * the loop its time back). Its last run must have been far shorter still
+ * (SQ_SHORT_*) for it to be tried at all. */
+#define SQ_LOOP_TICKS 20
+#define SQ_LOOP_NS (250 * 1000)
+#define SQ_SHORT_STEPS 2000
+#define SQ_SHORT_NS (50 * 1000)
+/* The loop thread's candidate: j alone in the queue, a plain exec or query. (mu) held. */
+bool sq_loop_candidate(struct sq_conn *c);
+void sq_loop_list(struct sq_conn *c); /* try c's next statement on the loop thread */
+void sq_loop_unlist(struct sq_conn *c);
+void sq_loop_init(struct sq_sched *s); /* the scheduler's idle handle */
+/* Runs j with st on the loop thread under the budget: false when the budget
+ * ran out or the statement met a lock, and nothing of the run is left (the
+ * job goes to the pool, to run from the start). stmt.c */
+bool sq_run_on_loop(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st);
+/* Around a run: sq_stmt_note_start, then sq_stmt_note_run notes whether
+ * st's next run may be tried on the loop thread. */
+void sq_stmt_note_start(struct sq_conn *c);
+void sq_stmt_note_run(struct sq_conn *c, struct sq_stmt *st, uint64_t ns);
+int sq_cache_misses(struct sq_conn *c, bool reset); /* pages read outside the page cache */
 void sq_run_tx(struct sq_conn *c, struct sq_job *j);
 void sq_run_reset(struct sq_conn *c, struct sq_job *j); /* reset.c */
 void sq_reset(ascope_res *r);                           /* pools: the driver's reset */
@@ -195,8 +253,10 @@ enum {
   SQ_STATEMENTS,
   SQ_YIELDS,
   SQ_BUSY,
-  SQ_RESETS,     /* connections a pool reset */
-  SQ_RESET_JOBS, /* ... of them that needed a job on the threadpool */
+  SQ_RESETS,        /* connections a pool reset */
+  SQ_RESET_JOBS,    /* ... of them that needed a job on the threadpool */
+  SQ_LOOP_RUNS,     /* statements run on the loop thread */
+  SQ_LOOP_OVERRUNS, /* ... of those tries, sent to the pool when the budget ran out */
   SQ_NSTATS
 };
 extern struct acount sq_stats; /* the process's */

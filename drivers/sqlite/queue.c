@@ -132,7 +132,7 @@ bool sq_runnable(struct sq_conn *c) {
 
 /* Delivers one answer on the loop thread. The job belongs to its request:
  * once the request is answered for good, the job is gone with it. */
-static void answer_one(struct sq_conn *c, struct sq_job *j) {
+void sq_answer_one(struct sq_conn *c, struct sq_job *j) {
   switch (j->kind) {
   case JOB_OPEN:
     if (j->status == 0) {
@@ -190,7 +190,7 @@ void sq_answers(struct sq_conn *c) {
     if (j == NULL) return;
     while (j) {
       struct sq_job *next = j->dnext; /* j may be gone once answered */
-      answer_one(c, j);
+      sq_answer_one(c, j);
       j = next;
     }
   }

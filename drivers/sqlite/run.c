@@ -4,7 +4,9 @@
  * the connection to itself: no other thread calls SQLite on it meanwhile,
  * which is why connections are opened SQLITE_OPEN_NOMUTEX. The one call
  * another thread makes is sqlite3_interrupt(), under conn->mu and only
- * while conn->running names the job it is meant for (see driver.c).
+ * while conn->running names the job it is meant for (see driver.c). The
+ * handlers also serve a short statement run on the loop thread while no
+ * hop is in flight (loop.c), with its budget instead.
  */
 #include "internal.h"
 
@@ -69,6 +71,10 @@ static void nap(uint64_t ns) {
  * while we sleep on its lock. The job is then run again in a later hop. */
 int sq_busy_handler(void *ud, int count) {
   struct sq_conn *c = ud;
+  if (c->on_loop) { /* never a nap on the loop thread: the pool waits for the lock */
+    c->overran = true;
+    return 0;
+  }
   struct sq_job *j = c->cur;
   if (j == NULL || (atomic_load(&j->cancelled) && !c->no_cut)) return 0;
   uint64_t now = uv_hrtime();
@@ -97,6 +103,13 @@ int sq_busy_handler(void *ud, int count) {
  * the job it was meant for; a rollback (no_cut) is never stopped. */
 int sq_progress_handler(void *ud) {
   struct sq_conn *c = ud;
+  if (c->on_loop) { /* no cancel can come meanwhile: the loop thread is here */
+    if (++c->loop_ticks <= SQ_LOOP_TICKS &&
+        (uv_hrtime() - c->loop_t0 <= SQ_LOOP_NS || sq_cache_misses(c, false) == 0))
+      return 0;
+    c->overran = true; /* read-only: interrupted, nothing is rolled back or seen */
+    return 1;
+  }
   return c->cur && !c->no_cut && atomic_load(&c->cur->cancelled);
 }
 
@@ -171,6 +184,11 @@ void sq_close_db(struct sq_conn *c) {
   if (db) sqlite3_close_v2(db);
 }
 
+void sq_req_after(struct sq_conn *c, struct sq_job *j) {
+  if (c->tx_open && j->status != 0 && sqlite3_get_autocommit(c->db)) c->tx_lost = true;
+  if (!c->tx_open && !sqlite3_get_autocommit(c->db)) atomic_store(&c->dirty, true);
+}
+
 void sq_run(struct sq_conn *c, struct sq_job *j) {
   j->batch = j->last = j->retry = false;
   j->status = 0;
@@ -197,8 +215,7 @@ void sq_run(struct sq_conn *c, struct sq_job *j) {
       break;
     }
     sq_run_stmt(c, j);
-    if (c->tx_open && j->status != 0 && sqlite3_get_autocommit(c->db)) c->tx_lost = true;
-    if (!c->tx_open && !sqlite3_get_autocommit(c->db)) atomic_store(&c->dirty, true);
+    sq_req_after(c, j);
     break;
   case JOB_RESET:
     sq_run_reset(c, j);

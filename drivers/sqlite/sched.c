@@ -7,7 +7,9 @@
  * default), and a SQLite statement can hold its thread for seconds, so at
  * most `max_running` connections per runtime (2 by default) are on the pool
  * at a time; the others wait in a FIFO ready list, and a hop that ran long
- * steps aside (HOP_NS) so they all move.
+ * steps aside (HOP_NS) so they all move. A connection whose one queued
+ * statement is known to be short is listed for the loop thread instead
+ * (loop.c), and comes back here if it turns out not to be.
  *
  * The scheduler is per runtime (uv_queue_work must be called on the loop's
  * thread), in the driver's state of ascope_rt_driver_state with the
@@ -19,20 +21,6 @@
 #include <stdlib.h>
 
 #define HOP_NS (5 * 1000 * 1000) /* a hop longer than this lets waiting connections in */
-
-struct sq_sched {
-  uv_loop_t *loop;
-  uv_prepare_t prepare;  /* publishes stages before the loop sleeps */
-  uv_timer_t poll;       /* collects answers while hops run */
-  int handles;           /* open handles: the memory goes with the last */
-  struct sq_conn *xhead; /* running connections */
-  struct sq_conn *shead; /* connections with a stage */
-  struct sq_rt *owner;   /* the runtime's state, which points here */
-  unsigned refs;         /* connections */
-  unsigned running;      /* hops in flight */
-  struct sq_conn *rhead, *rtail;
-  atomic_uint waiting; /* ready connections; read by busy handlers on pool threads */
-};
 
 static atomic_uint max_running = 2;
 extern const ascope_sql_driver sq_driver;
@@ -56,6 +44,7 @@ struct sq_rt *sq_rt_get(ascope_rt *rt, struct sq_sched **sched) {
     s->poll.data = s;
     uv_unref((uv_handle_t *)&s->poll); /* nor this: hops in flight do */
     s->handles = 2;
+    sq_loop_init(s);
     s->owner = r;
     r->sched = s;
   }
@@ -77,6 +66,7 @@ void sq_sched_put(struct sq_sched *s) {
     s->owner->sched = NULL;
     uv_close((uv_handle_t *)&s->prepare, sched_closed);
     uv_close((uv_handle_t *)&s->poll, sched_closed);
+    uv_close((uv_handle_t *)&s->idle, sched_closed);
   }
 }
 
@@ -226,6 +216,7 @@ static void pump(struct sq_sched *s) {
 }
 
 void sq_unready(struct sq_conn *c) {
+  if (c->where == W_LOOP) sq_loop_unlist(c);
   if (c->where != W_READY) return;
   struct sq_sched *s = c->sched;
   if (c->rprev)
@@ -241,13 +232,18 @@ void sq_unready(struct sq_conn *c) {
   atomic_fetch_sub(&s->waiting, 1);
 }
 
-void sq_wake(struct sq_conn *c) {
-  /* a running hop re-checks when it ends */
+static void wake(struct sq_conn *c, bool loop_ok) {
+  /* a running hop re-checks when it ends; a listed connection when its turn comes */
   if ((c->where != W_IDLE && c->where != W_AFTER) || c->dead) return;
   uv_mutex_lock(&c->mu);
   bool go = !c->aborted && sq_runnable(c);
+  bool loop = go && loop_ok && sq_loop_candidate(c);
   uv_mutex_unlock(&c->mu);
   if (!go) return;
+  if (loop) {
+    sq_loop_list(c);
+    return;
+  }
   struct sq_sched *s = c->sched;
   c->rprev = s->rtail;
   c->rnext = NULL;
@@ -259,6 +255,14 @@ void sq_wake(struct sq_conn *c) {
   c->where = W_READY;
   atomic_fetch_add(&s->waiting, 1);
   pump(s);
+}
+
+void sq_wake(struct sq_conn *c) {
+  wake(c, true);
+}
+
+void sq_wake_pool(struct sq_conn *c) {
+  wake(c, false);
 }
 
 /* The connection is finished with: free it, then complete the acquire that

@@ -1,4 +1,5 @@
-/* Running a statement on a pool thread: bind, step, copy the rows out.
+/* Running a statement on a pool thread (or a short one on the loop
+ * thread, loop.c): bind, step, copy the rows out.
  *
  * Values are bound, never spliced: a parameter is data to SQLite whatever
  * its text says. Rows are copied into the request's result as they are
@@ -276,6 +277,70 @@ void sq_run_stmt(struct sq_conn *c, struct sq_job *j) {
     return;
   }
   if (!single(c, j, st, tail)) return;
+  uint64_t t0 = 0;
+  if (st->loop_kind) {
+    sq_stmt_note_start(c);
+    t0 = uv_hrtime();
+  }
   run_once(c, j, st, kind == ASCOPE_SQL_QUERY);
+  if (st->loop_kind) sq_stmt_note_run(c, st, uv_hrtime() - t0);
   sq_cache_put(c, st);
+}
+
+/* ---- on the loop thread ------------------------------------------------------------------ */
+
+int sq_cache_misses(struct sq_conn *c, bool reset) {
+  int cur = 0, hi = 0;
+  sqlite3_db_status(c->db, SQLITE_DBSTATUS_CACHE_MISS, &cur, &hi, reset);
+  return cur;
+}
+
+void sq_stmt_note_start(struct sq_conn *c) {
+  sq_cache_misses(c, true); /* what other statements read is theirs */
+}
+
+/* What a run took says whether the next may be tried on the loop thread:
+ * a read-only statement that took few VM steps last time (its plan), and
+ * little time or no page from outside the page cache (its data), most
+ * likely will again. A run that only looked long, preempted but with all
+ * its pages cached, does not count against it. */
+void sq_stmt_note_run(struct sq_conn *c, struct sq_stmt *st, uint64_t ns) {
+  int steps = sqlite3_stmt_status(st->stmt, SQLITE_STMTSTATUS_VM_STEP, 1);
+  st->last_short = steps <= SQ_SHORT_STEPS && (ns <= SQ_SHORT_NS || sq_cache_misses(c, false) == 0);
+}
+
+/* The same run as on a pool thread, with the loop thread's budget in the
+ * progress handler (run.c). A statement here is read-only, so the
+ * interrupt that ends an overrun rolls nothing back, even inside a
+ * transaction; the rows so far are dropped and the job, still first in its
+ * queue, runs again from the start on the pool: no one saw the first try. */
+bool sq_run_on_loop(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st) {
+  j->batch = j->last = j->retry = false;
+  j->status = 0;
+  j->code = NULL;
+  c->cur = j;
+  c->may_yield = c->yielded = c->no_cut = false;
+  c->on_loop = true;
+  c->overran = false;
+  c->loop_ticks = 0;
+  sq_stmt_note_start(c);
+  uint64_t t0 = c->loop_t0 = uv_hrtime();
+  bool query = ascope_sql_req_kind(j->req) == ASCOPE_SQL_QUERY;
+  run_once(c, j, st, query);
+  c->on_loop = false;
+  c->cur = NULL;
+  bool over = c->overran;
+  sq_stmt_note_run(c, st, uv_hrtime() - t0);
+  if (over) st->last_short = false; /* a lock met: the pool waits for it, next time too */
+  sq_cache_put(c, st);
+  if (!over) {
+    sq_req_after(c, j);
+    return true;
+  }
+  ascope_free(j->msg);
+  j->msg = NULL;
+  j->status = 0;
+  j->code = NULL;
+  if (query) ascope_rows_clear(ascope_sql_req_rows(j->req));
+  return false;
 }
