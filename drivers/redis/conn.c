@@ -377,12 +377,17 @@ int rd_send(ascope_redis *c, redisCallbackFn *fn, void *priv, int argc, const ch
     goto sent;
   }
 #endif
-  char small[512], *buf = size <= sizeof small ? small : ascope_malloc(size);
+  /* hiredis parses a (P)SUBSCRIBE's channels back out of the command with
+   * strchr, past its length up to a NUL: without one it read whatever
+   * followed (stack garbage), and a '$' there made a bogus channel or
+   * failed its assertion in nextArgument. Hence the terminator, not sent. */
+  char small[512], *buf = size < sizeof small ? small : ascope_malloc(size + 1);
   if (buf == NULL) {
     rc = UV_ENOMEM;
     goto sent;
   }
   char *end = put_resp(buf, argc, argv, len);
+  *end = '\0';
   rc = redisAsyncFormattedCommand(c->ac, fn, priv, buf, (size_t)(end - buf)) == REDIS_OK
            ? 0
            : UV_ENOMEM;
