@@ -118,6 +118,8 @@ static void td_acquire(ascope_res *r, const void *arg, const char *options) {
     st->pending = delay_start(ascope_rt_loop(ascope_res_rt(r)), sp->delay_ms, acquire_late);
     st->pending->res = r;
     st->pending->status = sp->acquire == TD_OK_LATE ? 0 : fail_of(sp);
+    sp->acquire_armed_ns = uv_hrtime();
+    sp->acquire_due_ns = (uv_now(ascope_rt_loop(ascope_res_rt(r))) + sp->delay_ms) * 1000000;
     delay_arm(st->pending, sp->delay_ms);
     break;
   case TD_HANG:
@@ -175,6 +177,8 @@ static void td_release(ascope_res *r, int outcome) {
     st->pending->res = r;
     st->pending->state = st;
     st->pending->status = sp->release == TD_OK_LATE ? 0 : fail_of(sp);
+    sp->release_armed_ns = uv_hrtime();
+    sp->release_due_ns = (uv_now(ascope_rt_loop(ascope_res_rt(r))) + sp->delay_ms) * 1000000;
     delay_arm(st->pending, sp->delay_ms);
     break;
   case TD_HANG:

@@ -7,6 +7,7 @@
 
 #include <ascope/driver.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 enum td_mode {
   TD_OK,        /* completes with 0 from inside the call */
@@ -31,6 +32,12 @@ typedef struct td_spec {
   int release_seq;     /* global order of the release, from 1 */
   int late_done_calls; /* releases completed after an abort */
   int acquire_seq;
+  /* A late acquire or release: uv_hrtime() when it armed its timer, and the
+   * loop time the timer was due, in ns. libuv counts a timer from the
+   * loop's cached time (uv_now, whole ms, behind uv_hrtime by however long
+   * the loop turn has run), so a delay_ms completion is due no earlier than
+   * *_due_ns, but may come less than delay_ms after *_armed_ns. */
+  uint64_t acquire_armed_ns, acquire_due_ns, release_armed_ns, release_due_ns;
 } td_spec;
 
 extern const ascope_driver td_driver;
