@@ -1,10 +1,12 @@
 /* A program linked with the core and the SQL interface only: it finds an
  * outside driver ("hello", ascope-hello.so) and the installed SQLite
- * plugin by name, through ASCOPE_DRIVER_PATH. Usage: by_name <sqlite db>. */
+ * plugin by name, through ASCOPE_DRIVER_PATH. Usage: by_name <sqlite db>;
+ * by_name <sqlite db> <name> only finds the driver called name. */
 #include <ascope/driver.h>
 #include <ascope/sql.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int hello_value, answer;
 
@@ -22,7 +24,15 @@ static void body(ascope *s, void *ud) {
 
 int main(int argc, char **argv) {
   char why[512], url[512];
-  if (argc != 2) return 2;
+  if (argc != 2 && argc != 3) return 2;
+  if (argc == 3) {
+    const ascope_driver *d = ascope_driver_find(argv[2], why, sizeof why);
+    if (d == NULL || strcmp(d->name, argv[2]) != 0) {
+      fprintf(stderr, "by_name: %s\n", d ? "another driver's name" : why);
+      return 1;
+    }
+    return 0;
+  }
   const ascope_driver *hello = ascope_driver_find("hello", why, sizeof why);
   if (hello == NULL) {
     fprintf(stderr, "by_name: %s\n", why);
