@@ -7,7 +7,10 @@
  *   (b) n "SELECT $1::int" from 64 scopes in flight, each scope one
  *       statement on a connection from a pool of 8 (exclusive: a
  *       connection serves one scope at a time), beside raw libpq on 8
- *       connections each running one statement at a time;
+ *       connections each running one statement at a time; then the same
+ *       from a pool in mode=shared (a connection serves many scopes, their
+ *       statements pipelined), with a sync point per statement and with
+ *       the driver's sync=batch (one per round of sending);
  *   (c) the same with one transaction per scope (BEGIN; UPDATE; COMMIT),
  *       beside raw libpq doing the same three statements on 8 connections.
  *
@@ -292,7 +295,7 @@ static double ascope_case(bool tx) {
 }
 
 static void row(const char *name, double raw, double as) {
-  printf("| %-44s | %9.0f | %9.0f | %6.2f |\n", name, (double)N / raw, (double)N / as, raw / as);
+  printf("| %-48s | %9.0f | %9.0f | %6.2f |\n", name, (double)N / raw, (double)N / as, raw / as);
 }
 
 static void pg_cases(void) {
@@ -306,35 +309,46 @@ static void pg_cases(void) {
   pool = ascope_sql_pool_new(rt, ascope_postgres(), dsn, opts);
   if (pool == NULL) die("pool", "cannot make the pool");
   for (int k = 0; k < SCOPES; k++) jobs[k].p = ascope_sql_params_new();
-  snprintf(opts, sizeof opts, "mode=shared min=%d max=%d %s", CONNS, CONNS,
-           getenv("POOL_SHARED_OPTS") ? getenv("POOL_SHARED_OPTS") : "");
-  ascope_pool *exclusive = pool, *shared = ascope_sql_pool_new(rt, ascope_postgres(), dsn, opts);
-  if (shared == NULL) die("pool", "cannot make the shared pool");
-  double q_raw = 0, q_as = 0, t_raw = 0, t_as = 0, q_sh = 0, t_sh = 0;
+  /* shared: statements of many scopes pipelined on each connection; with
+   * the driver's sync=batch, one sync point per round of them as well */
+  char opts2[96];
+  snprintf(opts, sizeof opts, "mode=shared min=%d max=%d", CONNS, CONNS);
+  snprintf(opts2, sizeof opts2, "mode=shared min=%d max=%d sync=batch", CONNS, CONNS);
+  ascope_pool *exclusive = pool, *shared = ascope_sql_pool_new(rt, ascope_postgres(), dsn, opts),
+              *batched = ascope_sql_pool_new(rt, ascope_postgres(), dsn, opts2);
+  if (shared == NULL || batched == NULL) die("pool", "cannot make the shared pools");
+  double q_raw = 0, q_as = 0, t_raw = 0, t_as = 0, q_sh = 0, t_sh = 0, q_sb = 0, t_sb = 0;
   for (int r = 0; r < rounds; r++) {
     best(&q_raw, raw_case(false));
     pool = exclusive;
     best(&q_as, ascope_case(false));
     pool = shared;
     best(&q_sh, ascope_case(false));
+    pool = batched;
+    best(&q_sb, ascope_case(false));
     best(&t_raw, raw_case(true));
     pool = exclusive;
     best(&t_as, ascope_case(true));
     pool = shared;
     best(&t_sh, ascope_case(true));
+    pool = batched;
+    best(&t_sb, ascope_case(true));
   }
   pool = exclusive;
   printf("(b, c) PostgreSQL %d: %ld per case from %d scopes in flight on %d connections, best of "
          "%d\n",
          PQserverVersion(setup), N, SCOPES, CONNS, rounds);
-  printf("| %-44s | %9s | %9s | %6s |\n", "case: raw libpq | ascope pool", "raw /s", "ascope",
+  printf("| %-48s | %9s | %9s | %6s |\n", "case: raw libpq | ascope pool", "raw /s", "ascope",
          "ratio");
-  printf("|----------------------------------------------|-----------|-----------|--------|\n");
+  printf("|--------------------------------------------------|-----------|-----------|--------|\n");
   row("SELECT $1::int, exclusive pool of 8", q_raw, q_as);
   row("SELECT $1::int, shared pool of 8", q_raw, q_sh);
+  row("SELECT $1::int, shared pool of 8, sync=batch", q_raw, q_sb);
   row("BEGIN; UPDATE; COMMIT, exclusive pool of 8", t_raw, t_as);
   row("BEGIN; UPDATE; COMMIT, shared pool of 8", t_raw, t_sh);
-  printf("shared / exclusive: SELECT %.2fx, transactions %.2fx\n", q_as / q_sh, t_as / t_sh);
+  row("BEGIN; UPDATE; COMMIT, shared pool of 8, sync=batch", t_raw, t_sb);
+  printf("shared / exclusive: SELECT %.2fx (sync=batch %.2fx), transactions %.2fx (%.2fx)\n",
+         q_as / q_sh, q_as / q_sb, t_as / t_sh, t_as / t_sb);
   printf("(pool: %lld acquired, %lld waits, %.1f us mean wait; postgres resets %lld, of them "
          "rollbacks %lld)\n",
          (long long)ascope_pool_stat(pool, "acquired"), (long long)ascope_pool_stat(pool, "waits"),
@@ -345,6 +359,7 @@ static void pg_cases(void) {
   for (int k = 0; k < SCOPES; k++) ascope_sql_params_free(jobs[k].p);
   ascope_pool_close(exclusive, NULL, NULL);
   ascope_pool_close(shared, NULL, NULL);
+  ascope_pool_close(batched, NULL, NULL);
   ascope_rt_run(rt);
   PQclear(PQexec(setup, "DROP TABLE pool_bench_acct"));
   PQfinish(setup);
