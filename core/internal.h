@@ -91,6 +91,9 @@ struct ascope_res {
   struct pool_member *member;
 };
 void res_fini(void *obj);
+/* A resource of drv from the runtime's cache, its state zeroed, in no
+ * scope and no pool, phase RES_IDLE; NULL when out of memory. */
+ascope_res *res_new(ascope_rt *rt, const ascope_driver *drv, const void *arg);
 void pool_member_done(ascope_res *r, int status, const char *code, const char *message);
 
 /* ---- operations --------------------------------------------------------- */

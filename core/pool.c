@@ -118,31 +118,13 @@ static void member_free(struct pool_member *m) {
 /* Starts one member's connect; false when out of memory. */
 static bool member_connect(ascope_pool *p) {
   struct pool_member *m = ascope__malloc(sizeof *m);
-  ascope_res *r = m ? cache_get(&p->rt->res) : NULL;
-  size_t need = p->drv->state_size ? p->drv->state_size : 1;
-  if (r && need > r->state_cap) {
-    void *st = ascope__realloc(r->state, need);
-    if (st == NULL) {
-      cache_put(&p->rt->res, r);
-      r = NULL;
-    } else {
-      r->state = st;
-      r->state_cap = need;
-    }
-  }
+  ascope_res *r = m ? res_new(p->rt, p->drv, p->arg) : NULL;
   if (r == NULL) {
     ascope__free(m);
     return false;
   }
-  memset(r->state, 0, need);
-  r->rt = p->rt;
-  r->scope = NULL;
-  r->drv = p->drv;
-  r->arg = p->arg;
   r->options = p->options;
   r->phase = RES_ACQUIRING;
-  r->cancel_called = false;
-  r->lent = NULL;
   r->member = m;
   m->pool = p;
   m->res = r;

@@ -7,6 +7,33 @@ void res_fini(void *obj) {
   ascope__free(r->optbuf);
 }
 
+ascope_res *res_new(ascope_rt *rt, const ascope_driver *drv, const void *arg) {
+  ascope_res *r = cache_get(&rt->res);
+  if (r == NULL) return NULL;
+  /* Never hand out a NULL state: ascope_resource() uses NULL for "not held". */
+  size_t need = drv->state_size ? drv->state_size : 1;
+  if (need > r->state_cap) {
+    void *p = ascope__realloc(r->state, need);
+    if (p == NULL) {
+      cache_put(&rt->res, r);
+      return NULL;
+    }
+    r->state = p;
+    r->state_cap = need;
+  }
+  memset(r->state, 0, need);
+  r->rt = rt;
+  r->scope = NULL;
+  r->drv = drv;
+  r->arg = arg;
+  r->options = NULL;
+  r->phase = RES_IDLE;
+  r->cancel_called = false;
+  r->lent = NULL;
+  r->member = NULL;
+  return r;
+}
+
 void *ascope_res_state(ascope_res *r) {
   return r ? r->state : NULL;
 }

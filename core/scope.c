@@ -98,16 +98,8 @@ static int use_add(ascope *s, const ascope_driver *drv, const void *arg, const c
   if (drv->abi < ASCOPE_DRIVER_ABI_MIN || drv->name == NULL || drv->acquire == NULL ||
       drv->release == NULL)
     return UV_EINVAL;
-  ascope_res *r = cache_get(&s->rt->res);
+  ascope_res *r = res_new(s->rt, drv, arg);
   if (r == NULL) return UV_ENOMEM;
-  /* Never hand out a NULL state: ascope_resource() uses NULL for "not held". */
-  size_t need = drv->state_size ? drv->state_size : 1;
-  if (need > r->state_cap) {
-    void *p = ascope__realloc(r->state, need);
-    if (p == NULL) goto nomem;
-    r->state = p;
-    r->state_cap = need;
-  }
   size_t olen = options ? strlen(options) + 1 : 0, tlen = target ? strlen(target) + 1 : 0;
   if (olen + tlen > r->optbuf_cap) {
     char *p = ascope__realloc(r->optbuf, olen + tlen);
@@ -124,15 +116,8 @@ static int use_add(ascope *s, const ascope_driver *drv, const void *arg, const c
     memcpy(r->optbuf + olen, target, tlen);
     arg = r->optbuf + olen;
   }
-  memset(r->state, 0, need);
-  r->rt = s->rt;
   r->scope = s;
-  r->drv = drv;
   r->arg = arg;
-  r->phase = RES_IDLE;
-  r->cancel_called = false;
-  r->lent = NULL;
-  r->member = NULL;
   aq_push(&s->uses, &r->node);
   s->nuses++;
   return 0;
