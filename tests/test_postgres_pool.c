@@ -21,6 +21,7 @@ static ascope_pool *pool_open(const char *options) {
 }
 
 static int closed;
+static bool pool_closing;
 static void on_closed(void *ud) {
   (void)ud;
   closed++;
@@ -180,21 +181,31 @@ typedef struct kill_ctx {
   bool done;
 } kill_ctx;
 
+/* The sleep's text names this process, so that no other test's backend is
+ * killed; polled until the statement runs, whatever the machine's pace. */
+static char kill_sql[128];
+
 static void kill_when_running(void *ud) {
   kill_ctx *k = ud;
-  t_raw(t_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = '%s'",
-              "SELECT pg_sleep(30)"));
+  int64_t killed = t_raw_int(t_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE query = '%s'",
+                                   kill_sql));
+  if (killed == 0) {
+    t_after(5, kill_when_running, k);
+    return;
+  }
   k->done = true;
 }
 
 Test(pg_pool, a_backend_killed_while_in_use_fails_its_scope_and_is_discarded) {
   pool_open("max=1");
   q_scope a, b;
-  ascope *s = q_scope_new(&a, "SELECT pg_sleep(30)");
+  snprintf(kill_sql, sizeof kill_sql, "SELECT pg_sleep(30) /* %s */", t_name("pool_kill"));
+  ascope *s = q_scope_new(&a, kill_sql);
   a.cb.pass = true;
   static kill_ctx k;
   k.done = false;
-  t_after(200, kill_when_running, &k);
+  t_after(5, kill_when_running, &k);
   int rc = t_run(s, &a.t);
   cr_assert(k.done);
   /* the server's own words for it (57P01), or the lost connection's */
@@ -220,23 +231,28 @@ Test(pg_pool, a_server_that_refuses_fails_the_waiter_with_the_connect_error) {
   pool_close_all();
 }
 
-/* Closes the pool once two scopes hold its two connections, checked every
- * millisecond (whatever the machine's speed). */
-static void close_soon(void *ud) {
-  (void)ud;
-  if (ascope_pool_stat(pool, "in_use") < 2) {
-    t_after(1, close_soon, NULL);
-    return;
+/* The scope whose body finds both connections in use closes the pool:
+ * right then, two scopes hold connections and four wait, whatever the
+ * machine's pace (a timer polling for that state could come late, after
+ * the first two were done and two waiters served). */
+static void body_then_close(ascope *s, t_scope *t) {
+  q_body(s, t);
+  if (ascope_pool_stat(pool, "in_use") == 2 && closed == 0 && !pool_closing) {
+    pool_closing = true;
+    ascope_pool_close(pool, on_closed, NULL);
   }
-  ascope_pool_close(pool, on_closed, NULL);
 }
 
 Test(pg_pool, closing_with_connections_in_use_and_waiters_queued) {
   pool_open("max=2");
   closed = 0;
   static q_scope qs[6];
-  for (int i = 0; i < 6; i++) q_start(&qs[i], "SELECT 1 FROM pg_sleep(0.2)");
-  t_after(1, close_soon, NULL);
+  pool_closing = false;
+  for (int i = 0; i < 6; i++) {
+    ascope *s = q_scope_new(&qs[i], "SELECT 1 FROM pg_sleep(0.2)");
+    qs[i].t.body = body_then_close;
+    cr_assert_eq(ascope_start(s, t_body, t_done, &qs[i].t), 0);
+  }
   cr_assert_eq(ascope_rt_run(T_rt), 0);
   cr_assert_eq(closed, 1);
   int ok = 0, refused = 0;
