@@ -15,6 +15,13 @@
 
 TestSuite(sqlite_loop, .init = t_init, .fini = t_fini);
 
+/* The test's runtime's counters: the process's may hold an earlier test's. */
+static int64_t rt_stat(const char *name) {
+  char full[64];
+  snprintf(full, sizeof full, "sqlite.%s", name);
+  return ascope_rt_stat(T_rt, full);
+}
+
 #define ROWS 2000
 #define BIG 100000 /* rows a count scans: far past the loop thread's budget */
 
@@ -76,8 +83,8 @@ Test(sqlite_loop, awaited_point_selects_run_on_the_loop_thread) {
   cr_assert_eq(c.wrong, 0);
   /* the first run is the pool's (the statement is not prepared yet); a
    * run that looked long sends the next one there too, so only "some" */
-  cr_assert_gt(ascope_sqlite_stat("loop_runs"), 0);
-  cr_assert_lt(ascope_sqlite_stat("hops"), 1000, "not one hop per statement");
+  cr_assert_gt(rt_stat("loop_runs"), 0);
+  cr_assert_lt(rt_stat("hops"), 1000, "not one hop per statement");
 }
 
 /* ---- over the budget: again on the pool, from the start -------------------------------- */
@@ -103,12 +110,12 @@ static int over_row(ascope *s, int status, ascope_rows *rows, void *ud) {
   int64_t below = o->phase == 1 ? BIG : 5;
   if (ascope_rows_int64(rows, 0, 0) != expect_count(o, below)) o->wrong++;
   if (o->phase == 1) { /* the long one: was it tried on the loop thread first? */
-    if (ascope_sqlite_stat("loop_overruns") > 0) return 0; /* done */
+    if (rt_stat("loop_overruns") > 0) return 0; /* done */
     o->phase = 0;
-  } else if (ascope_sqlite_stat("loop_runs") > o->loop_before) {
+  } else if (rt_stat("loop_runs") > o->loop_before) {
     o->phase = 1; /* the short one ran on the loop: its next run is tried there */
   }
-  o->loop_before = ascope_sqlite_stat("loop_runs");
+  o->loop_before = rt_stat("loop_runs");
   cr_assert_lt(++o->tries, 2000, "never tried on the loop thread");
   over_next(s, o);
   return 0;
@@ -135,7 +142,7 @@ Test(sqlite_loop, a_statement_over_its_budget_runs_again_on_the_pool_with_the_sa
   struct over o = {.t.body = over_body};
   cr_assert_eq(t_run_db(&o.t, t_path("kv.db"), NULL), 0, "%s", o.t.msg);
   cr_assert_eq(o.wrong, 0);
-  cr_assert_geq(ascope_sqlite_stat("loop_overruns"), 1);
+  cr_assert_geq(rt_stat("loop_overruns"), 1);
 }
 
 Test(sqlite_loop, an_overrun_inside_a_transaction_rolls_nothing_back) {
@@ -147,7 +154,7 @@ Test(sqlite_loop, an_overrun_inside_a_transaction_rolls_nothing_back) {
   cr_assert_eq(t_run(s, &o.t), 0, "%s", o.t.msg);
   cr_assert_eq(o.insert.status, 0);
   cr_assert_eq(o.wrong, 0, "the transaction's own row was seen by every count");
-  cr_assert_geq(ascope_sqlite_stat("loop_overruns"), 1);
+  cr_assert_geq(rt_stat("loop_overruns"), 1);
   cr_assert_eq(t_raw_int(t_path("kv.db"), "SELECT count(*) FROM kv WHERE k = -1"), 1, "committed");
 }
 
@@ -186,7 +193,7 @@ static int locked_row(ascope *s, int status, ascope_rows *rows, void *ud) {
     cr_assert(l->released, "answered while the lock was held");
     return 0;
   }
-  if (ascope_sqlite_stat("loop_runs") > 0) {
+  if (rt_stat("loop_runs") > 0) {
     cr_assert_eq(sqlite3_open(t_path("kv.db"), &l->holder), SQLITE_OK);
     cr_assert_eq(sqlite3_exec(l->holder, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
     t_when(t_busy_waiting, release_lock, l);
@@ -210,7 +217,7 @@ Test(sqlite_loop, a_read_that_meets_a_lock_waits_for_it_on_the_pool) {
   ascope_sql_params_free(l.c.p);
   cr_assert(l.released);
   sqlite3_close(l.holder);
-  cr_assert_gt(ascope_sqlite_stat("busy"), 0, "the pool waited for the lock");
+  cr_assert_gt(rt_stat("busy"), 0, "the pool waited for the lock");
 }
 
 /* ---- cancellation and deadlines ------------------------------------------------------------ */
@@ -229,7 +236,7 @@ static void deadline_child_body(ascope *s, t_scope *t) {
 
 static int deadline_row(ascope *s, int status, ascope_rows *rows, void *ud) {
   struct chain *c = ud;
-  if (c->forever || ascope_sqlite_stat("loop_runs") == 0) return chain_row(s, status, rows, ud);
+  if (c->forever || rt_stat("loop_runs") == 0) return chain_row(s, status, rows, ud);
   cr_assert_eq(status, 0);
   c->answered++;
   c->forever = true;
@@ -282,12 +289,12 @@ static int listed_row(ascope *s, int status, ascope_rows *rows, void *ud) {
   cr_assert_lt(x->runs, 64, "never ran on the loop thread");
   x->statuses[x->runs++] = status;
   if (status != 0) return status;
-  bool on_loop = ascope_sqlite_stat("loop_runs") > x->loop_before;
-  x->loop_before = ascope_sqlite_stat("loop_runs");
+  bool on_loop = rt_stat("loop_runs") > x->loop_before;
+  x->loop_before = rt_stat("loop_runs");
   listed_next(s, x);
   /* no hop started: it waits for the loop thread (a hop may have run it
    * already, on another thread, before the cancel comes) */
-  if (on_loop && ascope_sqlite_stat("running") == 0) {
+  if (on_loop && rt_stat("running") == 0) {
     x->loop_before = -1;
     ascope_cancel(s);
   }
@@ -306,7 +313,7 @@ Test(sqlite_loop, a_statement_listed_for_the_loop_thread_is_cancelled_before_it_
   cr_assert_eq(t_run_db(&x.t, t_path("kv.db"), "mode=ro"), ASCOPE_ECANCELED);
   cr_assert_geq(x.runs, 2);
   cr_assert_eq(x.statuses[x.runs - 1], ASCOPE_ECANCELED);
-  int64_t loop_runs = ascope_sqlite_stat("loop_runs");
+  int64_t loop_runs = rt_stat("loop_runs");
   cr_assert_eq(x.loop_before, -1);
   cr_assert_gt(loop_runs, 0);
 }
@@ -369,5 +376,135 @@ Test(sqlite_loop, fifo_order_holds_between_the_loop_thread_and_the_pool) {
   cr_assert_eq(f.inserted, 200);
   cr_assert_eq(f.order, 0);
   cr_assert_eq(f.wrong, 0);
-  cr_assert_gt(ascope_sqlite_stat("loop_runs"), 0);
+  cr_assert_gt(rt_stat("loop_runs"), 0);
+}
+
+/* ---- a full pool: short reads of other connections still run ------------------------------ */
+
+#define LONG_QUERY                                                                                 \
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "          \
+  "SELECT count(*) FROM c"
+#define BURST 10
+
+struct full {
+  t_scope t;
+  ascope *scope;
+  ascope_sql *db;
+  ascope *hogs[2];
+  t_scope hog[2];
+  int answered, wrong;
+  bool pool_was_full; /* when the burst's last answer came */
+};
+
+static void hog_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql_query(s, ascope_resource(s, 0), LONG_QUERY, NULL, NULL, NULL);
+}
+
+static int burst_row(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s;
+  struct full *f = ud;
+  cr_assert_eq(status, 0);
+  if (ascope_rows_int64(rows, 0, 0) != f->answered++ + 1) f->wrong++;
+  if (f->answered == BURST) {
+    f->pool_was_full = rt_stat("running") >= 2;
+    for (int i = 0; i < 2; i++) ascope_cancel(f->hogs[i]);
+  }
+  return 0;
+}
+
+/* Queued at once, so not alone: a hop's, were the pool's threads not all
+ * taken by the long queries. "SELECT $1 + 1" reads no page: short, always. */
+static void burst(void *ud) {
+  struct full *f = ud;
+  ascope_sql_params *p = ascope_sql_params_new();
+  for (int i = 0; i < BURST; i++) {
+    ascope_sql_params_clear(p);
+    ascope_sql_params_add_int64(p, i);
+    cr_assert_eq(ascope_sql_query(f->scope, f->db, "SELECT $1 + 1", p, burst_row, f), 0);
+  }
+  ascope_sql_params_free(p);
+}
+
+static bool hogs_hold_pool(void *ud) {
+  (void)ud;
+  return rt_stat("running") >= 2 && rt_stat("hops") >= 6; /* our open and query, their opens */
+}
+
+static int first_row(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)rows;
+  struct full *f = ud;
+  cr_assert_eq(status, 0);
+  for (int i = 0; i < 2; i++) { /* children: the scope waits for them, and the burst */
+    f->hog[i] = (t_scope){.body = hog_body};
+    f->hogs[i] = ascope_child(s);
+    cr_assert_not_null(f->hogs[i]);
+    ascope_use_sqlite(f->hogs[i], NULL, "mode=memory");
+    cr_assert_eq(ascope_start(f->hogs[i], t_body, t_done, &f->hog[i]), 0);
+  }
+  t_when(hogs_hold_pool, burst, f);
+  return 0;
+}
+
+static void full_body(ascope *s, t_scope *t) {
+  struct full *f = (struct full *)t;
+  f->scope = s;
+  f->db = ascope_resource(s, 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_int64(p, 0);
+  cr_assert_eq(ascope_sql_query(s, f->db, "SELECT $1 + 1", p, first_row, f), 0);
+  ascope_sql_params_free(p);
+}
+
+Test(sqlite_loop, short_reads_queued_together_run_while_long_queries_hold_the_pool) {
+  struct full f = {.t.body = full_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, NULL, "mode=memory");
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL);
+  cr_assert_eq(t_run(s, &f.t), 0, "%s", f.t.msg);
+  cr_assert_eq(f.answered, BURST);
+  cr_assert_eq(f.wrong, 0);
+  cr_assert(f.pool_was_full, "answered while the long queries held both threads");
+  for (int i = 0; i < 2; i++) cr_assert_eq(f.hog[i].status, ASCOPE_ECANCELED);
+}
+
+/* ---- a hop's end hands its thread on, whatever becomes of its connection ------------------- */
+
+struct handoff {
+  t_scope t;
+  ascope_sql *a, *b;
+  t_cb second, other;
+};
+
+static int handoff_first(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)rows;
+  struct handoff *h = ud;
+  cr_assert_eq(status, 0);
+  /* prepared and short now: listed for the loop thread from inside the
+   * hop's end, which must still give the freed thread to b */
+  cr_assert_eq(ascope_sql_query(s, h->a, "SELECT 1 + 1", NULL, t_cb_fn, &h->second), 0);
+  return 0;
+}
+
+static void handoff_body(ascope *s, t_scope *t) {
+  struct handoff *h = (struct handoff *)t;
+  h->a = ascope_resource(s, 0);
+  h->b = ascope_resource(s, 1);
+  /* a's hop takes the one thread; b's statement waits for it */
+  cr_assert_eq(ascope_sql_query(s, h->a, "SELECT 1 + 1", NULL, handoff_first, h), 0);
+  cr_assert_eq(ascope_sql_query(s, h->b, "SELECT 2 + 2", NULL, t_cb_fn, &h->other), 0);
+}
+
+Test(sqlite_loop, a_connection_listed_for_the_loop_thread_leaves_its_thread_to_the_next) {
+  cr_assert_eq(ascope_sqlite_set_concurrency(1), 0);
+  struct handoff h = {.t.body = handoff_body};
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, NULL, "mode=memory");
+  ascope_use_sqlite(s, NULL, "mode=memory");
+  int rc = t_run(s, &h.t);
+  ascope_sqlite_set_concurrency(2);
+  cr_assert_eq(rc, 0, "%s", h.t.msg);
+  cr_assert_eq(h.second.calls, 1);
+  cr_assert_eq(h.other.calls, 1);
+  cr_assert_eq(h.other.status, 0);
 }

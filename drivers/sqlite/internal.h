@@ -182,6 +182,7 @@ void sq_stage_unlist(struct sq_conn *c);
 void sq_unready(struct sq_conn *c);            /* leave the ready or loop list (cancel, abort) */
 void sq_wake_pool(struct sq_conn *c);          /* as sq_wake, but never the loop thread: a hop */
 unsigned sq_sched_waiting(struct sq_sched *s); /* connections waiting for a thread */
+bool sq_pool_full(struct sq_sched *s);         /* (loop) as many hops in flight as allowed */
 
 /* ---- the queue (queue.c) ----------------------------------------------------------- */
 void sq_push(struct sq_conn *c, struct sq_job *j);       /* (mu) held */

@@ -5,9 +5,12 @@
  * For a caller awaiting one statement after another that hand-off is the
  * whole cost, so a statement known to be short runs on the loop thread
  * instead, when all of these hold:
- *   - it is alone in its connection's queue and no hop is in flight (the
- *     connection is on no other thread, and FIFO order is kept: a queue of
- *     several goes to a hop, which drains it in one hand-off);
+ *   - it is first in its connection's queue and no hop is in flight (the
+ *     connection is on no other thread, and FIFO order is kept), and it is
+ *     alone there or the pool's threads are all taken: a queue of several
+ *     goes to a hop, which drains it in one hand-off and leaves the loop
+ *     thread free, unless it would wait for a thread (behind long queries,
+ *     perhaps for seconds) while the loop thread could run it now;
  *   - it is a plain exec or query (not a stream, a transaction step or a
  *     script), already prepared, read-only and returning rows (cache.c);
  *   - its last run, wherever it ran, took few VM steps and little time.
@@ -43,7 +46,8 @@ void sq_loop_init(struct sq_sched *s) {
 bool sq_loop_candidate(struct sq_conn *c) {
   struct sq_job *j = c->head;
   /* tx_lost: the pool refuses it, with the reason */
-  if (j == NULL || j->next != NULL || j->kind != JOB_REQ || !c->opened || c->tx_lost) return false;
+  if (j == NULL || j->kind != JOB_REQ || !c->opened || c->tx_lost) return false;
+  if (j->next != NULL && !sq_pool_full(c->sched)) return false;
   int kind = ascope_sql_req_kind(j->req);
   if ((kind != ASCOPE_SQL_QUERY && kind != ASCOPE_SQL_EXEC) || atomic_load(&j->cancelled))
     return false;

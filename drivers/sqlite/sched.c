@@ -106,6 +106,10 @@ static void on_prepare(uv_prepare_t *h) {
   }
 }
 
+bool sq_pool_full(struct sq_sched *s) {
+  return s->running >= atomic_load(&max_running);
+}
+
 unsigned sq_sched_waiting(struct sq_sched *s) {
   return atomic_load(&s->waiting);
 }
@@ -292,7 +296,12 @@ static void hop_after(uv_work_t *w, int status) {
   running_remove(s, c);
   c->where = W_AFTER;
   sq_answers(c);
-  if (c->where != W_AFTER) return; /* the next hop is on its way or waiting for a thread */
+  if (c->where != W_AFTER) {
+    /* The next hop is on its way or waiting for a thread — or c was listed
+     * for the loop thread, and the thread this hop leaves is another's. */
+    pump(s);
+    return;
+  }
   uv_mutex_lock(&c->mu);
   bool aborted = c->aborted;
   uv_mutex_unlock(&c->mu);
