@@ -51,7 +51,8 @@ struct sq_stmt {
   int *map;    /* slot i+1 takes value map[i] */
   bool in_use;
   bool loop_kind;    /* read-only and returns rows: may be tried on the loop thread */
-  bool last_short;   /* its last run was short (loop.c): the loop thread may try the next */
+  uint8_t long_runs; /* its last runs that were not short, in a row (loop.c), up to 255 */
+  bool overran;      /* its last try on the loop thread ran out of budget, and no short run since */
   struct sq_rt *rts; /* where it is counted */
 };
 struct sq_cache {
@@ -226,6 +227,8 @@ bool sq_run_on_loop(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st);
 /* Around a run: sq_stmt_note_start, then sq_stmt_note_run notes whether
  * st's next run may be tried on the loop thread. */
 void sq_stmt_note_start(struct sq_conn *c);
+/* Whether st's next run may be tried on the loop thread (loop.c). */
+bool sq_stmt_loop_ok(const struct sq_stmt *st, struct sq_sched *s);
 void sq_stmt_note_run(struct sq_conn *c, struct sq_stmt *st, uint64_t ns);
 int sq_cache_misses(struct sq_conn *c, bool reset); /* pages read outside the page cache */
 void sq_run_tx(struct sq_conn *c, struct sq_job *j);

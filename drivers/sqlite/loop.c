@@ -13,7 +13,8 @@
  *     perhaps for seconds) while the loop thread could run it now;
  *   - it is a plain exec or query (not a stream, a transaction step or a
  *     script), already prepared, read-only and returning rows (cache.c);
- *   - its last run, wherever it ran, took few VM steps and little time.
+ *   - its last runs, wherever they ran, took few VM steps and little time
+ *     (sq_stmt_loop_ok), and it did not overrun here since.
  * Its run has a budget (the progress handler, every 1000 VM steps: a count
  * and a clock). When the budget runs out, or the statement meets a lock
  * (the busy handler never naps here), it is interrupted — a read-only
@@ -54,7 +55,16 @@ bool sq_loop_candidate(struct sq_conn *c) {
   /* Asked here too, not only when its turn comes, so that what the pool
    * will run anyway (an INSERT awaited alone) goes there at once. */
   const struct sq_stmt *st = sq_cache_peek(c, ascope_sql_req_text(j->req));
-  return st && st->loop_kind && st->last_short;
+  return st && sq_stmt_loop_ok(st, c->sched);
+}
+
+/* Short lately: one long run in a row may be a preemption, or a page from
+ * the disk once, so it takes two. With every pool thread taken, a statement
+ * that has not overrun here is tried even after long runs: the pool would
+ * make it wait (behind long queries, perhaps for seconds), and the budget
+ * bounds what the try costs the loop. */
+bool sq_stmt_loop_ok(const struct sq_stmt *st, struct sq_sched *s) {
+  return st->loop_kind && !st->overran && (st->long_runs < 2 || sq_pool_full(s));
 }
 
 void sq_loop_list(struct sq_conn *c) {
@@ -98,7 +108,7 @@ static void run_one(struct sq_conn *c) {
     return;
   }
   struct sq_stmt *st = sq_cache_find(c, ascope_sql_req_text(j->req));
-  if (st == NULL || !st->loop_kind || !st->last_short) {
+  if (st == NULL || !sq_stmt_loop_ok(st, c->sched)) {
     if (st) sq_cache_put(c, st);
     sq_wake_pool(c);
     return;

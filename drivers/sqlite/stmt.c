@@ -306,7 +306,11 @@ void sq_stmt_note_start(struct sq_conn *c) {
  * its pages cached, does not count against it. */
 void sq_stmt_note_run(struct sq_conn *c, struct sq_stmt *st, uint64_t ns) {
   int steps = sqlite3_stmt_status(st->stmt, SQLITE_STMTSTATUS_VM_STEP, 1);
-  st->last_short = steps <= SQ_SHORT_STEPS && (ns <= SQ_SHORT_NS || sq_cache_misses(c, false) == 0);
+  bool short_run = steps <= SQ_SHORT_STEPS && (ns <= SQ_SHORT_NS || sq_cache_misses(c, false) == 0);
+  if (short_run)
+    st->long_runs = 0, st->overran = false;
+  else if (st->long_runs < 255)
+    st->long_runs++;
 }
 
 /* The same run as on a pool thread, with the loop thread's budget in the
@@ -331,7 +335,7 @@ bool sq_run_on_loop(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st) {
   c->cur = NULL;
   bool over = c->overran;
   sq_stmt_note_run(c, st, uv_hrtime() - t0);
-  if (over) st->last_short = false; /* a lock met: the pool waits for it, next time too */
+  if (over) st->overran = true; /* the pool runs it; until a run is short, it goes there */
   sq_cache_put(c, st);
   if (!over) {
     sq_req_after(c, j);
