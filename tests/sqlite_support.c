@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "temp_dir.h"
 
 ascope_rt *T_rt;
 static char dir[256];
@@ -23,8 +24,7 @@ static void rm_dir(void) {
 }
 
 void t_init(void) {
-  snprintf(dir, sizeof dir, "/tmp/ascope-sqlite-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-sqlite"));
   atexit(rm_dir);
   T_rt = ascope_rt_new(NULL);
   cr_assert_not_null(T_rt);

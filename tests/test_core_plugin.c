@@ -5,6 +5,7 @@
 
 #include "test_driver.h"
 #include "test_util.h"
+#include "temp_dir.h"
 
 #ifndef PLUGIN_DIR
 #error "PLUGIN_DIR is defined by tests/CMakeLists.txt"
@@ -135,8 +136,8 @@ Test(plugin, names_that_could_leave_a_folder_are_refused) {
 
 /* A folder holding `file` (a link to one of the test plugins) as link. */
 static char *plugin_folder(const char *file, const char *link) {
-  static char dir[] = "/tmp/ascope-plugins-XXXXXX";
-  cr_assert_not_null(mkdtemp(dir));
+  static char dir[256];
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-plugins"));
   char from[512], to[512];
   snprintf(from, sizeof from, "%s/%s", PLUGIN_DIR, file);
   snprintf(to, sizeof to, "%s/%s", dir, link);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "test_driver.h"
+#include "temp_dir.h"
 
 /* ---- the temporary directory --------------------------------------------- */
 
@@ -32,8 +33,7 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 }
 
 static void dir_setup(void) {
-  snprintf(dir, sizeof dir, "/tmp/ascope-file-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-file"));
 }
 
 static void unblock_pool(void);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "temp_dir.h"
 
 /* ---- the temporary directory --------------------------------------------- */
 
@@ -37,8 +38,7 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 static void dir_setup(void) {
   snprintf(dir, sizeof dir, "/dev/shm/ascope-lines-XXXXXX");
   if (mkdtemp(dir)) return;
-  snprintf(dir, sizeof dir, "/tmp/ascope-lines-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-lines"));
 }
 
 static void dir_teardown(void) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "temp_dir.h"
 
 #ifndef PLUGINS
 #error "PLUGINS is defined by tests/CMakeLists.txt"
@@ -41,8 +42,8 @@ Test(sql_plugins, sqlite_is_loaded_by_name_from_ASCOPE_DRIVER_PATH) {
   const ascope_sql_driver *drv = ascope_sql_driver_find("sqlite", err, sizeof err);
   cr_assert_not_null(drv, "%s", err);
 
-  char dir[] = "/tmp/ascope-plugins-sql-XXXXXX", url[128];
-  cr_assert_not_null(mkdtemp(dir));
+  char dir[256], url[300];
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-plugins-sql"));
   snprintf(url, sizeof url, "sqlite://%s/p.db", dir);
   ascope_rt *rt = ascope_rt_new(NULL);
   ascope *s = ascope_new(rt);
@@ -52,7 +53,7 @@ Test(sql_plugins, sqlite_is_loaded_by_name_from_ASCOPE_DRIVER_PATH) {
   cr_assert_eq(ascope_rt_free(rt), 0);
   cr_assert_eq(value, 42);
   cr_assert_str_eq(driver, "sqlite");
-  char p[64];
+  char p[300];
   snprintf(p, sizeof p, "%s/p.db", dir);
   unlink(p);
   rmdir(dir);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "temp_dir.h"
 
 TestSuite(sql_url, .timeout = 60);
 
@@ -58,16 +59,16 @@ static int run_url(const char *url, struct run *r) {
   return r->status;
 }
 
-static char dir[] = "/tmp/ascope-url-XXXXXX";
+static char dir[256];
 
 static void in_dir(void) {
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-url"));
   cr_assert_eq(chdir(dir), 0);
 }
 
 static void rm_dir(void) {
   unlink("rel.db");
-  char p[64];
+  char p[300];
   snprintf(p, sizeof p, "%s/abs.db", dir);
   unlink(p);
   cr_assert_eq(chdir("/"), 0);
@@ -76,7 +77,7 @@ static void rm_dir(void) {
 
 Test(sql_url, sqlite_urls_name_a_path) {
   in_dir();
-  char abs[128];
+  char abs[300];
   snprintf(abs, sizeof abs, "sqlite://%s/abs.db", dir);
   const char *urls[] = {"sqlite:rel.db",  "sqlite://rel.db", abs,
                         "sqlite3:rel.db", "SQLite:rel.db",   "sqlite::memory:"};
@@ -87,7 +88,7 @@ Test(sql_url, sqlite_urls_name_a_path) {
     cr_assert_str_eq(r.driver, "sqlite");
   }
   cr_assert_eq(access("rel.db", F_OK), 0, "sqlite:rel.db is relative to the working folder");
-  char p[64];
+  char p[300];
   snprintf(p, sizeof p, "%s/abs.db", dir);
   cr_assert_eq(access(p, F_OK), 0, "sqlite:///abs is an absolute path");
   rm_dir();
