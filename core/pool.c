@@ -260,16 +260,10 @@ static void on_wait_timer(uv_timer_t *t) {
  * (most recently used first), else the least loaded of those lent to
  * sharing scopes; NULL when there is none. */
 static struct pool_member *least_loaded(ascope_pool *p) {
-  while (!aq_empty(&p->idle)) {
-    struct pool_member *m = aq_data(p->idle.next, struct pool_member, node);
-    for (struct aq *q = p->idle.next; q != &p->idle; q = q->next) {
-      struct pool_member *x = aq_data(q, struct pool_member, node);
-      if (!x->draining) {
-        m = x;
-        break;
-      }
-    }
-    if (m->draining) break;
+  for (struct aq *q = p->idle.next; q != &p->idle;) {
+    struct pool_member *m = aq_data(q, struct pool_member, node);
+    q = q->next; /* a discard takes m off the list */
+    if (m->draining) continue;
     if (member_good(m)) return m;
     member_discard(m, ASCOPE_ECLOSED);
   }
@@ -749,7 +743,7 @@ static void on_timer_closed(uv_handle_t *h) {
 }
 
 static void pool_maybe_closed(ascope_pool *p) {
-  if (!p->closing || p->size || p->closing_members || p->open_handles != 3) return;
+  if (!p->closing || p->size || p->closing_members) return;
   if (uv_is_closing((uv_handle_t *)&p->wait_timer)) return;
   uv_close((uv_handle_t *)&p->wait_timer, on_timer_closed);
   uv_close((uv_handle_t *)&p->sweep_timer, on_timer_closed);
