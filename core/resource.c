@@ -101,6 +101,20 @@ int ascope_op_resume(ascope_op *op) {
   return 0;
 }
 
+int ascope_op_cancel(ascope_op *op) {
+  if (op == NULL) return UV_EINVAL;
+  void (*cancel)(ascope_op *) = op->cancel;
+  if (cancel == NULL) return UV_ENOTSUP;
+  /* Cleared first: the driver's cancel may end the operation at once, and
+   * a later cancel of the whole scope must not reach it a second time. */
+  op->cancel = NULL;
+  ascope_rt *rt = op->scope->rt;
+  rt_enter(rt);
+  cancel(op);
+  rt_leave(rt);
+  return 0;
+}
+
 void ascope_op_end(ascope_op *op, int status, const char *code, const char *message) {
   if (op == NULL) return;
   ascope *s = op->scope;

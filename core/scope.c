@@ -315,7 +315,9 @@ static void cancel_work(ascope *s) {
     ascope_op *op = aq_data(s->ops.next, ascope_op, node);
     aq_remove(&op->node);
     aq_push(&s->ops_cancelled, &op->node);
-    if (op->cancel) op->cancel(op);
+    void (*cancel)(ascope_op *) = op->cancel;
+    op->cancel = NULL; /* once: ascope_op_cancel may have come first, or come later */
+    if (cancel) cancel(op);
   }
   struct aq todo;
   aq_init(&todo);

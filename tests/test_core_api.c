@@ -508,6 +508,78 @@ Test(api, op_resume_calls_the_hook) {
   cr_assert_eq(resumed, 1);
 }
 
+/* ---- ascope_op_cancel: one operation, not its scope --------------------------------- */
+
+struct one_cancel {
+  ascope_op *a, *b, *c;
+  int a_calls, b_calls, c_calls;
+  int rc_again, rc_none, rc_null;
+};
+static struct one_cancel *oc;
+
+static void cancel_a(ascope_op *op) { /* handled: ends with 0, the scope goes on */
+  oc->a_calls++;
+  ascope_op_end(op, 0, NULL, NULL);
+}
+static void cancel_b(ascope_op *op) {
+  oc->b_calls++;
+  ascope_op_end(op, ASCOPE_ECANCELED, NULL, NULL);
+}
+static void cancel_c(ascope_op *op) { /* acknowledges; ends later */
+  (void)op;
+  oc->c_calls++;
+}
+
+static void body_one_cancel(ascope *s, rec *r) {
+  oc = r->arg;
+  oc->a = ascope_op_begin(s, &td_driver, cancel_a, NULL);
+  oc->b = ascope_op_begin(s, &td_driver, cancel_b, NULL);
+  oc->c = ascope_op_begin(s, &td_driver, cancel_c, NULL);
+  ascope_op *plain = ascope_op_begin(s, &td_driver, NULL, NULL);
+  cr_assert_eq(ascope_op_cancel(oc->a), 0); /* ends it: the others untouched */
+  cr_assert_eq(oc->b_calls + oc->c_calls, 0);
+  cr_assert_eq(ascope_op_cancel(oc->c), 0);
+  oc->rc_again = ascope_op_cancel(oc->c); /* once per operation */
+  oc->rc_none = ascope_op_cancel(plain);  /* nothing to call */
+  oc->rc_null = ascope_op_cancel(NULL);
+  ascope_op_end(plain, 0, NULL, NULL);
+  ascope_cancel(s); /* reaches b; c was cancelled already and is not called again */
+  ascope_op_end(oc->c, ASCOPE_ECANCELED, NULL, NULL);
+}
+
+Test(api, op_cancel_stops_one_operation_once) {
+  ascope *s = ascope_new(rt);
+  struct one_cancel o = {0};
+  rec r = {.body = body_one_cancel, .arg = &o};
+  cr_assert_eq(rec_start(s, &r), 0);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  assert_done(&r, ASCOPE_ECANCELED);
+  cr_assert_eq(o.a_calls, 1);
+  cr_assert_eq(o.b_calls, 1);
+  cr_assert_eq(o.c_calls, 1);
+  cr_assert_eq(o.rc_again, UV_ENOTSUP);
+  cr_assert_eq(o.rc_none, UV_ENOTSUP);
+  cr_assert_eq(o.rc_null, UV_EINVAL);
+}
+
+/* A cancelled operation that ends with 0 (its callback handled the
+ * cancel) leaves the scope to succeed. */
+static void body_cancel_handled(ascope *s, rec *r) {
+  oc = r->arg;
+  oc->a = ascope_op_begin(s, &td_driver, cancel_a, NULL);
+  cr_assert_eq(ascope_op_cancel(oc->a), 0);
+}
+
+Test(api, op_cancel_handled_leaves_the_scope_to_succeed) {
+  ascope *s = ascope_new(rt);
+  struct one_cancel o = {0};
+  rec r = {.body = body_cancel_handled, .arg = &o};
+  cr_assert_eq(rec_start(s, &r), 0);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  assert_done(&r, 0);
+  cr_assert_eq(o.a_calls, 1);
+}
+
 /* ---- status names --------------------------------------------------------------- */
 
 Test(api, status_names_and_messages) {

@@ -351,3 +351,12 @@ int ascope_sql_stream(ascope *s, ascope_sql *db, const char *sql, const ascope_s
                       ascope_sql_cb cb, void *ud, ascope_op **op) {
   return sql_start(s, db, ASCOPE_SQL_STREAM, sql, params, cb, ud, op);
 }
+
+int ascope_sql_start(ascope *s, ascope_sql *db, int kind, const char *sql,
+                     const ascope_sql_params *params, ascope_sql_cb cb, void *ud, ascope_op **op) {
+  if (kind != ASCOPE_SQL_EXEC && kind != ASCOPE_SQL_QUERY && kind != ASCOPE_SQL_STREAM) {
+    if (op) *op = NULL;
+    return UV_EINVAL;
+  }
+  return sql_start(s, db, kind, sql, params, cb, ud, op);
+}

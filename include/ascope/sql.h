@@ -145,6 +145,17 @@ ASCOPE_EXTERN int ascope_sql_query(ascope *s, ascope_sql *db, const char *sql,
 ASCOPE_EXTERN int ascope_sql_stream(ascope *s, ascope_sql *db, const char *sql,
                                     const ascope_sql_params *params, ascope_sql_cb cb, void *ud,
                                     ascope_op **op);
+#define ASCOPE_SQL_EXEC 1
+#define ASCOPE_SQL_QUERY 2
+#define ASCOPE_SQL_STREAM 3
+/* The three above in one entry point, for bindings: kind is
+ * ASCOPE_SQL_EXEC, ASCOPE_SQL_QUERY or ASCOPE_SQL_STREAM, and
+ * op, when not NULL, receives the operation of every kind, so that one
+ * statement can be cancelled alone (ascope_op_cancel) while its callback
+ * has not run. */
+ASCOPE_EXTERN int ascope_sql_start(ascope *s, ascope_sql *db, int kind, const char *sql,
+                                   const ascope_sql_params *params, ascope_sql_cb cb, void *ud,
+                                   ascope_op **op);
 /* Inside a callback with status < 0: the database's own code (SQLite's
  * extended code name, PostgreSQL's SQLSTATE) and message; NULL elsewhere. */
 ASCOPE_EXTERN const char *ascope_sql_errcode(ascope_sql *db);

@@ -43,9 +43,7 @@ extern "C" {
 
 typedef struct ascope_sql_req ascope_sql_req;
 
-#define ASCOPE_SQL_EXEC 1
-#define ASCOPE_SQL_QUERY 2
-#define ASCOPE_SQL_STREAM 3
+/* ASCOPE_SQL_EXEC, _QUERY and _STREAM come from sql.h */
 #define ASCOPE_SQL_TX 4
 
 /* tx actions; depth 0 is the outermost transaction (BEGIN, COMMIT,

@@ -884,6 +884,81 @@ SQL_TEST(a_transaction_rolls_back_when_its_scope_is_cancelled) {
   cr_assert_eq(rows_with("x"), 0);
 }
 
+/* ---- one statement cancelled alone ------------------------------------------------------------
+ */
+
+/* ascope_op_cancel on a statement's operation (from ascope_sql_start) stops
+ * that statement only: its callback hears ASCOPE_ECANCELED, handles it, and
+ * the scope, its connection and the statement started next go on. One
+ * queued statement is cancelled before the driver could send it. */
+struct alone {
+  t_scope t;
+  ascope *s;
+  ascope_sql *db;
+  ascope_op *slow_op;
+  ss_cb slow, unsent, after;
+  int bad_kind;
+  ascope_op *bad_op;
+  int polls;
+  bool reached;
+  uint64_t at;
+};
+
+static void cancel_alone_when_running(void *ud) {
+  struct alone *a = ud;
+  a->reached = D->running == NULL || D->running(a->db, D->ud);
+  if (!a->reached && ++a->polls < 5000) { /* 10 s: then fail, not hang */
+    t_after(2, cancel_alone_when_running, a);
+    return;
+  }
+  a->at = t_now_ms();
+  cr_assert_eq(ascope_op_cancel(a->slow_op), 0);
+  /* Only now: a statement sent behind it would be one a cancel request
+   * could hit instead, and PostgreSQL's driver would let the slow one run
+   * to its end rather than risk that (docs/drivers/postgres.md). */
+  cr_assert_eq(
+      ascope_sql_start(a->s, a->db, ASCOPE_SQL_QUERY, "SELECT 42", NULL, ss_cb_fn, &a->after, NULL),
+      0);
+}
+
+static void alone_body(ascope *s, t_scope *t) {
+  struct alone *a = (struct alone *)t;
+  a->s = s;
+  a->db = ascope_sql_resource(s, 0);
+  a->slow.db = a->after.db = a->db;
+  cr_assert_eq(ascope_sql_start(s, a->db, ASCOPE_SQL_QUERY, long_query(), NULL, ss_cb_fn, &a->slow,
+                                &a->slow_op),
+               0);
+  cr_assert_not_null(a->slow_op);
+  ascope_op *unsent = NULL;
+  cr_assert_eq(
+      ascope_sql_start(s, a->db, ASCOPE_SQL_EXEC, "SELECT 7", NULL, ss_cb_fn, &a->unsent, &unsent),
+      0);
+  cr_assert_eq(ascope_op_cancel(unsent), 0);
+  a->bad_op = (ascope_op *)a;
+  a->bad_kind = ascope_sql_start(s, a->db, 99, "SELECT 1", NULL, ss_cb_fn, &a->after, &a->bad_op);
+  cancel_alone_when_running(a);
+}
+
+SQL_TEST(a_statement_cancelled_alone_leaves_its_scope_going) {
+  struct alone a = {.t.body = alone_body};
+  cr_assert_eq(run(db_scope(NULL), &a.t), 0, "%s", a.t.msg);
+  cr_assert(a.reached, "the long query never ran");
+  cr_assert_eq(a.slow.calls, 1);
+  cr_assert_eq(a.slow.status, ASCOPE_ECANCELED, "%s", a.slow.msg);
+  cr_assert_lt(a.t.t_done - a.at, 5000, "the long query was stopped");
+  cr_assert_eq(a.unsent.calls, 1);
+  if (!(D->flags & ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN))
+    cr_assert_eq(a.unsent.status, ASCOPE_ECANCELED);
+  else
+    cr_assert(a.unsent.status == 0 || a.unsent.status == ASCOPE_ECANCELED);
+  cr_assert_eq(a.after.calls, 1);
+  cr_assert_eq(a.after.status, 0, "the connection goes on: %s", a.after.msg);
+  cr_assert_eq(a.after.first, 42);
+  cr_assert_eq(a.bad_kind, UV_EINVAL);
+  cr_assert_null(a.bad_op);
+}
+
 /* ---- nested: savepoints ---------------------------------------------------------------------- */
 
 /* The parent inserts "p" in its transaction; child 1's savepoint inserts

@@ -168,7 +168,12 @@ class Runtime:
             self._running = False
         t = lib.uv_backend_timeout(self.uv)
         if t == 0:
-            self.kick()
+            # 0 means "do not block": work is ready, or nothing keeps the
+            # loop alive at all. The latter is an idle runtime, which the
+            # reader on the backend fd wakes; running again at once would
+            # spin the asyncio loop at full CPU for as long as it lives.
+            if lib.uv_loop_alive(self.uv):
+                self.kick()
         elif t > 0:
             at = self.loop.time() + t / 1000.0
             if self._timer is None or at < self._timer_at - 0.0005 or self._timer.cancelled():

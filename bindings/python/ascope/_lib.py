@@ -176,6 +176,7 @@ def core() -> ctypes.CDLL:
     s(lib, "ascope_op_data", P, P)
     s(lib, "ascope_op_end", None, P, c_int, c_char_p, c_char_p)
     s(lib, "ascope_op_resume", c_int, P)
+    s(lib, "ascope_op_cancel", c_int, P)
     s(lib, "ascope_lock_new", P, P)
     s(lib, "ascope_lock_free", None, P)
     s(lib, "ascope_use_lock", c_int, P, P)
@@ -186,6 +187,7 @@ def core() -> ctypes.CDLL:
     s(lib, "uv_backend_fd", c_int, P)
     s(lib, "uv_backend_timeout", c_int, P)
     s(lib, "uv_run", c_int, P, c_int)
+    s(lib, "uv_loop_alive", c_int, P)
     return lib
 
 
@@ -212,6 +214,7 @@ def driver(key: str) -> ctypes.CDLL:
         s(lib, "ascope_sql_exec", c_int, P, P, c_char_p, P, SQL_CB, P)
         s(lib, "ascope_sql_query", c_int, P, P, c_char_p, P, SQL_CB, P)
         s(lib, "ascope_sql_stream", c_int, P, P, c_char_p, P, SQL_CB, P, POINTER(P))
+        s(lib, "ascope_sql_start", c_int, P, P, c_int, c_char_p, P, SQL_CB, P, POINTER(P))
         s(lib, "ascope_sql_errcode", c_char_p, P)
         s(lib, "ascope_sql_errmsg", c_char_p, P)
         s(lib, "ascope_rows_count", c_size_t, P)

@@ -5,7 +5,7 @@ import asyncio
 import ctypes
 import weakref
 from collections import deque
-from typing import Any, Deque, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Deque, Optional, Sequence, Tuple
 
 from . import _lib
 from . import _core as C
@@ -14,8 +14,30 @@ sl = _lib.driver("sql")
 
 _NULL, _BOOL, _INT64, _DOUBLE, _TEXT, _BLOB = range(6)
 _VAL, _ROW, _ROWS, _EXEC = range(4)
+_SQL_EXEC, _SQL_QUERY = 1, 2  # ascope_sql_start's kinds
 _len = ctypes.c_size_t()
 _plen = ctypes.byref(_len)
+_op = ctypes.c_void_p()
+_pop = ctypes.byref(_op)
+
+
+class _Pending(asyncio.Future):
+    """A statement's result. Cancelling it — the awaiting task cancelled, an
+    ``asyncio.timeout`` expiring, ``gather`` cancelled — cancels the
+    statement in C as well (``ascope_op_cancel``): queued, it never runs;
+    running, the driver stops it on the server where it safely can (see
+    the driver's page). The scope and the connection go on."""
+
+    __slots__ = ("_op", "_rt")
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        op, self._op = self._op, None
+        if op:  # its callback has not run: the operation is alive
+            C.lib.ascope_op_cancel(op)
+            self._rt.kick()
+        return True
 
 
 class Rows(list):
@@ -73,6 +95,7 @@ def _rows(r: int, out: Optional[Rows] = None) -> Rows:
 def _sql_cb(s: int, status: int, r: int, ud: int) -> int:
     try:
         fut, kind, conn = C._objs.pop(ud)
+        fut._op = None  # the operation ends with this call
         if fut.cancelled():
             return 0
         if status < 0:
@@ -332,33 +355,43 @@ class Connection:
                 raise C.make_error(rc, message=f"cannot bind {a!r}")
         return p
 
-    def _submit(self, fn: Any, sql: str, args: Sequence[Any], kind: int) -> "asyncio.Future[Any]":
+    def _submit(self, how: int, sql: str, args: Sequence[Any], kind: int) -> "asyncio.Future[Any]":
+        # Called, not awaited: the statement is queued in C before the
+        # caller first awaits, so statements from one task or many keep the
+        # order of the calls.
         s = C.handle_of(C.scope_for(self._scope))
-        p = self._bind(args)
-        fut = self._rt.loop.create_future()
+        p = self._bind(args) if args else None
+        rt = self._rt
+        fut = _Pending(loop=rt.loop)
         k = C.register((fut, kind, self))
-        rc = fn(s, self._db, sql.encode(), p, _sql_cb_c, k)
+        rc = sl.ascope_sql_start(s, self._db, how, sql.encode(), p, _sql_cb_c, k, _pop)
         if rc < 0:
             del C._objs[k]
             raise self._error(rc)
-        self._rt.kick()
+        fut._op = _op.value
+        fut._rt = rt
+        rt.kick()
         return fut
 
-    async def execute(self, sql: str, *args: Any) -> ExecResult:
+    # The statements return futures, not coroutines: awaiting one, or
+    # handing many to asyncio.gather, costs no Task per statement (as with
+    # aiosqlite, asyncio.ensure_future makes one a Task when needed).
+
+    def execute(self, sql: str, *args: Any) -> "Awaitable[ExecResult]":
         """Runs a statement (or, without arguments, a script of several)."""
-        return await self._submit(sl.ascope_sql_exec, sql, args, _EXEC)
+        return self._submit(_SQL_EXEC, sql, args, _EXEC)
 
-    async def fetch(self, sql: str, *args: Any) -> Rows:
+    def fetch(self, sql: str, *args: Any) -> "Awaitable[Rows]":
         """Every row of a query, as tuples; ``.columns`` names the columns."""
-        return await self._submit(sl.ascope_sql_query, sql, args, _ROWS)
+        return self._submit(_SQL_QUERY, sql, args, _ROWS)
 
-    async def fetchrow(self, sql: str, *args: Any) -> Optional[tuple]:
+    def fetchrow(self, sql: str, *args: Any) -> "Awaitable[Optional[tuple]]":
         """The first row, or None."""
-        return await self._submit(sl.ascope_sql_query, sql, args, _ROW)
+        return self._submit(_SQL_QUERY, sql, args, _ROW)
 
-    async def fetchval(self, sql: str, *args: Any) -> Any:
+    def fetchval(self, sql: str, *args: Any) -> "Awaitable[Any]":
         """The first column of the first row, or None."""
-        return await self._submit(sl.ascope_sql_query, sql, args, _VAL)
+        return self._submit(_SQL_QUERY, sql, args, _VAL)
 
     def cursor(self, sql: str, *args: Any, prefetch: int = 512) -> Cursor:
         """The rows of a query as an ``async for``, with back-pressure."""

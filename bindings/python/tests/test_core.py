@@ -97,6 +97,16 @@ class Scopes(TestCase):
                     await db.fetchval("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                                       "SELECT count(*) FROM c")
 
+    async def test_an_idle_runtime_lets_the_loop_sleep(self):
+        # Once nothing is pending, libuv says "do not block" (its timeout 0)
+        # only because nothing keeps it alive: running it again at once, each
+        # turn, would spin the asyncio loop at full CPU for good.
+        async with ascope.scope():
+            pass
+        for _ in range(3):
+            await asyncio.sleep(0.01)
+        self.assertFalse(self.rt._soon, "the runtime asks to run on every turn of the loop")
+
     async def test_stale_handle_is_harmless(self):
         sc = _core.Scope(self.rt)
         await sc.enter()

@@ -84,6 +84,40 @@ class Postgres(TestCase):
             # the connection carries on; the slow query is gone
             self.assertEqual(await db.fetchval("SELECT 5"), 5)
 
+    async def test_statement_cancelled_alone_in_a_task_that_catches_it(self):
+        # No scope of its own: the statement is awaited directly, and the
+        # task swallows the cancellation. The statement must still stop on
+        # the server, and the connection carry on in order.
+        async with ascope.postgres.connect(PG_DSN) as db, ascope.postgres.connect(PG_DSN) as watch:
+            caught = []
+
+            async def slow():
+                try:
+                    await db.fetchval("SELECT pg_sleep(30)")
+                except asyncio.CancelledError:
+                    caught.append(True)
+                return await db.fetchval("SELECT 6")
+
+            running = ("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                       "'SELECT pg_sleep(30)%' AND state = 'active'")
+            t = asyncio.create_task(slow())
+            while not await watch.fetchval(running):
+                await asyncio.sleep(0.01)
+            t.cancel()
+            self.assertEqual(await asyncio.wait_for(t, 10), 6, "the task went on after catching")
+            self.assertEqual(caught, [True])
+            self.assertEqual(await watch.fetchval(running), 0, "the query still runs on the server")
+
+    async def test_statements_are_queued_when_called(self):
+        # A statement is queued at the call, not at its first await: the
+        # order of the calls is the order on the connection.
+        async with ascope.postgres.connect(PG_DSN) as db:
+            await db.execute("CREATE TEMP TABLE o (i int)")
+            a = db.execute("INSERT INTO o VALUES (1)")
+            b = db.fetchval("SELECT count(*) FROM o")
+            self.assertEqual(await b, 1)
+            await a
+
     async def test_nested_transactions_and_commit(self):
         async with ascope.postgres.connect(PG_DSN) as db:
             await db.execute("CREATE TEMP TABLE t (v int)")

@@ -113,6 +113,27 @@ class SQLite(TestCase):
                 await task
             self.assertEqual(await db.fetchval("SELECT 1"), 1)
 
+    async def test_statement_cancelled_alone_in_a_task_that_catches_it(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            slow = COUNT.format(n=10**10).replace("SELECT x FROM c", "SELECT count(*) FROM c")
+            caught = []
+
+            async def task_body():
+                try:
+                    await db.fetchval(slow)
+                except asyncio.CancelledError:
+                    caught.append(True)
+                return await db.fetchval("SELECT 6")
+
+            task = asyncio.create_task(task_body())
+            while not db._scope.rt.stat("sqlite.running"):
+                await asyncio.sleep(0.001)
+            task.cancel()
+            # Were the slow statement left to run, this would take hours.
+            self.assertEqual(await asyncio.wait_for(task, 10), 6)
+            self.assertEqual(caught, [True])
+            self.assertEqual(db._scope.rt.stat("sqlite.running"), 0)
+
     async def _slow(self, db, slow):
         async with ascope.scope():
             await db.fetchval(slow)
