@@ -1592,3 +1592,106 @@ Test(file, stream_follows_a_file_that_grows_after_a_short_read) {
   cr_assert_eq(c.finals, 1);
   cr_assert_eq(ascope_rt_free(rt), 0);
 }
+
+/* ---- ascope_file_read_into: the caller's buffer ----------------------------- */
+
+struct into {
+  char buf[16];
+  const char *data[4];
+  size_t len[4];
+  int status[4], calls;
+  int rc_null, rc_mode;
+};
+
+static int into_cb(ascope *s, int status, const char *data, size_t len, void *ud) {
+  (void)s;
+  struct into *x = ud;
+  cr_assert_lt(x->calls, 4);
+  x->data[x->calls] = data;
+  x->len[x->calls] = len;
+  x->status[x->calls++] = status;
+  return 0;
+}
+
+static void body_into(ascope *s, run *r) {
+  struct into *x = r->p;
+  ascope_file *f = file0(s);
+  /* in order: a range, a read cut short by the end, one past the end */
+  cr_assert_eq(ascope_file_read_into(s, f, x->buf, 5, 6, into_cb, x), 0);
+  cr_assert_eq(ascope_file_read_into(s, f, x->buf + 5, 8, 8, into_cb, x), 0);
+  cr_assert_eq(ascope_file_read_into(s, f, x->buf + 13, 3, 40, into_cb, x), 0);
+  x->rc_null = ascope_file_read_into(s, f, NULL, 3, 0, into_cb, x);
+}
+
+Test(file, read_into_fills_the_callers_buffer) {
+  put(in_dir("a.txt"), "hello world", 11);
+  ascope_rt *rt = ascope_rt_new(NULL);
+  struct into x;
+  memset(&x, 0, sizeof x);
+  run r = {.body = body_into, .p = &x};
+  run_file(rt, in_dir("a.txt"), "r", &r);
+  assert_status(&r, 0);
+  cr_assert_eq(x.calls, 3);
+  cr_assert_eq(x.rc_null, UV_EINVAL);
+  /* each read's own answer, whatever the order the pool finished them in */
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(x.status[i], 0);
+    if (x.data[i] == x.buf) {
+      cr_assert_eq(x.len[i], 5);
+    } else if (x.data[i] == x.buf + 5) {
+      cr_assert_eq(x.len[i], 3);
+    } else {
+      cr_assert_eq(x.data[i], x.buf + 13);
+      cr_assert_eq(x.len[i], 0);
+    }
+  }
+  cr_assert_eq(memcmp(x.buf, "worldrld", 8), 0);
+  cr_assert_eq(ascope_rt_free(rt), 0);
+}
+
+static void body_into_wrong_mode(ascope *s, run *r) {
+  struct into *x = r->p;
+  x->rc_mode = ascope_file_read_into(s, file0(s), x->buf, 4, 0, into_cb, x);
+}
+
+Test(file, read_into_needs_a_readable_mode) {
+  ascope_rt *rt = ascope_rt_new(NULL);
+  struct into x;
+  memset(&x, 0, sizeof x);
+  run r = {.body = body_into_wrong_mode, .p = &x};
+  run_file(rt, in_dir("w.txt"), "w", &r);
+  assert_status(&r, 0);
+  cr_assert_eq(x.rc_mode, UV_EBADF);
+  cr_assert_eq(x.calls, 0);
+  cr_assert_eq(ascope_rt_free(rt), 0);
+}
+
+/* Cancelled while queued behind a busy threadpool: the read never touches
+ * the buffer, and its callback runs once, with ECANCELED. */
+static void body_into_cancel(ascope *s, run *r) {
+  struct into *x = r->p;
+  block_pool(ascope_rt_loop(ascope_scope_rt(s))); /* every thread taken: the read waits */
+  cr_assert_eq(ascope_file_read_into(s, file0(s), x->buf, 5, 0, into_cb, x), 0);
+  ascope_cancel(s);
+  unblock_pool(); /* the release's close needs a thread */
+}
+
+Test(file, read_into_cancelled_while_queued_leaves_the_buffer_alone, .init = pool_init) {
+  put(in_dir("a.txt"), "hello world", 11);
+  ascope_rt *rt = ascope_rt_new(NULL);
+  struct into x;
+  memset(&x, 0, sizeof x);
+  memcpy(x.buf, "untouched", 10);
+  ascope *s = ascope_new(rt);
+  cr_assert_eq(ascope_use_file(s, in_dir("a.txt"), "r"), 0);
+  run r = {.body = body_into_cancel, .p = &x};
+  cr_assert_eq(start(s, &r), 0);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  cr_assert_eq(r.done_calls, 1);
+  assert_status(&r, ASCOPE_ECANCELED);
+  cr_assert_eq(x.calls, 1);
+  cr_assert_eq(x.status[0], ASCOPE_ECANCELED);
+  cr_assert_null(x.data[0]);
+  cr_assert_str_eq(x.buf, "untouched");
+  cr_assert_eq(ascope_rt_free(rt), 0);
+}

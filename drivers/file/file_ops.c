@@ -103,6 +103,7 @@ struct read_op {
   ascope_file_data_cb cb;
   uv_fs_t req;
   char *buf;
+  bool owned; /* ours to free; else the caller's (ascope_file_read_into) */
 };
 
 static void read_cancel(struct fop *o) {
@@ -120,8 +121,26 @@ static void on_read(uv_fs_t *req) {
   }
   r->o.ending = true;
   int rc = CALL_OR(&r->o, r->cb, status, status ? NULL : r->buf, n);
-  ascope_free(r->buf);
+  if (r->owned) ascope_free(r->buf);
   fop_end(&r->o, rc, status, "read");
+}
+
+static int read_start(ascope *s, ascope_file *f, char *buf, bool owned, size_t len, int64_t offset,
+                      ascope_file_data_cb cb, void *ud) {
+  struct read_op *r = ascope_calloc(1, sizeof *r);
+  if (r == NULL) return UV_ENOMEM;
+  r->cb = cb;
+  r->buf = buf;
+  r->owned = owned;
+  int rc = fop_begin(&r->o, s, f, ud, read_cancel);
+  if (rc) {
+    ascope_free(r);
+    return rc;
+  }
+  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+  rc = uv_fs_read(f->loop, &r->req, f->fd, &b, 1, offset, on_read);
+  if (rc) fop_abandon(&r->o);
+  return rc;
 }
 
 int ascope_file_read(ascope *s, ascope_file *f, size_t len, int64_t offset, ascope_file_data_cb cb,
@@ -129,27 +148,22 @@ int ascope_file_read(ascope *s, ascope_file *f, size_t len, int64_t offset, asco
   int rc = fop_check(s, f, FM_READ);
   if (rc) return rc;
   if (offset < -1 || len > UINT32_MAX) return UV_EINVAL;
-  struct read_op *r = ascope_calloc(1, sizeof *r);
   char *buf = ascope_malloc(len ? len : 1);
-  if (r == NULL || buf == NULL) {
-    ascope_free(r);
-    ascope_free(buf);
-    return UV_ENOMEM;
-  }
-  r->cb = cb;
-  r->buf = buf;
-  if ((rc = fop_begin(&r->o, s, f, ud, read_cancel))) {
-    ascope_free(buf);
-    ascope_free(r);
-    return rc;
-  }
-  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-  rc = uv_fs_read(f->loop, &r->req, f->fd, &b, 1, offset, on_read);
-  if (rc) {
-    ascope_free(buf);
-    fop_abandon(&r->o);
-  }
+  if (buf == NULL) return UV_ENOMEM;
+  rc = read_start(s, f, buf, true, len, offset, cb, ud);
+  if (rc) ascope_free(buf);
   return rc;
+}
+
+/* The caller's buffer: one copy fewer, for chunks the caller keeps anyway
+ * (a binding reads straight into the object it hands its user). */
+int ascope_file_read_into(ascope *s, ascope_file *f, void *buf, size_t len, int64_t offset,
+                          ascope_file_data_cb cb, void *ud) {
+  int rc = fop_check(s, f, FM_READ);
+  if (rc) return rc;
+  if (offset < -1 || len > UINT32_MAX || (buf == NULL && len > 0)) return UV_EINVAL;
+  static char none;
+  return read_start(s, f, buf ? buf : &none, false, len, offset, cb, ud);
 }
 
 /* ---- read_all ----------------------------------------------------------- */

@@ -58,6 +58,13 @@ typedef int (*ascope_file_stat_cb)(ascope *s, int status, const uv_stat_t *st, v
 ASCOPE_EXTERN int ascope_file_read(ascope *s, ascope_file *f, size_t len, int64_t offset,
                                    ascope_file_data_cb cb, void *ud);
 
+/* The same into the caller's buf, which must stay valid and untouched until
+ * cb has run (data == buf then; no NUL is added). Cancelling cannot stop a
+ * read the threadpool has begun: cb still runs only once it has finished
+ * with buf. */
+ASCOPE_EXTERN int ascope_file_read_into(ascope *s, ascope_file *f, void *buf, size_t len,
+                                        int64_t offset, ascope_file_data_cb cb, void *ud);
+
 /* Reads the whole file. Fails with UV_EFBIG if it holds more than max bytes
  * (SIZE_MAX: no limit). Needs a readable mode. */
 ASCOPE_EXTERN int ascope_file_read_all(ascope *s, ascope_file *f, size_t max,

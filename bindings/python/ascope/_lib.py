@@ -252,5 +252,6 @@ def driver(key: str) -> ctypes.CDLL:
         s(lib, "ascope_file_sync", c_int, P, P, FILE_CB, P)
         s(lib, "ascope_file_read", c_int, P, P, c_size_t, c_int64, FILE_DATA_CB, P)
         s(lib, "ascope_file_read_all", c_int, P, P, c_size_t, FILE_DATA_CB, P)
+        s(lib, "ascope_file_read_into", c_int, P, P, P, c_size_t, c_int64, FILE_DATA_CB, P)
         s(lib, "ascope_file_stream", c_int, P, P, c_size_t, c_int64, FILE_DATA_CB, P, POINTER(P))
     return lib

@@ -70,13 +70,38 @@ class Files(TestCase):
     async def test_large_stream_bounded(self):
         with open(self.path, "wb") as f:
             f.write(os.urandom(1 << 22))
-        n = 0
+        for chunk in (1 << 12, 1 << 16):  # the driver's stream; reads into the chunks
+            n = 0
+            async with ascope.open(self.path) as f:
+                it = f.iter_chunked(chunk, prefetch=4)
+                async for c in it:
+                    n += len(c)
+                    waiting = it._slots if hasattr(it, "_slots") else it._chunks
+                    self.assertLessEqual(len(waiting), 4 + 1)
+            self.assertEqual(n, 1 << 22)
+
+    async def test_chunks_read_ahead_match_the_file(self):
+        from ascope import files
+        chunk = 1 << 16
+        for size in (0, 1, chunk - 1, chunk, 3 * chunk, 5 * chunk + 123):
+            data = os.urandom(size)
+            with open(self.path, "wb") as f:
+                f.write(data)
+            async with ascope.open(self.path) as f:
+                it = f.iter_chunked(chunk)
+                if files._fresh_bytes is not None:
+                    self.assertIsInstance(it, files._ReadAhead)
+                got = [c async for c in it]
+            self.assertEqual(b"".join(got), data, f"size {size}")
+            self.assertTrue(all(type(c) is bytes for c in got))
+            self.assertTrue(all(len(c) == chunk for c in got[:-1]), f"size {size}")
+        # Leaving early: the reads still in flight finish inside the block,
+        # and the file carries on.
         async with ascope.open(self.path) as f:
-            it = f.iter_chunked(1 << 16, prefetch=4)
-            async for c in it:
-                n += len(c)
-                self.assertLessEqual(len(it._chunks), 4 + 1)
-        self.assertEqual(n, 1 << 22)
+            async for c in f.iter_chunked(chunk):
+                break
+            self.assertEqual(await f.read(5), data[:5])
+        self.assertEqual(c, data[:chunk])
 
 
 if __name__ == "__main__":
