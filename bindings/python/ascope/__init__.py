@@ -31,15 +31,19 @@ _lazy = {"sqlite", "postgres", "http", "sql"}
 def __getattr__(name: str) -> Any:
     # Drivers load on first use, so a missing driver library is reported
     # when (and only when) it is needed.
+    # Each is kept as a module attribute once loaded: later uses skip this.
     if name in _lazy:
-        return importlib.import_module(f".{name}", __name__)
-    if name in ("open", "File"):
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in ("open", "File"):
         from . import files
-        return getattr(files, name)
-    if name in ("Lock", "Semaphore", "scope", "Scope"):
+        value = getattr(files, name)
+    elif name in ("Lock", "Semaphore", "scope", "Scope"):
         from . import sync
-        return getattr(sync, name)
-    raise AttributeError(f"module 'ascope' has no attribute {name!r}")
+        value = getattr(sync, name)
+    else:
+        raise AttributeError(f"module 'ascope' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def runtime() -> Any:

@@ -157,6 +157,16 @@ class Runtime:
             self._soon = True
             self.loop.call_soon(self._run)
 
+    def run_now(self) -> None:
+        """Run the libuv loop at once, from task code (never from a callback
+        of C's: libuv loops do not nest). A scope's start and end do this, so
+        a body or done that is ready runs in this very call and the awaiting
+        task goes on without a turn of the asyncio loop."""
+        if self._running:
+            self.kick()
+        else:
+            self._run()
+
     def _run(self) -> None:
         self._soon = False
         if self._running:  # pragma: no cover - never nested, but never run twice either
@@ -295,7 +305,7 @@ class Scope:
             self.discard()
             check(rc, "ascope_start")
         self.rt.live += 1
-        self.rt.kick()
+        self.rt.run_now()
         try:
             await self.entered
         except asyncio.CancelledError:
@@ -365,7 +375,7 @@ class Scope:
                 ours = EDRIVER
                 lib.ascope_op_end(hold, EDRIVER, type(exc).__name__.encode()[:40],
                                   str(exc).encode("utf-8", "replace")[:400])
-            self.rt.kick()
+            self.rt.run_now()
         await self.wait_done()
         if exc is None:
             self.raise_status()
@@ -408,7 +418,10 @@ def scope_for(owner: Scope) -> Scope:
 
 
 def handle_of(sc: Scope) -> int:
-    s = sc.live_handle()
+    # On every statement, so no call into C: the hold is set only between
+    # the body's start and the done, which clears it (and s) before C can
+    # reuse the scope's memory — a held scope's pointer is never stale.
+    s = sc.s
     if not s or sc.hold is None:
         raise make_error(ECLOSED, message="the scope has ended (used outside its async with)")
     return s
