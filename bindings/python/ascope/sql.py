@@ -96,6 +96,7 @@ def _sql_cb(s: int, status: int, r: int, ud: int) -> int:
     try:
         fut, kind, conn = C._objs.pop(ud)
         fut._op = None  # the operation ends with this call
+        conn._inflight -= 1
         if fut.cancelled():
             return 0
         if status < 0:
@@ -315,6 +316,7 @@ class Connection:
         self._scope: Optional[C.Scope] = None
         self._rt: Optional[C.Runtime] = None
         self._db = None
+        self._inflight = 0  # statements started whose callback has not run
         self._params = sl.ascope_sql_params_new()
         if not self._params:
             raise MemoryError("ascope_sql_params_new")
@@ -370,7 +372,15 @@ class Connection:
             raise self._error(rc)
         fut._op = _op.value
         fut._rt = rt
-        rt.kick()
+        # A statement alone on its connection (awaited one by one) is sent
+        # now, saving a turn of the loop; with others in flight it waits
+        # for the turn's end, so that all the turn's statements go together.
+        lone = not self._inflight
+        self._inflight += 1
+        if lone:
+            rt.run_now()
+        else:
+            rt.kick()
         return fut
 
     # The statements return futures, not coroutines: awaiting one, or

@@ -1,9 +1,26 @@
 import asyncio
+import itertools
+import os
 import socket
 import unittest
 
 import ascope
 from support import PG_DSN, TestCase, need_pg
+
+
+_tags = itertools.count()
+
+
+def sleeper():
+    """A 30 s statement of this test's own, and a query counting the server's
+    backends running it: a sleep another test left running on the server
+    (a statement abandoned there runs to its end) must not be mistaken for
+    this one."""
+    sql = f"SELECT pg_sleep(30) /* {os.getpid()}-{next(_tags)} */"
+    return sql
+
+
+RUNNING = "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'"
 
 
 @need_pg
@@ -57,26 +74,27 @@ class Postgres(TestCase):
         async with ascope.postgres.connect(PG_DSN) as db:
             await db.execute("CREATE TEMP TABLE t (v int)")
             cancels = self.rt.stat("postgres.cancels")
+            sleep = sleeper()
             with self.assertRaises(TimeoutError):
                 async with asyncio.timeout(0.1):
                     async with db.transaction():
                         await db.execute("INSERT INTO t VALUES (1)")
-                        await db.fetchval("SELECT pg_sleep(30)")
+                        await db.fetchval(sleep)
             self.assertGreater(self.rt.stat("postgres.cancels"), cancels, "no cancel request sent")
             self.assertEqual(await db.fetchval("SELECT count(*) FROM t"), 0)
-            active = await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                                       "'SELECT pg_sleep(30)%' AND state = 'active'")
+            active = await db.fetchval(RUNNING, sleep)
             self.assertEqual(active, 0, "the query still runs on the server")
 
     async def test_task_cancelled_mid_query(self):
         # The connection runs its statements in order: watch from another.
         async with ascope.postgres.connect(PG_DSN) as db, ascope.postgres.connect(PG_DSN) as watch:
+            sleep = sleeper()
+
             async def slow():
                 async with ascope.scope():
-                    await db.fetchval("SELECT pg_sleep(30)")
+                    await db.fetchval(sleep)
             t = asyncio.create_task(slow())
-            while not await watch.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                                        "'SELECT pg_sleep(30)%' AND state = 'active'"):
+            while not await watch.fetchval(RUNNING, sleep):
                 await asyncio.sleep(0.01)
             t.cancel()
             with self.assertRaises(asyncio.CancelledError):
@@ -90,23 +108,23 @@ class Postgres(TestCase):
         # the server, and the connection carry on in order.
         async with ascope.postgres.connect(PG_DSN) as db, ascope.postgres.connect(PG_DSN) as watch:
             caught = []
+            sleep = sleeper()
 
             async def slow():
                 try:
-                    await db.fetchval("SELECT pg_sleep(30)")
+                    await db.fetchval(sleep)
                 except asyncio.CancelledError:
                     caught.append(True)
                 return await db.fetchval("SELECT 6")
 
-            running = ("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                       "'SELECT pg_sleep(30)%' AND state = 'active'")
             t = asyncio.create_task(slow())
-            while not await watch.fetchval(running):
+            while not await watch.fetchval(RUNNING, sleep):
                 await asyncio.sleep(0.01)
             t.cancel()
             self.assertEqual(await asyncio.wait_for(t, 10), 6, "the task went on after catching")
             self.assertEqual(caught, [True])
-            self.assertEqual(await watch.fetchval(running), 0, "the query still runs on the server")
+            self.assertEqual(await watch.fetchval(RUNNING, sleep), 0,
+                             "the query still runs on the server")
 
     async def test_statements_are_queued_when_called(self):
         # A statement is queued at the call, not at its first await: the
