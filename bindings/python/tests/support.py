@@ -20,6 +20,17 @@ need_pg = unittest.skipUnless(PG_DSN, "ASCOPE_PG_DSN is not set (scripts/pg-star
 need_http = unittest.skipUnless(HTTP_URL and FAULT_URL, "ASCOPE_HTTP_URL is not set (scripts/http-start)")
 
 
+def rss_kib() -> int:
+    """The process's resident memory."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def fds() -> int:
+    """The process's open file descriptors."""
+    return len(os.listdir("/proc/self/fd"))
+
+
 class TestCase(unittest.IsolatedAsyncioTestCase):
     """Runs each test on the loop ASCOPE_TEST_LOOP names: asyncio's or uvloop."""
 

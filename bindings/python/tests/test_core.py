@@ -8,16 +8,7 @@ import unittest
 
 import ascope
 from ascope import _core, _lib
-from support import TestCase, Trace
-
-
-def rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+from support import TestCase, Trace, fds, rss_kib
 
 
 class Scopes(TestCase):

@@ -1,10 +1,12 @@
 import asyncio
+import gc
 import os
 import tempfile
 import unittest
 
 import ascope
-from support import TestCase
+from support import TestCase, fds, rss_kib
+from ascope import _core
 
 COUNT = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c"
 
@@ -133,6 +135,35 @@ class SQLite(TestCase):
             self.assertEqual(await asyncio.wait_for(task, 10), 6)
             self.assertEqual(caught, [True])
             self.assertEqual(db._scope.rt.stat("sqlite.running"), 0)
+
+    async def test_no_leak_over_100000_statements(self):
+        # Answered, failed and cancelled (half of some batches cancelled
+        # before they ran): every future, C handle and operation goes.
+        asyncio.get_running_loop().set_debug(False)
+        async with ascope.sqlite.connect(":memory:") as db:
+            async def batch(n):
+                for k in range(0, n, 1000):
+                    got = await asyncio.gather(*(db.fetchval("SELECT $1", i)
+                                                 for i in range(k, k + 1000)))
+                    self.assertEqual(got[-1], k + 999)
+                for _ in range(n // 1000):
+                    futs = [db.fetchval("SELECT $1", i) for i in range(100)]
+                    futs.append(db.fetchval("SELEC oops"))
+                    for f in futs[::2]:
+                        f.cancel()
+                    await asyncio.gather(*futs, return_exceptions=True)
+                while db._inflight:  # the cancelled ones' callbacks still to come
+                    await asyncio.sleep(0.001)
+
+            await batch(10000)  # warm the caches
+            gc.collect()
+            rss, nfd, objs = rss_kib(), fds(), len(_core._objs)
+            await batch(100000)
+            gc.collect()
+            self.assertEqual(db._inflight, 0)
+            self.assertEqual(len(_core._objs), objs)
+            self.assertEqual(fds(), nfd)
+            self.assertLess(rss_kib() - rss, 4096, "memory grew by more than 4 MiB")
 
     async def _slow(self, db, slow):
         async with ascope.scope():
