@@ -40,6 +40,7 @@ struct pool_member {
   enum member_state state;
   uint64_t idle_since; /* loop time (ms) it went idle */
   uint64_t expires;    /* loop time (ms) it is past max_lifetime; 0: never */
+  uint64_t abort_at;   /* M_CLOSING: loop time (ms) its release is aborted at; 0: never */
   bool held_loop;      /* a reset that did not complete inside the call holds the runtime */
   /* mode=shared */
   unsigned lends; /* scopes holding it now */
@@ -59,7 +60,7 @@ struct pool_wait { /* the state of a pool use */
 };
 
 struct pool_stats {
-  uint64_t created, discarded, timeouts, acquired, waits, wait_ns, connect_errors;
+  uint64_t created, discarded, timeouts, acquired, waits, wait_ns, connect_errors, aborted;
 };
 
 struct ascope_pool {
@@ -76,6 +77,7 @@ struct ascope_pool {
   uv_timer_t wait_timer;  /* the head waiter's deadline */
   uv_timer_t sweep_timer; /* idle_timeout, max_lifetime and min */
   uv_timer_t stats_timer;
+  uv_timer_t release_timer; /* the first closing member's abort_at */
   unsigned open_handles;
   struct pool_stats stats;
   void (*stats_cb)(ascope_pool *p, void *ud);
@@ -84,6 +86,7 @@ struct ascope_pool {
   bool shared;                   /* mode=shared: members are lent to many scopes at once */
   unsigned ndraining;            /* members kept for exclusive waiters */
   struct pool_member *reset_now; /* the member whose reset call is on the stack */
+  struct pool_member *aborting;  /* the member whose abort call is on the stack */
   void (*closed)(void *ud);
   void *closed_ud;
 };
@@ -91,6 +94,7 @@ struct ascope_pool {
 static void pool_serve(ascope_pool *p);
 static void pool_maybe_closed(ascope_pool *p);
 static void on_wait_timer(uv_timer_t *t);
+static void release_timer_arm(ascope_pool *p);
 
 /* ---- members ------------------------------------------------------------ */
 
@@ -108,10 +112,9 @@ static uint64_t expiry(ascope_pool *p) {
 }
 
 static void member_free(struct pool_member *m) {
-  ascope_pool *p = m->pool;
   aq_remove(&m->node);
   m->res->member = NULL;
-  cache_put(&p->rt->res, m->res);
+  cache_put(&m->res->rt->res, m->res);
   ascope__free(m);
 }
 
@@ -155,7 +158,65 @@ static void member_close(struct pool_member *m, int outcome) {
   p->size--;
   p->closing_members++;
   rt_pending(p->rt, +1); /* ascope_rt_run() returns once it is closed */
+  /* A release that never completes must not hold the pool's close (and
+   * ascope_rt_run) for ever: past the runtime's release timeout it is
+   * aborted, as a scope's would be. */
+  uint64_t limit = p->rt->release_timeout_ms;
+  m->abort_at = limit ? now_ms(p) + limit : 0;
+  release_timer_arm(p);
   p->drv->release(m->res, outcome);
+}
+
+/* Past its release timeout: the driver's abort force-closes it. If that
+ * does not complete the release, the driver keeps the resource until its
+ * late ascope_res_done(), which the core then takes as an orphan's (as for
+ * a scope's aborted resource); the pool stops waiting for it now. */
+static void member_abort(struct pool_member *m) {
+  ascope_pool *p = m->pool;
+  p->stats.aborted++;
+  p->rt->stats.aborted++;
+  p->aborting = m;
+  if (p->drv->abort) p->drv->abort(m->res);
+  if (p->aborting != m) return; /* the release completed inside the abort: m is gone */
+  p->aborting = NULL;
+  ascope_res *r = m->res;
+  r->member = NULL;
+  r->scope = NULL;
+  r->phase = RES_ORPHAN;
+  aq_remove(&m->node);
+  ascope__free(m);
+  p->closing_members--;
+  rt_pending(p->rt, -1);
+}
+
+static void on_release_timer(uv_timer_t *t) {
+  ascope_pool *p = t->data;
+  rt_enter(p->rt);
+  uint64_t now = now_ms(p);
+  for (struct aq *q = p->busy.next; q != &p->busy;) {
+    struct pool_member *m = aq_data(q, struct pool_member, node);
+    q = q->next;
+    if (m->state == M_CLOSING && m->abort_at && m->abort_at <= now) member_abort(m);
+  }
+  release_timer_arm(p);
+  pool_maybe_closed(p);
+  rt_leave(p->rt);
+}
+
+/* Arms the timer for the first closing member's abort, unless it is armed
+ * already (members start closing in time order, so for an earlier one). */
+static void release_timer_arm(ascope_pool *p) {
+  uv_timer_t *t = &p->release_timer;
+  if (uv_is_active((uv_handle_t *)t) || uv_is_closing((uv_handle_t *)t)) return;
+  uint64_t first = 0;
+  for (struct aq *q = p->busy.next; q != &p->busy; q = q->next) {
+    struct pool_member *m = aq_data(q, struct pool_member, node);
+    if (m->state == M_CLOSING && m->abort_at && (first == 0 || m->abort_at < first))
+      first = m->abort_at;
+  }
+  if (first == 0) return;
+  uint64_t now = now_ms(p);
+  uv_timer_start(t, on_release_timer, first > now ? first - now : 0, 0);
 }
 
 static void member_discard(struct pool_member *m, int outcome) {
@@ -448,6 +509,7 @@ void pool_member_done(ascope_res *r, int status, const char *code, const char *m
     }
     break;
   case M_CLOSING:
+    if (p->aborting == m) p->aborting = NULL; /* completed inside the driver's abort */
     p->closing_members--;
     rt_pending(p->rt, -1);
     member_free(m);
@@ -698,6 +760,7 @@ ascope_pool *ascope_pool_new(ascope_rt *rt, const ascope_driver *drv, const void
   timer_setup(p, &p->wait_timer);
   timer_setup(p, &p->sweep_timer);
   timer_setup(p, &p->stats_timer);
+  timer_setup(p, &p->release_timer);
   rt->npools++;
   sweep_start(p);
   rt_enter(rt);
@@ -748,6 +811,7 @@ static void pool_maybe_closed(ascope_pool *p) {
   uv_close((uv_handle_t *)&p->wait_timer, on_timer_closed);
   uv_close((uv_handle_t *)&p->sweep_timer, on_timer_closed);
   uv_close((uv_handle_t *)&p->stats_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&p->release_timer, on_timer_closed);
 }
 
 void ascope_pool_close(ascope_pool *p, void (*closed)(void *ud), void *ud) {
@@ -788,12 +852,12 @@ int64_t ascope_pool_stat(ascope_pool *p, const char *name) {
   static const char *const names[] = {"size",      "idle",    "in_use",    "waiting",
                                       "opening",   "created", "discarded", "timeouts",
                                       "acquired",  "waits",   "wait_ns",   "connect_errors",
-                                      "resetting", "max",     "min"};
+                                      "resetting", "max",     "min",       "aborted"};
   const struct pool_stats *st = &p->stats;
-  int64_t values[] = {p->size,       p->nidle,        p->in_use,      p->nwaiting,
-                      p->connecting, st->created,     st->discarded,  st->timeouts,
-                      st->acquired,  st->waits,       st->wait_ns,    st->connect_errors,
-                      p->resetting,  (int64_t)p->max, (int64_t)p->min};
+  int64_t values[] = {p->size,       p->nidle,        p->in_use,       p->nwaiting,
+                      p->connecting, st->created,     st->discarded,   st->timeouts,
+                      st->acquired,  st->waits,       st->wait_ns,     st->connect_errors,
+                      p->resetting,  (int64_t)p->max, (int64_t)p->min, st->aborted};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++)
     if (!strcmp(name, names[i])) return values[i];
   return UV_EINVAL;

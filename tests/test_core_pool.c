@@ -636,6 +636,42 @@ Test(pool, closing_while_members_are_still_opening) {
   cr_assert_eq(pd.releases, 2, "each member closed once it was open");
 }
 
+/* A member whose release never completes (a hung plugin, a server that
+ * stopped answering) must not hold the close, and ascope_rt_run, for ever:
+ * past the runtime's release timeout the driver's abort force-closes it. */
+Test(pool, a_release_that_never_completes_is_aborted_at_the_release_timeout) {
+  td_spec spec = {.name = "m", .acquire = TD_OK, .release = TD_HANG};
+  cr_assert_eq(ascope_rt_set_release_timeout(rt, 20), 0);
+  pool = ascope_pool_new(rt, &td_driver, &spec, "min=2 max=2");
+  cr_assert_not_null(pool);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  cr_assert_eq(spec.acquire_calls, 2);
+  cr_assert_eq(pstat("aborted"), 0);
+  close_pool();
+  cr_assert_eq(spec.release_calls, 2);
+  cr_assert_eq(spec.abort_calls, 2);
+  cr_assert_eq(ascope_rt_stat(rt, "aborted"), 2);
+}
+
+/* The same release completing late, after its abort: the core takes the
+ * late completion as an aborted resource's and frees what it held. */
+Test(pool, a_release_completing_after_its_abort_is_freed_then) {
+  td_spec spec = {.name = "m",
+                  .acquire = TD_OK,
+                  .release = TD_OK_LATE,
+                  .delay_ms = 300,
+                  .late_after_abort = true};
+  cr_assert_eq(ascope_rt_set_release_timeout(rt, 20), 0);
+  pool = ascope_pool_new(rt, &td_driver, &spec, "min=2 max=2");
+  cr_assert_not_null(pool);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  close_pool(); /* does not wait for them */
+  cr_assert_eq(spec.abort_calls, 2);
+  cr_assert_eq(spec.late_done_calls, 0);
+  uv_run(ascope_rt_loop(rt), UV_RUN_DEFAULT); /* until the late releases' timers have fired */
+  cr_assert_eq(spec.late_done_calls, 2);
+}
+
 /* ---- stats callback -------------------------------------------------------- */
 
 static int stats_calls;
