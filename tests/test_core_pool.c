@@ -653,6 +653,30 @@ Test(pool, a_release_that_never_completes_is_aborted_at_the_release_timeout) {
   cr_assert_eq(ascope_rt_stat(rt, "aborted"), 2);
 }
 
+static void count_closed(void *ud) {
+  ++*(int *)ud;
+}
+
+/* A release that fails (at once or later) still closes the member once:
+ * nothing waits for an outcome nobody can act on. */
+Test(pool, a_failing_release_closes_the_member_once) {
+  td_spec now = {.name = "n", .acquire = TD_OK, .release = TD_FAIL};
+  td_spec late = {.name = "l", .acquire = TD_OK, .release = TD_FAIL_LATE, .delay_ms = 5};
+  pool = ascope_pool_new(rt, &td_driver, &now, "min=2 max=2");
+  cr_assert_not_null(pool);
+  ascope_pool *p2 = ascope_pool_new(rt, &td_driver, &late, "min=2 max=2");
+  cr_assert_not_null(p2);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  int p2_closed = 0;
+  ascope_pool_close(p2, count_closed, &p2_closed);
+  cr_assert_eq(ascope_rt_run(rt), 0);
+  cr_assert_eq(p2_closed, 1);
+  close_pool();
+  cr_assert_eq(now.release_calls, 2);
+  cr_assert_eq(late.release_calls, 2);
+  cr_assert_eq(now.abort_calls + late.abort_calls, 0);
+}
+
 /* The same release completing late, after its abort: the core takes the
  * late completion as an aborted resource's and frees what it held. */
 Test(pool, a_release_completing_after_its_abort_is_freed_then) {
