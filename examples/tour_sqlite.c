@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char dir[64], db_path[96];
+static char dir[256], db_path[280];
 static const ascope_sql_driver *sqlite;
 static int failures;
 
@@ -233,7 +233,7 @@ static void scene_stream(ascope_rt *rt) {
 
 static void cleanup(void) {
   static const char *suffixes[] = {"", "-wal", "-shm"};
-  char p[128];
+  char p[300];
   for (int i = 0; i < 3; i++) {
     snprintf(p, sizeof p, "%s%s", db_path, suffixes[i]);
     unlink(p);
@@ -242,7 +242,8 @@ static void cleanup(void) {
 }
 
 int tour_sqlite(ascope_rt *rt) {
-  snprintf(dir, sizeof dir, "/tmp/ascope-tour-XXXXXX");
+  const char *tmp = getenv("TMPDIR"); /* where mkdtemp(3) users put scratch files */
+  snprintf(dir, sizeof dir, "%s/ascope-tour-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (mkdtemp(dir) == NULL) return 1;
   snprintf(db_path, sizeof db_path, "%s/bank.db", dir);
 #ifdef TOUR_PLUGINS

@@ -8,9 +8,11 @@
 #include <ascope/driver.h>
 #include <ascope/trace.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "test_driver.h"
+#include "temp_dir.h"
 #include "test_util.h"
 
 static ascope_rt *rt;
@@ -377,12 +379,14 @@ static const char *checker =
  * python3 here (the C checks still run). */
 static int check_json(const char *path, int *unfinished) {
   if (system("python3 -c 'import json' >/dev/null 2>&1") != 0) return -1;
-  char script[] = "/tmp/ascope_trace_check_XXXXXX";
-  int fd = mkstemp(script);
+  char dir[256], script[300];
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-trace-check"));
+  snprintf(script, sizeof script, "%s/check.py", dir);
+  int fd = open(script, O_WRONLY | O_CREAT | O_EXCL, 0600);
   cr_assert_geq(fd, 0);
   cr_assert_eq(write(fd, checker, strlen(checker)), (ssize_t)strlen(checker));
   close(fd);
-  char out[64], cmd[512];
+  char out[320], cmd[1024];
   snprintf(out, sizeof out, "%s.out", script);
   snprintf(cmd, sizeof cmd, "python3 %s %s %s", script, path, out);
   int rc = system(cmd);
@@ -390,6 +394,7 @@ static int check_json(const char *path, int *unfinished) {
   if (rc != 0) return 0;
   char *res = slurp(out);
   unlink(out);
+  rmdir(dir);
   int n = 0, u = 0;
   int ok = sscanf(res, "ok %d %d", &n, &u) == 2 && n > 0;
   free(res);
@@ -398,11 +403,13 @@ static int check_json(const char *path, int *unfinished) {
 }
 
 static void tmp_path(char *buf, size_t cap, const char *tag) {
-  snprintf(buf, cap, "/tmp/ascope_trace_%s_%d.json", tag, (int)getpid());
+  const char *root = getenv("TMPDIR");
+  snprintf(buf, cap, "%s/ascope_trace_%s_%d.json", root && *root ? root : "/tmp", tag,
+           (int)getpid());
 }
 
 Test(trace, json_of_the_scenario_is_a_valid_trace) {
-  char path[128];
+  char path[320];
   tmp_path(path, sizeof path, "scenario");
   ascope_trace_json *w = NULL;
   cr_assert_eq(ascope_trace_json_open(rt, path, &w), 0);
@@ -495,7 +502,7 @@ Test(trace, json_stays_balanced_when_closed_or_opened_mid_scope) {
 }
 
 Test(trace, json_writer_outlives_its_runtime) {
-  char path[128];
+  char path[320];
   tmp_path(path, sizeof path, "rtfree");
   ascope_rt *rt2 = ascope_rt_new(NULL);
   ascope_trace_json *w;
@@ -516,7 +523,7 @@ Test(trace, json_writer_outlives_its_runtime) {
  * freed before the writer closes; a writer installed by hand is removed by
  * its close. (Under AddressSanitizer, a slip here is a use after free.) */
 Test(trace, json_writer_replaced_or_installed_by_hand) {
-  char path[128];
+  char path[320];
   tmp_path(path, sizeof path, "replaced");
   ascope_rt *rt2 = ascope_rt_new(NULL);
   ascope_trace_json *w;
@@ -553,7 +560,7 @@ Test(trace, json_open_errors) {
   cr_assert_null(w);
   cr_assert_eq(ascope_trace_json_close(NULL), UV_EINVAL);
   /* a writer that is not installed takes events through its hook */
-  char path[128];
+  char path[320];
   tmp_path(path, sizeof path, "manual");
   cr_assert_eq(ascope_trace_json_open(NULL, path, &w), 0);
   cr_assert_eq(ascope_rt_set_trace(rt, ascope_trace_json_event, w), 0);

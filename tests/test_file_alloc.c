@@ -7,12 +7,13 @@
 #include <dirent.h>
 
 #include "alloc_fail.h"
+#include "temp_dir.h"
 
-static char dir[] = "/tmp/ascope-file-alloc-XXXXXX";
-static char in_path[96], out_path[96];
+static char dir[256];
+static char in_path[280], out_path[280];
 
 static void setup(void) {
-  cr_assert(mkdtemp(dir));
+  cr_assert(t_temp_dir(dir, sizeof dir, "ascope-file-alloc"));
   snprintf(in_path, sizeof in_path, "%s/in", dir);
   snprintf(out_path, sizeof out_path, "%s/out", dir);
   FILE *f = fopen(in_path, "w");

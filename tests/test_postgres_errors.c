@@ -282,7 +282,9 @@ static void quiet_body(ascope *s, t_scope *t) {
 }
 
 Test(postgres_errors, a_server_notice_never_reaches_stderr) {
-  char path[] = "/tmp/ascope-stderr-XXXXXX";
+  const char *root = getenv("TMPDIR");
+  char path[300];
+  snprintf(path, sizeof path, "%s/ascope-stderr-XXXXXX", root && *root ? root : "/tmp");
   int fd = mkstemp(path);
   cr_assert_geq(fd, 0);
   int saved = dup(2);

@@ -7,14 +7,15 @@
 #include <unistd.h>
 
 #include "kit.h"
+#include "temp_dir.h"
 
 TestSuite(conformance_file, .timeout = 300);
 
-static char dir[] = "/tmp/ascope-kit-XXXXXX";
-static char path[64];
+static char dir[256];
+static char path[280];
 
 static void setup(void) {
-  cr_assert(mkdtemp(dir));
+  cr_assert(t_temp_dir(dir, sizeof dir, "ascope-kit"));
   snprintf(path, sizeof path, "%s/data", dir);
   FILE *f = fopen(path, "w");
   cr_assert(f);
@@ -23,7 +24,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-  char tmp[96];
+  char tmp[280];
   unlink(path);
   /* an atomic write that failed leaves nothing; one that succeeded, this */
   snprintf(tmp, sizeof tmp, "%s/out", dir);
@@ -64,7 +65,7 @@ Test(conformance_file, read, .init = setup, .fini = teardown) {
 }
 
 Test(conformance_file, atomic_write, .init = setup, .fini = teardown) {
-  char out[96];
+  char out[280];
   snprintf(out, sizeof out, "%s/out", dir);
   ascope_kit_driver d = {.name = "file-atomic",
                          .driver = ascope_file_driver(),

@@ -8,8 +8,9 @@
 #include <unistd.h>
 
 #include "sql_suite.h"
+#include "temp_dir.h"
 
-static char dir[64], path[96];
+static char dir[256], path[280];
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
@@ -24,8 +25,7 @@ static void rm_dir(void) {
 
 static const char *fresh_file(void *ud) {
   (void)ud;
-  snprintf(dir, sizeof dir, "/tmp/ascope-sqlsuite-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(t_temp_dir(dir, sizeof dir, "ascope-sqlsuite"));
   atexit(rm_dir);
   snprintf(path, sizeof path, "%s/suite.db", dir);
   return path;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "kit.h"
+#include "temp_dir.h"
 
 TestSuite(conformance_sqlite, .timeout = 300);
 
@@ -21,8 +22,8 @@ static int select_op(ascope *s, void *res, ascope_kit_op *k) {
 }
 
 Test(conformance_sqlite, select) {
-  char dir[] = "/tmp/ascope-kit-XXXXXX", path[64], side[80];
-  cr_assert(mkdtemp(dir));
+  char dir[256], path[280], side[300];
+  cr_assert(t_temp_dir(dir, sizeof dir, "ascope-kit"));
   snprintf(path, sizeof path, "%s/kit.db", dir);
   ascope_kit_driver d = {.name = "sqlite",
                          .driver = &ascope_sqlite()->base,
