@@ -15,6 +15,10 @@ sl = _lib.driver("sql")
 _NULL, _BOOL, _INT64, _DOUBLE, _TEXT, _BLOB = range(6)
 _VAL, _ROW, _ROWS, _EXEC = range(4)
 _SQL_EXEC, _SQL_QUERY = 1, 2  # ascope_sql_start's kinds
+# Statements queued faster than they are awaited (a gather of thousands) go
+# to the database in groups of this many as they are made, so it works on
+# one group while Python makes the next, rather than all at the end.
+_FLUSH_EVERY = 64
 _len = ctypes.c_size_t()
 _plen = ctypes.byref(_len)
 _op = ctypes.c_void_p()
@@ -377,7 +381,7 @@ class Connection:
         # for the turn's end, so that all the turn's statements go together.
         lone = not self._inflight
         self._inflight += 1
-        if lone:
+        if lone or not self._inflight % _FLUSH_EVERY:
             rt.run_now()
         else:
             rt.kick()
