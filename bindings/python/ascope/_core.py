@@ -305,7 +305,10 @@ class Scope:
             self.discard()
             check(rc, "ascope_start")
         self.rt.live += 1
-        self.rt.run_now()
+        if self.holds:
+            self.rt.run_now()
+        else:  # one request of many: they start together at the turn's end
+            self.rt.kick()
         try:
             await self.entered
         except asyncio.CancelledError:
