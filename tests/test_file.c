@@ -1613,6 +1613,17 @@ static int into_cb(ascope *s, int status, const char *data, size_t len, void *ud
   return 0;
 }
 
+/* One scope over the file with body; x is its record. */
+static void run_into(struct into *x, void (*body)(ascope *, run *), const char *path,
+                     const char *mode) {
+  ascope_rt *rt = ascope_rt_new(NULL);
+  memset(x, 0, sizeof *x);
+  run r = {.body = body, .p = x};
+  run_file(rt, path, mode, &r);
+  assert_status(&r, 0);
+  cr_assert_eq(ascope_rt_free(rt), 0);
+}
+
 static void body_into(ascope *s, run *r) {
   struct into *x = r->p;
   ascope_file *f = file0(s);
@@ -1625,12 +1636,8 @@ static void body_into(ascope *s, run *r) {
 
 Test(file, read_into_fills_the_callers_buffer) {
   put(in_dir("a.txt"), "hello world", 11);
-  ascope_rt *rt = ascope_rt_new(NULL);
   struct into x;
-  memset(&x, 0, sizeof x);
-  run r = {.body = body_into, .p = &x};
-  run_file(rt, in_dir("a.txt"), "r", &r);
-  assert_status(&r, 0);
+  run_into(&x, body_into, in_dir("a.txt"), "r");
   cr_assert_eq(x.calls, 3);
   cr_assert_eq(x.rc_null, UV_EINVAL);
   /* each read's own answer, whatever the order the pool finished them in */
@@ -1646,7 +1653,6 @@ Test(file, read_into_fills_the_callers_buffer) {
     }
   }
   cr_assert_eq(memcmp(x.buf, "worldrld", 8), 0);
-  cr_assert_eq(ascope_rt_free(rt), 0);
 }
 
 static void body_into_wrong_mode(ascope *s, run *r) {
@@ -1655,15 +1661,10 @@ static void body_into_wrong_mode(ascope *s, run *r) {
 }
 
 Test(file, read_into_needs_a_readable_mode) {
-  ascope_rt *rt = ascope_rt_new(NULL);
   struct into x;
-  memset(&x, 0, sizeof x);
-  run r = {.body = body_into_wrong_mode, .p = &x};
-  run_file(rt, in_dir("w.txt"), "w", &r);
-  assert_status(&r, 0);
+  run_into(&x, body_into_wrong_mode, in_dir("w.txt"), "w");
   cr_assert_eq(x.rc_mode, UV_EBADF);
   cr_assert_eq(x.calls, 0);
-  cr_assert_eq(ascope_rt_free(rt), 0);
 }
 
 /* Cancelled while queued behind a busy threadpool: the read never touches

@@ -834,25 +834,44 @@ SQL_TEST(a_transaction_rolls_back_on_its_deadline) {
 
 /* ---- cancel: ROLLBACK ------------------------------------------------------------------------ */
 
-struct cancel {
-  t_scope t;
-  ascope *s;
+/* Calls then(ud) once the suite's long query is executing on db (at once
+ * if the driver cannot tell), looking every 2 ms for up to 10 s; notes
+ * whether it got there, and when it called. */
+struct when_running {
   ascope_sql *db;
-  ss_cb slow;
+  void (*then)(void *ud);
+  void *ud;
   int polls;
   bool reached;
   uint64_t at;
 };
 
-static void cancel_when_running(void *ud) {
-  struct cancel *c = ud;
-  c->reached = D->running == NULL || D->running(c->db, D->ud);
-  if (!c->reached && ++c->polls < 5000) { /* 10 s: then fail, not hang */
-    t_after(2, cancel_when_running, c);
+static void when_running(void *arg) {
+  struct when_running *w = arg;
+  w->reached = D->running == NULL || D->running(w->db, D->ud);
+  if (!w->reached && ++w->polls < 5000) { /* 10 s: then fail, not hang */
+    t_after(2, when_running, w);
     return;
   }
-  c->at = t_now_ms();
-  ascope_cancel(c->s);
+  w->at = t_now_ms();
+  w->then(w->ud);
+}
+
+struct cancel {
+  t_scope t;
+  ascope *s;
+  ascope_sql *db;
+  ss_cb slow;
+  struct when_running w;
+};
+
+static void cancel_scope(void *ud) {
+  ascope_cancel(((struct cancel *)ud)->s);
+}
+
+static void cancel_when_running(struct cancel *c) {
+  c->w = (struct when_running){.db = c->db, .then = cancel_scope, .ud = c};
+  when_running(&c->w);
 }
 
 static int start_slow(ascope *s, int status, ascope_rows *rows, void *ud) {
@@ -876,11 +895,11 @@ SQL_TEST(a_transaction_rolls_back_when_its_scope_is_cancelled) {
   tx_setup();
   struct cancel c = {.t.body = cancel_body};
   cr_assert_eq(run(tx_scope(), &c.t), ASCOPE_ECANCELED, "%s", c.t.msg);
-  cr_assert(c.reached, "the long query never ran");
+  cr_assert(c.w.reached, "the long query never ran");
   cr_assert_eq(c.t.nerr, 1, "the rollback itself went well");
   cr_assert_eq(c.slow.calls, 1);
   cr_assert_eq(c.slow.status, ASCOPE_ECANCELED);
-  cr_assert_lt(c.t.t_done - c.at, 5000, "the long query was stopped");
+  cr_assert_lt(c.t.t_done - c.w.at, 5000, "the long query was stopped");
   cr_assert_eq(rows_with("x"), 0);
 }
 
@@ -899,19 +918,11 @@ struct alone {
   ss_cb slow, unsent, after;
   int bad_kind;
   ascope_op *bad_op;
-  int polls;
-  bool reached;
-  uint64_t at;
+  struct when_running w;
 };
 
-static void cancel_alone_when_running(void *ud) {
+static void cancel_alone(void *ud) {
   struct alone *a = ud;
-  a->reached = D->running == NULL || D->running(a->db, D->ud);
-  if (!a->reached && ++a->polls < 5000) { /* 10 s: then fail, not hang */
-    t_after(2, cancel_alone_when_running, a);
-    return;
-  }
-  a->at = t_now_ms();
   cr_assert_eq(ascope_op_cancel(a->slow_op), 0);
   /* Only now: a statement sent behind it would be one a cancel request
    * could hit instead, and PostgreSQL's driver would let the slow one run
@@ -937,16 +948,17 @@ static void alone_body(ascope *s, t_scope *t) {
   cr_assert_eq(ascope_op_cancel(unsent), 0);
   a->bad_op = (ascope_op *)a;
   a->bad_kind = ascope_sql_start(s, a->db, 99, "SELECT 1", NULL, ss_cb_fn, &a->after, &a->bad_op);
-  cancel_alone_when_running(a);
+  a->w = (struct when_running){.db = a->db, .then = cancel_alone, .ud = a};
+  when_running(&a->w);
 }
 
 SQL_TEST(a_statement_cancelled_alone_leaves_its_scope_going) {
   struct alone a = {.t.body = alone_body};
   cr_assert_eq(run(db_scope(NULL), &a.t), 0, "%s", a.t.msg);
-  cr_assert(a.reached, "the long query never ran");
+  cr_assert(a.w.reached, "the long query never ran");
   cr_assert_eq(a.slow.calls, 1);
   cr_assert_eq(a.slow.status, ASCOPE_ECANCELED, "%s", a.slow.msg);
-  cr_assert_lt(a.t.t_done - a.at, 5000, "the long query was stopped");
+  cr_assert_lt(a.t.t_done - a.w.at, 5000, "the long query was stopped");
   cr_assert_eq(a.unsent.calls, 1);
   if (!(D->flags & ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN))
     cr_assert_eq(a.unsent.status, ASCOPE_ECANCELED);
@@ -1370,10 +1382,10 @@ SQL_TEST(statements_queued_behind_a_cancelled_one_complete_once) {
   tx_setup();
   struct queued q = {.c.t.body = queued_body};
   cr_assert_eq(run(db_scope(NULL), &q.c.t), ASCOPE_ECANCELED, "%s", q.c.t.msg);
-  cr_assert(q.c.reached, "the long query never ran");
+  cr_assert(q.c.w.reached, "the long query never ran");
   cr_assert_eq(q.c.slow.calls, 1);
   cr_assert_eq(q.c.slow.status, ASCOPE_ECANCELED);
-  cr_assert_lt(q.c.t.t_done - q.c.at, 5000, "the long query was stopped");
+  cr_assert_lt(q.c.t.t_done - q.c.w.at, 5000, "the long query was stopped");
   bool may_run = D->flags & ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN;
   const char *vs[] = {"q0", "q1", "q2"};
   for (int i = 0; i < 3; i++) {
