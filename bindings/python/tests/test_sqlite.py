@@ -140,6 +140,22 @@ class SQLite(TestCase):
                     await asyncio.sleep(0.001)
             await asyncio.wait_for(stopped(), 10)
 
+    async def test_wait_for_on_a_statement_stops_it_alone(self):
+        # asyncio.wait_for cancels the statement's future itself: the
+        # statement is interrupted, and the connection's next one runs (it
+        # would wait hours behind the slow one otherwise).
+        async with ascope.sqlite.connect(self.path) as db:
+            slow = COUNT.format(n=10**10).replace("SELECT x FROM c", "SELECT count(*) FROM c")
+            with self.assertRaises(TimeoutError):
+                await asyncio.wait_for(db.fetchval(slow), 0.05)
+            self.assertEqual(await asyncio.wait_for(db.fetchval("SELECT 3"), 10), 3)
+            slow_ones = [db.fetchval(slow) for _ in range(3)]
+            gathered = asyncio.gather(*slow_ones)
+            gathered.cancel()  # cancels each statement: queued ones never run
+            with self.assertRaises(asyncio.CancelledError):
+                await gathered
+            self.assertEqual(await asyncio.wait_for(db.fetchval("SELECT 4"), 10), 4)
+
     async def test_no_leak_over_100000_statements(self):
         # Answered, failed and cancelled (half of some batches cancelled
         # before they ran): every future, C handle and operation goes.
