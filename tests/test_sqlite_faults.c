@@ -7,6 +7,7 @@
 
 #include <sqlite3.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 TestSuite(sqlite_faults, .init = t_init, .fini = t_fini);
@@ -346,6 +347,164 @@ Test(sqlite_faults, a_commit_stuck_on_a_lock_is_aborted_and_rolled_back) {
  * it off: the loop spun in the publishing callback forever, and no timer
  * (deadline, cancel) ever fired again. These scopes must end; the suite's
  * timeout fails a hang. */
+/* ---- the gate: long hops take turns for the cores (drivers/sqlite/gate.c) ------------------- */
+
+#define COUNT_TO(n)                                                                                \
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < " #n ") "              \
+  "SELECT count(*) FROM c"
+
+/* The gate's tokens: the cores less the loop thread's, at least one. Its
+ * cases need more long hops than tokens, and each on a pool thread of its
+ * own (libuv has 4): with more cores than that nothing waits, and the
+ * cases only check that everything still completes. */
+static unsigned gate_tokens(void) {
+  unsigned n = uv_available_parallelism();
+  return n > 2 ? n - 1 : 1;
+}
+
+static bool gate_can_wait(void) {
+  return gate_tokens() + 1 <= 4;
+}
+
+struct counter {
+  t_scope t;
+  t_cb q;
+};
+
+static void count_body(ascope *s, t_scope *t) {
+  struct counter *x = (struct counter *)t;
+  ascope_sql_query(s, ascope_resource(s, 0), COUNT_TO(2000000), NULL, t_cb_fn, &x->q);
+}
+
+/* One more long query than tokens, each on its own connection and hop:
+ * one of them waits, they pass the tokens round (a holder gives its token
+ * up after its slice when another waits, and waits again) and all end with
+ * the right count. */
+Test(sqlite_faults, long_queries_take_turns_at_the_gate) {
+  unsigned n = gate_tokens() + 1;
+  cr_assert_eq(ascope_sqlite_set_concurrency(n), 0);
+  struct counter x[8] = {0};
+  if (n > 8) n = 8;
+  for (unsigned i = 0; i < n; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "g%u.db", i);
+    x[i].t.body = count_body;
+    ascope *s = ascope_new(T_rt);
+    cr_assert_eq(ascope_use_sqlite(s, t_path(name), NULL), 0);
+    cr_assert_eq(ascope_start(s, t_body, t_done, &x[i]), 0);
+  }
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  for (unsigned i = 0; i < n; i++) {
+    cr_assert_eq(x[i].t.status, 0, "query %u: %s", i, x[i].t.msg);
+    cr_assert_eq(x[i].q.first, 2000000);
+  }
+  int64_t waits = ascope_rt_stat(T_rt, "sqlite.gate_waits");
+  if (gate_can_wait()) cr_assert_geq(waits, 2, "a wait, and a wait after a hand-over");
+  ascope_sqlite_set_concurrency(2);
+}
+
+static bool a_hop_waits_at_the_gate(void *ud) {
+  (void)ud;
+  return ascope_rt_stat(T_rt, "sqlite.gate_waits") > 0;
+}
+
+/* Endless queries, one more than tokens: the one waiting for a token is
+ * cancelled as promptly as those running (its wait ends on the cancel; it
+ * holds a pool thread and must not hold it for the holder's slice). */
+static struct hog gate_hogs[4];
+static unsigned gate_nhogs;
+
+static void gate_parent_body(ascope *p, t_scope *t) {
+  (void)t;
+  for (unsigned i = 0; i < gate_nhogs; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "h%u.db", i);
+    gate_hogs[i].t.body = hog_body;
+    ascope *s = ascope_child(p);
+    cr_assert_eq(ascope_use_sqlite(s, t_path(name), NULL), 0);
+    cr_assert_eq(ascope_start(s, t_body, t_done, &gate_hogs[i]), 0);
+  }
+  t_when(a_hop_waits_at_the_gate, cancel_it, p);
+}
+
+Test(sqlite_faults, a_query_waiting_at_the_gate_is_cancelled) {
+  if (!gate_can_wait()) return; /* nothing would wait */
+  gate_nhogs = gate_tokens() + 1;
+  cr_assert_eq(ascope_sqlite_set_concurrency(gate_nhogs), 0);
+  t_scope parent = {.body = gate_parent_body};
+  ascope *p = ascope_new(T_rt);
+  uint64_t t0 = t_now_ms();
+  cr_assert_eq(t_run(p, &parent), ASCOPE_ECANCELED);
+  for (unsigned i = 0; i < gate_nhogs; i++) {
+    cr_assert_eq(gate_hogs[i].t.done_calls, 1);
+    cr_assert_eq(gate_hogs[i].q.status, ASCOPE_ECANCELED, "query %u", i);
+    cr_assert_lt(gate_hogs[i].t.t_done - t0, 5000);
+  }
+  cr_assert_gt(ascope_rt_stat(T_rt, "sqlite.gate_waits"), 0);
+  ascope_sqlite_set_concurrency(2);
+}
+
+/* A hop holding a token that meets a lock gives the token up while it
+ * waits: the lock's holder may be the hop waiting for that token. B holds
+ * the write lock (BEGIN IMMEDIATE) and runs a long query; A runs a long
+ * query, then an INSERT that waits for B's lock, in one hop. Were A to
+ * keep its token through the wait, B could not finish, nor COMMIT, before
+ * A's busy timeout (20 s here): the INSERT would fail SQLITE_BUSY. */
+struct locked {
+  t_scope t;
+  t_cb q, ins;
+};
+
+static void holder_body(ascope *s, t_scope *t) {
+  struct locked *x = (struct locked *)t;
+  ascope_sql_query(s, ascope_resource(s, 0), COUNT_TO(3000000), NULL, t_cb_fn, &x->q);
+}
+
+static void waiter_body(ascope *s, t_scope *t) {
+  struct locked *x = (struct locked *)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_query(s, db, COUNT_TO(3000000), NULL, t_cb_fn, &x->q);
+  x->ins.pass = true;
+  ascope_sql_exec(s, db, "INSERT INTO t VALUES (1)", NULL, t_cb_fn, &x->ins);
+}
+
+struct two {
+  struct locked *a, *b;
+};
+
+static void start_lock_waiter(void *ud) {
+  struct two *w = ud;
+  ascope *s = ascope_new(T_rt);
+  cr_assert_eq(ascope_use_sqlite(s, t_path("w.db"), "busy_timeout=20000"), 0);
+  cr_assert_eq(ascope_start(s, t_body, t_done, w->a), 0);
+}
+
+static bool holder_began(void *ud) {
+  struct two *w = ud;
+  return w->b->t.body_calls > 0;
+}
+
+Test(sqlite_faults, a_hop_waiting_for_a_lock_gives_its_token_up) {
+  t_raw(t_path("w.db"), "PRAGMA journal_mode=WAL; CREATE TABLE t(x)");
+  cr_assert_eq(ascope_sqlite_set_concurrency(gate_tokens() + 1), 0);
+  struct locked b = {.t.body = holder_body}, a = {.t.body = waiter_body};
+  ascope *s = ascope_new(T_rt);
+  cr_assert_eq(ascope_use_sqlite(s, t_path("w.db"), NULL), 0);
+  cr_assert_eq(ascope_use_sql_tx_at(s, ascope_sqlite(), 0, "begin=immediate"), 0);
+  cr_assert_eq(ascope_start(s, t_body, t_done, &b), 0);
+  struct two w = {&a, &b};
+  t_when(holder_began, start_lock_waiter, &w); /* once B holds the lock */
+  uint64_t t0 = t_now_ms();
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  cr_assert_eq(b.t.status, 0, "%s", b.t.msg);
+  cr_assert_eq(a.t.status, 0, "%s", a.t.msg);
+  cr_assert_eq(a.ins.status, 0, "%s", a.ins.msg);
+  cr_assert_eq(a.q.first, 3000000);
+  cr_assert_lt(t_now_ms() - t0, 15000, "not the busy timeout");
+  cr_assert_eq(t_raw_int(t_path("w.db"), "SELECT count(*) FROM t"), 1);
+  ascope_sqlite_set_concurrency(2);
+}
+
 TestSuite(sqlite_stage, .init = t_init, .fini = t_fini, .timeout = 120);
 
 #define STAGED 4

@@ -32,7 +32,9 @@ static struct sq_conn *conn_of(ascope_sql *db) {
 
 /* Interrupts j if, and only if, it is what the connection runs now. */
 static void interrupt_if_running(struct sq_conn *c, struct sq_job *j) {
-  if (c->running == j && c->db) sqlite3_interrupt(c->db);
+  if (c->running != j) return;
+  if (c->db) sqlite3_interrupt(c->db);
+  sq_gate_kick(c->sched); /* it may be waiting for the gate's token (gate.c) */
 }
 
 /* ---- the connection: acquire, release, cancel, abort ------------------------------- */
@@ -258,6 +260,7 @@ static const char *const stat_names[SQ_NSTATS] = {
     [SQ_RESET_JOBS] = "reset_jobs",
     [SQ_LOOP_RUNS] = "loop_runs",
     [SQ_LOOP_OVERRUNS] = "loop_overruns",
+    [SQ_GATE_WAITS] = "gate_waits",
 };
 
 int64_t ascope_sqlite_stat(const char *name) {

@@ -147,6 +147,9 @@ struct sq_conn {
   bool overran;        /* ... which ran out (or it met a lock): it goes to the pool */
   unsigned loop_ticks; /* progress handler calls of that run */
   uint64_t loop_t0;    /* that run began, ns */
+  uint64_t hop_t0;     /* the hop began, ns */
+  bool gate_held;      /* the hop holds one of the gate's tokens */
+  uint64_t gate_since; /* ... since, ns */
 };
 
 /* ---- per runtime, and scheduling (sched.c) ---------------------------------------- */
@@ -172,6 +175,15 @@ struct sq_sched {
   struct sq_conn *rhead, *rtail;
   struct sq_conn *lhead, *ltail; /* connections listed for the loop thread (W_LOOP) */
   atomic_uint waiting;           /* ready connections; read by busy handlers on pool threads */
+  atomic_uint hops_ended;        /* hops whose work is done (pool threads count) */
+  unsigned hops_after;           /* ... whose end the loop has taken (hop_after) */
+  /* the gate (gate.c): tokens for hops that run long, taken on pool threads */
+  uv_mutex_t gate_mu;
+  uv_cond_t gate_cv;
+  unsigned gate_cap;     /* tokens: the cores less the loop thread's, at least 1 */
+  unsigned gate_held;    /* (gate_mu) tokens taken */
+  unsigned gate_waiting; /* (gate_mu) hops waiting for one */
+  uint64_t gate_grants;  /* (gate_mu) tokens given so far */
 };
 /* The runtime's state and its scheduler, with a reference taken for a
  * connection. NULL: out of memory. */
@@ -184,6 +196,17 @@ void sq_unready(struct sq_conn *c);            /* leave the ready or loop list (
 void sq_wake_pool(struct sq_conn *c);          /* as sq_wake, but never the loop thread: a hop */
 unsigned sq_sched_waiting(struct sq_sched *s); /* connections waiting for a thread */
 bool sq_pool_full(struct sq_sched *s);         /* (loop) as many hops in flight as allowed */
+
+/* The gate (gate.c): a hop that has run long holds one of a few tokens to
+ * go on, so long CPU-bound hops leave the loop thread a core. */
+void sq_gate_init(struct sq_sched *s);
+void sq_gate_fini(struct sq_sched *s);
+/* (worker) Called between jobs and from the progress handler: waits for a
+ * token if the hop has run long and holds none, passes its token on after
+ * its slice if others wait. false: the job was cut while waiting. */
+bool sq_gate(struct sq_conn *c);
+void sq_gate_release(struct sq_conn *c); /* (worker) the hop ends, or waits on a lock */
+void sq_gate_kick(struct sq_sched *s);   /* a job was cancelled: its hop may be waiting */
 
 /* ---- the queue (queue.c) ----------------------------------------------------------- */
 void sq_push(struct sq_conn *c, struct sq_job *j);       /* (mu) held */
@@ -261,6 +284,7 @@ enum {
   SQ_RESET_JOBS,    /* ... of them that needed a job on the threadpool */
   SQ_LOOP_RUNS,     /* statements run on the loop thread */
   SQ_LOOP_OVERRUNS, /* ... of those tries, sent to the pool when the budget ran out */
+  SQ_GATE_WAITS,    /* hops that waited for one of the gate's tokens */
   SQ_NSTATS
 };
 extern struct acount sq_stats; /* the process's */

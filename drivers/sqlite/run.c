@@ -91,6 +91,7 @@ int sq_busy_handler(void *ud, int count) {
     return 0;
   }
   uint64_t step = count < 5 ? 100000u << count : 2000000u; /* 0.1 ms doubling to 2 ms */
+  sq_gate_release(c); /* the lock's holder may be the hop waiting for the token */
   nap(step < limit - waited ? step : limit - waited);
   return 1;
 }
@@ -110,7 +111,8 @@ int sq_progress_handler(void *ud) {
     c->overran = true; /* read-only: interrupted, nothing is rolled back or seen */
     return 1;
   }
-  return c->cur && !c->no_cut && atomic_load(&c->cur->cancelled);
+  if (c->cur && !c->no_cut && atomic_load(&c->cur->cancelled)) return 1;
+  return !sq_gate(c); /* false: cut while it waited for a token */
 }
 
 /* ---- open and close ------------------------------------------------------------ */

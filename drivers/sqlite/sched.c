@@ -45,6 +45,7 @@ struct sq_rt *sq_rt_get(ascope_rt *rt, struct sq_sched **sched) {
     uv_unref((uv_handle_t *)&s->poll); /* nor this: hops in flight do */
     s->handles = 2;
     sq_loop_init(s);
+    sq_gate_init(s);
     s->owner = r;
     r->sched = s;
   }
@@ -56,7 +57,10 @@ struct sq_rt *sq_rt_get(ascope_rt *rt, struct sq_sched **sched) {
 
 static void sched_closed(uv_handle_t *h) {
   struct sq_sched *s = h->data;
-  if (--s->handles == 0) ascope_free(s);
+  if (--s->handles == 0) {
+    sq_gate_fini(s);
+    ascope_free(s);
+  }
 }
 
 /* The last connection gone, the next one makes a new scheduler: this one's
@@ -136,14 +140,27 @@ static void answer(struct sq_conn *c, struct sq_job *j) {
   c->atail = j;
 }
 
+/* The loop thread wrote the next job's request (the request, the job, the
+ * parameters and the text: one allocation, about 8 cache lines), so its
+ * lines sit in the other core's cache. Asking for them now, for writing
+ * (the hop writes the answer into them), overlaps their transfer with the
+ * current statement instead of stalling the next one on each line. */
+#define PF_BEFORE 192 /* the request's header, before the job */
+#define PF_AFTER 320  /* the job, the parameters, the text */
+static void prefetch_job(const struct sq_job *j) {
+  for (int off = -PF_BEFORE; off < PF_AFTER; off += 64)
+    __builtin_prefetch((const char *)j + off, 1, 3);
+}
+
 static void hop_work(uv_work_t *w) {
   struct sq_conn *c = w->data;
-  uint64_t t0 = uv_hrtime();
+  uint64_t t0 = c->hop_t0 = uv_hrtime();
   unsigned n = 0;
   SQ_COUNT(c->rts, SQ_HOPS, 1);
   uv_mutex_lock(&c->mu);
   while (!c->aborted && sq_runnable(c)) {
     struct sq_job *j = c->head;
+    if (j->next) prefetch_job(j->next);
     c->running = j;
     uv_mutex_unlock(&c->mu);
     sq_run(c, j);
@@ -166,11 +183,18 @@ static void hop_work(uv_work_t *w) {
      * ascope_cancel cancels them in turn), and must be dropped there, not
      * run here first. The next hop starts from the loop, after that. */
     if (atomic_load(&j->cancelled)) break;
-    if (++n % 32 == 0 && uv_hrtime() - t0 > HOP_NS && sq_sched_waiting(c->sched)) break;
+    if (++n % 32 == 0) {
+      if (uv_hrtime() - t0 > HOP_NS && sq_sched_waiting(c->sched)) break;
+      uv_mutex_unlock(&c->mu);
+      sq_gate(c); /* a hop of many short jobs is long too */
+      uv_mutex_lock(&c->mu);
+    }
   }
   bool close = c->aborted && c->db;
   uv_mutex_unlock(&c->mu);
-  if (close) sq_close_db(c); /* abort found us running: closing is ours */
+  sq_gate_release(c);
+  atomic_fetch_add(&c->sched->hops_ended, 1); /* the loop thread's pass gives way (loop.c) */
+  if (close) sq_close_db(c);                  /* abort found us running: closing is ours */
 }
 
 /* ---- the loop side ---------------------------------------------------------------- */
@@ -295,6 +319,8 @@ static void hop_after(uv_work_t *w, int status) {
   struct sq_sched *s = c->sched;
   running_remove(s, c);
   c->where = W_AFTER;
+  s->hops_after++;
+  pump(s); /* the thread goes to the next ready connection before the answers run */
   sq_answers(c);
   if (c->where != W_AFTER) {
     /* The next hop is on its way or waiting for a thread — or c was listed
