@@ -337,16 +337,6 @@ Test(sqlite_faults, a_commit_stuck_on_a_lock_is_aborted_and_rolled_back) {
   cr_assert_eq(ascope_sqlite_stat("aborted"), 0, "the connection itself closed in time");
 }
 
-/* ---- statements staged while a hop runs, then cancelled --------------------------------------
- *
- * Statements started while a hop runs wait in the connection's stage, and
- * the connection is listed for the loop to publish the stage before it
- * sleeps. When every staged statement is cancelled before that (the scope
- * fails or is cancelled in the same loop iteration), the stage is empty but
- * the connection was left listed, and publishing an empty stage never took
- * it off: the loop spun in the publishing callback forever, and no timer
- * (deadline, cancel) ever fired again. These scopes must end; the suite's
- * timeout fails a hang. */
 /* ---- the gate: long hops take turns for the cores (drivers/sqlite/gate.c) ------------------- */
 
 #define COUNT_TO(n)                                                                                \
@@ -505,6 +495,16 @@ Test(sqlite_faults, a_hop_waiting_for_a_lock_gives_its_token_up) {
   ascope_sqlite_set_concurrency(2);
 }
 
+/* ---- statements staged while a hop runs, then cancelled --------------------------------------
+ *
+ * Statements started while a hop runs wait in the connection's stage, and
+ * the connection is listed for the loop to publish the stage before it
+ * sleeps. When every staged statement is cancelled before that (the scope
+ * fails or is cancelled in the same loop iteration), the stage is empty but
+ * the connection was left listed, and publishing an empty stage never took
+ * it off: the loop spun in the publishing callback forever, and no timer
+ * (deadline, cancel) ever fired again. These scopes must end; the suite's
+ * timeout fails a hang. */
 TestSuite(sqlite_stage, .init = t_init, .fini = t_fini, .timeout = 120);
 
 #define STAGED 4
