@@ -546,6 +546,10 @@ static void use_acquire(ascope_res *r, const void *arg, const char *options) {
     member_discard(m, ASCOPE_ECLOSED);
   }
   w->since_ns = uv_hrtime();
+  /* The loop's clock is the time its turn began, which on a busy machine
+   * may be many milliseconds ago: counted from it, the wait would end
+   * early. Only a waiter pays for the refresh. */
+  uv_update_time(p->rt->loop);
   w->deadline = p->acquire_timeout_ms ? now_ms(p) + p->acquire_timeout_ms : 0;
   aq_push(&p->waiters, &w->node);
   p->nwaiting++;
