@@ -321,6 +321,7 @@ class Connection:
         self._rt: Optional[C.Runtime] = None
         self._db = None
         self._inflight = 0  # statements started whose callback has not run
+        self._answered_at_once = False  # the last one sent alone was answered in its call
         self._params = sl.ascope_sql_params_new()
         if not self._params:
             raise MemoryError("ascope_sql_params_new")
@@ -379,11 +380,16 @@ class Connection:
         # A statement alone on its connection (awaited one by one) is sent
         # now, saving a turn of the loop; with others in flight it waits
         # for the turn's end, so that all the turn's statements go together.
-        lone = not self._inflight
+        lone = not self._inflight and not self._answered_at_once
         self._inflight += 1
         if lone or not self._inflight % _FLUSH_EVERY:
             rt.run_now()
+            # A server quick enough to answer inside that call would have
+            # every statement of a gather sent and answered alone: the next
+            # one waits for the turn's end, with whatever follows it.
+            self._answered_at_once = lone and fut.done()
         else:
+            self._answered_at_once = False
             rt.kick()
         return fut
 
