@@ -106,8 +106,8 @@ def _sql_cb(s: int, status: int, r: int, ud: int) -> int:
         if status < 0:
             fut.set_exception(conn._error(status))
         elif kind == _VAL:
-            ok = r and sl.ascope_rows_count(r) and sl.ascope_rows_columns(r)
-            fut.set_result(_value(r, 0, 0) if ok else None)
+            # No row or no column reads as NULL there: None, in two calls.
+            fut.set_result(_value(r, 0, 0))
         elif kind == _ROWS:
             fut.set_result(_rows(r))
         elif kind == _ROW:
