@@ -366,6 +366,15 @@ static void count_body(ascope *s, t_scope *t) {
   ascope_sql_query(s, ascope_resource(s, 0), COUNT_TO(2000000), NULL, t_cb_fn, &x->q);
 }
 
+/* Starts s on a database of its own, "<prefix><i>.db", running t's body. */
+static void start_on_own_db(ascope *s, char prefix, unsigned i, t_scope *t) {
+  char name[16];
+  snprintf(name, sizeof name, "%c%u.db", prefix, i);
+  cr_assert_not_null(s);
+  cr_assert_eq(ascope_use_sqlite(s, t_path(name), NULL), 0);
+  cr_assert_eq(ascope_start(s, t_body, t_done, t), 0);
+}
+
 /* One more long query than tokens, each on its own connection and hop:
  * one of them waits, they pass the tokens round (a holder gives its token
  * up after its slice when another waits, and waits again) and all end with
@@ -376,12 +385,8 @@ Test(sqlite_faults, long_queries_take_turns_at_the_gate) {
   struct counter x[8] = {0};
   if (n > 8) n = 8;
   for (unsigned i = 0; i < n; i++) {
-    char name[16];
-    snprintf(name, sizeof name, "g%u.db", i);
     x[i].t.body = count_body;
-    ascope *s = ascope_new(T_rt);
-    cr_assert_eq(ascope_use_sqlite(s, t_path(name), NULL), 0);
-    cr_assert_eq(ascope_start(s, t_body, t_done, &x[i]), 0);
+    start_on_own_db(ascope_new(T_rt), 'g', i, &x[i].t);
   }
   cr_assert_eq(ascope_rt_run(T_rt), 0);
   for (unsigned i = 0; i < n; i++) {
@@ -407,12 +412,8 @@ static unsigned gate_nhogs;
 static void gate_parent_body(ascope *p, t_scope *t) {
   (void)t;
   for (unsigned i = 0; i < gate_nhogs; i++) {
-    char name[16];
-    snprintf(name, sizeof name, "h%u.db", i);
     gate_hogs[i].t.body = hog_body;
-    ascope *s = ascope_child(p);
-    cr_assert_eq(ascope_use_sqlite(s, t_path(name), NULL), 0);
-    cr_assert_eq(ascope_start(s, t_body, t_done, &gate_hogs[i]), 0);
+    start_on_own_db(ascope_child(p), 'h', i, &gate_hogs[i].t);
   }
   t_when(a_hop_waits_at_the_gate, cancel_it, p);
 }
