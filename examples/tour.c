@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -232,4 +233,11 @@ int main(void) {
   printf("\n%s\n",
          failures ? "tour: something did not go as described" : "tour: all scenes as described");
   return failures ? 1 : 0;
+}
+
+char *tour_temp_dir(char *buf, size_t cap) {
+  const char *root = getenv("TMPDIR"); /* where mkdtemp(3) users put scratch files */
+  int n = snprintf(buf, cap, "%s/ascope-tour-XXXXXX", root && *root ? root : "/tmp");
+  if (n < 0 || (size_t)n >= cap) return NULL;
+  return mkdtemp(buf);
 }

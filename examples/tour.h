@@ -10,6 +10,8 @@ void tour_title(const char *title);
 /* "ok", "ECANCELED: cancelled"… for a done status and its error */
 const char *tour_outcome(int status);
 void tour_print_error(ascope *s); /* inside done: the error and its chain */
+/* mkdtemp(3) of "<$TMPDIR or /tmp>/ascope-tour-XXXXXX" into buf: buf, or NULL. */
+char *tour_temp_dir(char *buf, size_t cap);
 
 /* A simulated network resource: acquiring takes `connect_ms`, releasing
  * takes `close_ms`; every step is traced. The use's arg is a sim_target. */

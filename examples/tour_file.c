@@ -113,8 +113,7 @@ static void failing_done(ascope *s, int status, void *ud) {
 
 int tour_file(ascope_rt *rt) {
   bad = 0;
-  snprintf(dir, sizeof dir, "%s/ascope-tour-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (mkdtemp(dir) == NULL) return 1;
+  if (tour_temp_dir(dir, sizeof dir) == NULL) return 1;
   snprintf(report, sizeof report, "%s/report.txt", dir);
 
   ascope *s = ascope_new(rt);

@@ -242,9 +242,7 @@ static void cleanup(void) {
 }
 
 int tour_sqlite(ascope_rt *rt) {
-  const char *tmp = getenv("TMPDIR"); /* where mkdtemp(3) users put scratch files */
-  snprintf(dir, sizeof dir, "%s/ascope-tour-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-  if (mkdtemp(dir) == NULL) return 1;
+  if (tour_temp_dir(dir, sizeof dir) == NULL) return 1;
   snprintf(db_path, sizeof db_path, "%s/bank.db", dir);
 #ifdef TOUR_PLUGINS
   /* Linked with no driver: found by name, loaded from ASCOPE_DRIVER_PATH. */

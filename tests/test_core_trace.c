@@ -403,9 +403,7 @@ static int check_json(const char *path, int *unfinished) {
 }
 
 static void tmp_path(char *buf, size_t cap, const char *tag) {
-  const char *root = getenv("TMPDIR");
-  snprintf(buf, cap, "%s/ascope_trace_%s_%d.json", root && *root ? root : "/tmp", tag,
-           (int)getpid());
+  snprintf(buf, cap, "%s/ascope_trace_%s_%d.json", t_temp_root(), tag, (int)getpid());
 }
 
 Test(trace, json_of_the_scenario_is_a_valid_trace) {

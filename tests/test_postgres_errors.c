@@ -5,6 +5,7 @@
  * quietly; the DSN's connect_timeout is the time asked for; the rows_live
  * counter counts result objects. */
 #include "pg_support.h"
+#include "temp_dir.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -282,9 +283,8 @@ static void quiet_body(ascope *s, t_scope *t) {
 }
 
 Test(postgres_errors, a_server_notice_never_reaches_stderr) {
-  const char *root = getenv("TMPDIR");
   char path[300];
-  snprintf(path, sizeof path, "%s/ascope-stderr-XXXXXX", root && *root ? root : "/tmp");
+  snprintf(path, sizeof path, "%s/ascope-stderr-XXXXXX", t_temp_root());
   int fd = mkstemp(path);
   cr_assert_geq(fd, 0);
   int saved = dup(2);

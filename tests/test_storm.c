@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "test_driver.h"
+#include "temp_dir.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define STORM_SANITIZED 1
@@ -1280,8 +1281,7 @@ static void check_files(void) {
 /* ---- the test ------------------------------------------------------------------------------ */
 
 static void setup_files(void) {
-  const char *tmp = getenv("TMPDIR");
-  snprintf(S.dir, sizeof S.dir, "%s/ascope-storm.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  snprintf(S.dir, sizeof S.dir, "%s/ascope-storm.XXXXXX", t_temp_root());
   cr_assert_not_null(mkdtemp(S.dir));
   snprintf(S.small, sizeof S.small, "%s/small.bin", S.dir);
   snprintf(S.big, sizeof S.big, "%s/big.bin", S.dir);

@@ -7,12 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Where scratch files go: $TMPDIR, else /tmp. */
+static inline const char *t_temp_root(void) {
+  const char *root = getenv("TMPDIR");
+  return root && *root ? root : "/tmp";
+}
+
 /* Makes "<$TMPDIR>/<prefix>-XXXXXX" in buf and returns buf, or NULL when
  * it does not fit or cannot be made. */
 static inline char *t_temp_dir(char *buf, size_t cap, const char *prefix) {
-  const char *root = getenv("TMPDIR");
-  if (root == NULL || *root == '\0') root = "/tmp";
-  int n = snprintf(buf, cap, "%s/%s-XXXXXX", root, prefix);
+  int n = snprintf(buf, cap, "%s/%s-XXXXXX", t_temp_root(), prefix);
   if (n < 0 || (size_t)n >= cap) return NULL;
   return mkdtemp(buf);
 }
