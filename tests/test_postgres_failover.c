@@ -20,25 +20,6 @@
 static char pair_dir[1024], pair_dsn[1024], standby_dsn[1024], primary_dsn[1024];
 static char bouncer_dir[1024], bouncer_dsn[1024];
 
-/* The pair goes whatever happened to the test. */
-static void fini(void) {
-  if (bouncer_dir[0]) {
-    char cmd[2560];
-    snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pgbouncer-stop %s", bouncer_dir);
-    if (system(cmd) != 0) fprintf(stderr, "failover: %s failed\n", cmd);
-    bouncer_dir[0] = '\0';
-  }
-  if (pair_dir[0]) {
-    char cmd[2560];
-    snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pg-stop --standby %s", pair_dir);
-    if (system(cmd) != 0) fprintf(stderr, "failover: %s failed\n", cmd);
-    pair_dir[0] = '\0';
-  }
-  t_fini();
-}
-
-TestSuite(pg_failover, .init = t_init, .fini = fini, .timeout = 300);
-
 static void pair_start(void) {
   FILE *f = popen(ASCOPE_SOURCE_DIR "/scripts/pg-start --standby", "r");
   cr_assert_not_null(f);
@@ -129,6 +110,33 @@ struct lane {
 };
 static struct lane lanes[LANES];
 
+/* The pair goes whatever happened to the test; so does the pool of a
+ * test that failed before its end, so that the runtime frees clean. */
+static void fini(void) {
+  if (pool) {
+    atomic_store(&stop_load, true);
+    ascope_pool_close(pool, NULL, NULL);
+    pool = NULL;
+    ascope_rt_run(T_rt);
+    for (int i = 0; i < LANES; i++) ascope_sql_params_free(lanes[i].p);
+  }
+  if (bouncer_dir[0]) {
+    char cmd[2560];
+    snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pgbouncer-stop %s", bouncer_dir);
+    if (system(cmd) != 0) fprintf(stderr, "failover: %s failed\n", cmd);
+    bouncer_dir[0] = '\0';
+  }
+  if (pair_dir[0]) {
+    char cmd[2560];
+    snprintf(cmd, sizeof cmd, ASCOPE_SOURCE_DIR "/scripts/pg-stop --standby %s", pair_dir);
+    if (system(cmd) != 0) fprintf(stderr, "failover: %s failed\n", cmd);
+    pair_dir[0] = '\0';
+  }
+  t_fini();
+}
+
+TestSuite(pg_failover, .init = t_init, .fini = fini, .timeout = 300);
+
 static void lane_start(struct lane *l);
 
 static void lane_body(ascope *s, void *ud) {
@@ -212,8 +220,13 @@ static void operator(void *arg) {
 
 /* Writes from LANES scopes at a time through a pool on dsn while op (on a
  * thread) does its damage; returns when op says stop and every scope
- * ended, with the common checks made. */
-static void run_load(const char *dsn, void (*op)(void *)) {
+ * ended, with the common checks made. cut: op cuts the driver's own
+ * connections, so the scopes in flight on them must fail. Behind PgBouncer
+ * they need not: in transaction mode it holds a server connection only
+ * while a transaction is open, and a restart that falls between
+ * transactions is hidden from its clients (their next ones wait in its
+ * queue until the server is back). */
+static void run_load(const char *dsn, void (*op)(void *), bool cut) {
   PGconn *c = PQconnectdb(dsn);
   cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
   PQclear(PQexec(c, "CREATE TABLE failover_t (id bigint PRIMARY KEY)"));
@@ -234,7 +247,7 @@ static void run_load(const char *dsn, void (*op)(void *)) {
   cr_assert_eq(started, ended, "%ld scopes started, %ld ended", started, ended);
   cr_assert_eq(timed_out, 0, "%ld scopes ran into their deadline", timed_out);
   cr_assert_eq(unclear, 0, "%ld unclear failures, the first: %s", unclear, unclear_msg);
-  cr_assert_gt(failed, 0, "the scopes in flight when the server went failed");
+  if (cut) cr_assert_gt(failed, 0, "the scopes in flight when the server went failed");
   cr_assert_gt(after_promote, 0, "writes resumed");
   cr_assert_gt(ascope_pool_stat(pool, "discarded") + ascope_pool_stat(pool, "connect_errors"), 0);
 }
@@ -262,6 +275,7 @@ static void check_committed(const char *dsn) {
 
 static void load_end(void) {
   ascope_pool_close(pool, NULL, NULL);
+  pool = NULL;
   cr_assert_eq(ascope_rt_run(T_rt), 0);
   for (int i = 0; i < LANES; i++) ascope_sql_params_free(lanes[i].p);
 }
@@ -275,7 +289,7 @@ Test(pg_failover, writes_survive_the_primary_stopping_hard_and_the_standby_takin
 
   char dsn[2048];
   snprintf(dsn, sizeof dsn, "%s target_session_attrs=read-write", pair_dsn);
-  run_load(dsn, operator);
+  run_load(dsn, operator, true);
   /* measured from the promotion's start, which may be after its writes */
   double resumed_s = (double)(int64_t)(first_write_after_ns - atomic_load(&promote_begin_ns)) / 1e9;
   double down_s = (double)(first_write_after_ns - atomic_load(&killed_ns)) / 1e9;
@@ -308,7 +322,7 @@ Test(pg_failover, a_server_restarted_under_load_is_reconnected_to) {
   pair_start();
   char dsn[2048];
   snprintf(dsn, sizeof dsn, "%s target_session_attrs=read-write", pair_dsn);
-  run_load(dsn, restarter);
+  run_load(dsn, restarter, true);
   double down_s = (double)(first_write_after_ns - atomic_load(&killed_ns)) / 1e9;
   cr_assert_lt(down_s, 5.0, "writes resumed %.2f s after the restart began", down_s);
   check_committed(dsn);
@@ -342,7 +356,7 @@ static void bouncer_start(void) {
 Test(pg_failover, a_server_restarted_behind_pgbouncer_is_reconnected_to) {
   pair_start();
   bouncer_start();
-  run_load(bouncer_dsn, restarter);
+  run_load(bouncer_dsn, restarter, false);
   double down_s = (double)(first_write_after_ns - atomic_load(&killed_ns)) / 1e9;
   cr_assert_lt(down_s, 5.0, "writes resumed %.2f s after the restart began", down_s);
   check_committed(primary_dsn);
