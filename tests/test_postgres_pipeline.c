@@ -5,9 +5,12 @@
  * statement_timeout; a backend terminated mid-query. */
 #include "pg_support.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 TestSuite(postgres_pipeline, .init = t_init, .fini = t_fini);
 
@@ -20,7 +23,22 @@ struct child {
   int index, checked, queries, fail_every;
   int64_t got;
   t_cb cb;
+  int tcp_seen, corked_seen; /* the process's TCP sockets when its answer came */
 };
+
+/* The process's TCP sockets, and how many of them are corked. */
+static void count_tcp(int *tcp, int *corked) {
+  *tcp = *corked = 0;
+  for (int fd = 3; fd < 1024; fd++) {
+    int type = 0, on = 0;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) continue;
+    len = sizeof on;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, &len) != 0) continue; /* not TCP */
+    ++*tcp;
+    *corked += on != 0;
+  }
+}
 
 static int check_own(ascope *s, int status, ascope_rows *rows, void *ud) {
   (void)s;
@@ -28,6 +46,7 @@ static int check_own(ascope *s, int status, ascope_rows *rows, void *ud) {
   if (status) return status;
   c->got = ascope_rows_int64(rows, 0, 0);
   if (c->got == c->index * 1000 + c->checked) c->checked++;
+  count_tcp(&c->tcp_seen, &c->corked_seen);
   return 0;
 }
 
@@ -47,13 +66,14 @@ struct fan {
   t_scope t;
   struct child kids[N];
   int queries, fail_every;
-  int64_t flushes_before;
+  int64_t flushes_before, corked_before;
 };
 
 static void fan_body(ascope *s, t_scope *t) {
   struct fan *f = (struct fan *)t;
   ascope_sql *db = ascope_resource(s, 0);
   f->flushes_before = ascope_postgres_stat("flushes");
+  f->corked_before = ascope_postgres_stat("corked");
   for (int i = 0; i < N; i++) {
     struct child *c = &f->kids[i];
     c->t.body = child_body;
@@ -92,6 +112,12 @@ Test(postgres_pipeline, sixty_four_scopes_share_one_connection) {
   cr_assert_eq(ascope_postgres_stat("flushes") - f.flushes_before, 1, "%lld rounds",
                (long long)(ascope_postgres_stat("flushes") - f.flushes_before));
   cr_assert_eq(ascope_postgres_stat("max_pipeline"), N, "all 64 in flight at once");
+  /* over TCP the round went corked, and was uncorked before any answer */
+  cr_assert_eq(ascope_postgres_stat("corked") - f.corked_before, 1);
+  for (int i = 0; i < N; i++) {
+    cr_assert_geq(f.kids[i].tcp_seen, 1, "the connection is a TCP socket of this process");
+    cr_assert_eq(f.kids[i].corked_seen, 0, "child %d: a socket was left corked", i);
+  }
 }
 
 Test(postgres_pipeline, many_statements_each_from_many_scopes) {

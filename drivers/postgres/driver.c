@@ -414,6 +414,7 @@ static const char *const stat_names[PGS_NSTATS] = {
     [PGS_RESET_ROLLBACKS] = "reset_rollbacks",
     [PGS_RESET_SESSIONS] = "reset_sessions",
     [PGS_POOLED] = "pooled",
+    [PGS_CORKED] = "corked",
 };
 
 int64_t ascope_postgres_stat(const char *name) {

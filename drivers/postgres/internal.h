@@ -217,6 +217,7 @@ struct pg_conn {
   const char *fail_code;
   /* requests */
   struct pg_req *send_head, *send_tail;
+  bool cork_off;         /* TCP_CORK failed on this socket (not TCP): not tried again */
   struct pg_step *steps; /* a ring */
   size_t step_head, nsteps, step_cap;
   size_t inflight; /* statements sent, their results not all in */
@@ -388,6 +389,7 @@ enum {
   PGS_RESET_ROLLBACKS, /* ... that a transaction left open needed a ROLLBACK */
   PGS_RESET_SESSIONS,  /* ... whose session settings needed undoing */
   PGS_POOLED,          /* connections found to go through a transaction pooler */
+  PGS_CORKED,          /* rounds sent corked */
   PGS_NSTATS
 };
 extern struct acount pg_stats; /* the process's */

@@ -21,9 +21,12 @@
  */
 #include "internal.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define SEGMENT_MAX 256 /* sync=batch: statements sharing one sync point at most */
 
@@ -190,9 +193,30 @@ static bool round_waits(struct pg_conn *c, const struct pg_req *next) {
   return c->rounds_out > 0 || (c->seg_open > 0 && !shares_sync(c, next));
 }
 
+/* A round of several statements is corked: libpq 15 writes at each sync
+ * point, and uncorked each write is a segment of its own, taken through
+ * the loopback or the network and woken for on the server, one per
+ * statement. Corked, the kernel holds them and sends the round as full
+ * segments when it is uncorked at the round's end. Returns the socket
+ * corked, or -1. A lone statement is not corked: that would only add two
+ * system calls to its round trip. */
+static int cork(struct pg_conn *c, int on, int fd) {
+  if (c->cork_off) return -1;
+  if (on && (c->send_head == NULL || c->send_head->next == NULL)) return -1;
+  if (!on && (fd < 0 || c->pg == NULL || PQsocket(c->pg) != fd)) return -1;
+  if (on) fd = PQsocket(c->pg);
+  if (fd < 0 || setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) != 0) {
+    c->cork_off = on; /* a Unix socket: no cork, and none needed */
+    return -1;
+  }
+  if (on) PG_COUNT(c, PGS_CORKED, 1);
+  return fd;
+}
+
 void pg_flush_sends(struct pg_conn *c) {
   if (c->state != PG_READY || c->pg == NULL) return;
   bool sent = false;
+  int corked = cork(c, 1, -1);
   aguard_enter(&c->pump);              /* an answer given here runs user code: hold re-entry */
   bool awaited = pg_cancel_awaited(c); /* what is sent now cannot be stopped safely */
   while (c->send_head && !c->barrier && !c->solo && !c->hold && !c->victims && !awaited &&
@@ -225,6 +249,7 @@ void pg_flush_sends(struct pg_conn *c) {
     PG_COUNT(c, PGS_FLUSHES, 1);
     pg_flush_out(c);
   }
+  cork(c, 0, corked);
   aguard_leave(&c->pump);
   pg_kick(c); /* results may already be there; and whatever the answers asked for */
 }

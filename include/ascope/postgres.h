@@ -119,8 +119,9 @@ ASCOPE_EXTERN int ascope_postgres_backend_pid(ascope_sql *db);
  * requests sent), "retried" (statements another's cancel request hit, sent
  * again), "prepared" (statements prepared on a server), "deallocated",
  * "statements" (sent), "syncs" (sync points sent), "flushes" (rounds of
- * sending: what one loop iteration queued goes out in one), "max_pipeline"
- * (the most statements ever in flight on one connection). */
+ * sending: what one loop iteration queued goes out in one), "corked" (rounds
+ * of several statements held in the kernel until the round's end, on TCP),
+ * "max_pipeline" (the most statements ever in flight on one connection). */
 ASCOPE_EXTERN int64_t ascope_postgres_stat(const char *name);
 
 #ifdef __cplusplus
