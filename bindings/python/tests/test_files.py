@@ -103,6 +103,24 @@ class Files(TestCase):
             self.assertEqual(await f.read(5), data[:5])
         self.assertEqual(c, data[:chunk])
 
+    @unittest.skipUnless(os.path.exists("/proc/self/mem"), "needs Linux's /proc/self/mem")
+    async def test_a_failing_read_in_a_chunked_read_raises_and_leaks_nothing(self):
+        # /proc/self/mem fails every read at offset 0 (nothing is mapped
+        # there) with EIO: a real read error, with several reads in flight
+        # on the read-ahead path. Each path raises it once, and the reads
+        # still in flight end inside the block, leaving nothing registered.
+        from ascope import _core
+        before = len(_core._objs)
+        for chunk in (1 << 12, 1 << 16):  # the driver's stream; the read-ahead
+            got = []
+            async with ascope.open("/proc/self/mem") as f:
+                with self.assertRaises(ascope.FileError) as cm:
+                    async for c in f.iter_chunked(chunk):
+                        got.append(c)
+                self.assertEqual(cm.exception.code, "EIO", chunk)
+                self.assertEqual(got, [])
+            self.assertEqual(len(_core._objs), before, f"chunk {chunk}: a read left registered")
+
 
 if __name__ == "__main__":
     unittest.main()
