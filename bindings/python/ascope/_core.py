@@ -149,13 +149,22 @@ class Runtime:
         self._timer_at = 0.0
         self._running = False
         self.live = 0  # Python scopes started and not done
+        self.queued = 0  # statements queued in C since libuv last ran
         loop.add_reader(self.fd, self._run)
 
     def kick(self) -> None:
         """Run the libuv loop soon: after any call that queued work in C."""
         if not self._soon:
             self._soon = True
-            self.loop.call_soon(self._run)
+            self.loop.call_soon(self._run_soon)
+
+    def _run_soon(self) -> None:
+        # Only the handle kick() queued clears the flag: a run from the
+        # reader or a timer in between leaves it queued, and clearing it
+        # there would let the next kick queue a second one — runs that
+        # each pay a uv_run for nothing, several per turn in a busy loop.
+        self._soon = False
+        self._run()
 
     def run_now(self) -> None:
         """Run the libuv loop at once, from task code (never from a callback
@@ -168,10 +177,10 @@ class Runtime:
             self._run()
 
     def _run(self) -> None:
-        self._soon = False
         if self._running:  # pragma: no cover - never nested, but never run twice either
             return
         self._running = True
+        self.queued = 0
         try:
             lib.uv_run(self.uv, UV_RUN_NOWAIT)
         finally:

@@ -382,7 +382,11 @@ class Connection:
         # for the turn's end, so that all the turn's statements go together.
         lone = not self._inflight and not self._answered_at_once
         self._inflight += 1
-        if lone or not self._inflight % _FLUSH_EVERY:
+        # Counted since libuv last ran, not in flight: 64 tasks each with
+        # one statement in flight would otherwise hit the count at every
+        # statement, and send each alone.
+        rt.queued += 1
+        if lone or rt.queued >= _FLUSH_EVERY:
             rt.run_now()
             # A server quick enough to answer inside that call would have
             # every statement of a gather sent and answered alone: the next

@@ -98,6 +98,30 @@ class Scopes(TestCase):
             await asyncio.sleep(0.01)
         self.assertFalse(self.rt._soon, "the runtime asks to run on every turn of the loop")
 
+    async def test_one_run_of_libuv_is_queued_at_a_time(self):
+        # A run from the reader (or a timer) between a kick and its turn
+        # leaves that kick's run queued: a second kick must not queue
+        # another. Once each run queued a new one, a busy loop ran libuv
+        # several times a turn for nothing, and sent statements in rounds
+        # of a few instead of all the turn's.
+        rt = self.rt
+        runs = []
+        real = rt._run
+        rt._run = lambda: (runs.append(1), real())
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)  # whatever was queued before runs out
+            runs.clear()
+            rt.kick()
+            rt._run()  # as the reader would, in between
+            rt.kick()
+            rt.kick()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            self.assertEqual(len(runs), 2, "a kick queued a second run")
+        finally:
+            del rt._run
+
     async def test_stale_handle_is_harmless(self):
         sc = _core.Scope(self.rt)
         await sc.enter()
