@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import ctypes
 import itertools
+import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -150,6 +151,11 @@ class Runtime:
         self._running = False
         self.live = 0  # Python scopes started and not done
         self.queued = 0  # statements queued in C since libuv last ran
+        self.statements = 0  # statements in flight, every connection's
+        #: How long, in microseconds, a statement alone in flight is waited
+        #: for by running libuv in a loop before the asyncio loop is let
+        #: sleep (0: never). See spin_until.
+        self.spin_us = 100
         loop.add_reader(self.fd, self._run)
 
     def kick(self) -> None:
@@ -176,6 +182,26 @@ class Runtime:
         else:
             self._run()
 
+    def spin_until(self, fut: "asyncio.Future[Any]") -> None:
+        """Waits up to spin_us for fut by running libuv again and again, when
+        nothing else is waiting to run. Called for a statement awaited alone:
+        its answer takes tens of microseconds, and an asyncio loop that goes
+        to sleep for it pays as much again to be woken (measured on a 2-core
+        VM: twice the rate of statements awaited one by one, at no more CPU
+        per statement). Never with other callbacks ready on an asyncio loop
+        (uvloop does not tell), and never longer than spin_us."""
+        if self._running or self.spin_us <= 0 or getattr(self.loop, "_ready", None):
+            return
+        end = time.perf_counter() + self.spin_us / 1e6
+        run, uv, now = lib.uv_run, self.uv, time.perf_counter
+        self._running = True
+        try:
+            while not fut.done() and now() < end:
+                run(uv, UV_RUN_NOWAIT)
+        finally:
+            self._running = False
+        self._schedule()
+
     def _run(self) -> None:
         if self._running:  # pragma: no cover - never nested, but never run twice either
             return
@@ -185,6 +211,10 @@ class Runtime:
             lib.uv_run(self.uv, UV_RUN_NOWAIT)
         finally:
             self._running = False
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """After a run: when libuv wants to run next."""
         t = lib.uv_backend_timeout(self.uv)
         if t == 0:
             # 0 means "do not block": work is ready, or nothing keeps the

@@ -44,6 +44,42 @@ class Postgres(TestCase):
             # They were in flight together, not one after another.
             self.assertGreater(self.rt.stat("postgres.max_pipeline"), 1)
 
+    async def test_a_statement_awaited_alone_is_waited_for_without_sleeping(self):
+        # Awaited alone, its answer is waited for by running libuv, not by
+        # letting the asyncio loop sleep in select(); not when spin_us is 0,
+        # nor when other callbacks are ready, nor past spin_us.
+        loop = asyncio.get_running_loop()
+        sel = getattr(loop, "_selector", None)
+        if sel is None:
+            self.skipTest("the loop's selector is not reachable (uvloop)")
+        selects = 0
+        real = sel.select
+
+        def counted(timeout=None):
+            nonlocal selects
+            selects += 1
+            return real(timeout)
+
+        sel.select = counted
+        rt = self.rt
+        try:
+            async with ascope.postgres.connect(PG_DSN) as db:
+                for spin_us, ready, sleep, spins in ((30_000_000, False, 0.02, True),
+                                                    (0, False, 0.02, False),
+                                                    (30_000_000, True, 0.02, False),
+                                                    (1_000, False, 0.2, False)):
+                    rt.spin_us = spin_us
+                    await asyncio.sleep(0)
+                    if ready:
+                        loop.call_soon(lambda: None)
+                    selects = 0
+                    v = await db.fetchval(f"SELECT $1::int FROM pg_sleep({sleep})", 7)
+                    self.assertEqual(v, 7)
+                    self.assertEqual(selects == 0, spins, (spin_us, ready, sleep, selects))
+        finally:
+            del sel.select
+            rt.spin_us = 100
+
     async def test_connect_refused(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
