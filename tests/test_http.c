@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 
 #include "test_driver.h"
@@ -98,9 +99,29 @@ typedef struct call {
   int64_t connects, requests;
   double elapsed_ms;
   uint64_t t0;
+  char ecode[64], emsg[512];         /* ascope_http_errcode/errmsg in the callback ("": NULL) */
+  size_t hdr_len, hdr_pairs, hdr_at; /* the header block, its pairs, header_at's count */
+  char content_length[32];           /* found in the block */
   /* out: the child scope */
   scope_out out;
 } call;
+
+/* The response's headers as one block of "name\0value\0" pairs, checked
+ * against ascope_http_resp_header_at one by one. */
+static void read_header_block(call *c, const ascope_http_resp *r) {
+  const char *p = ascope_http_resp_headers(r, &c->hdr_len), *end = p + c->hdr_len;
+  const char *name, *value;
+  while (ascope_http_resp_header_at(r, c->hdr_at, &name, &value) == 0) c->hdr_at++;
+  for (size_t i = 0; p < end; i++) {
+    const char *v = p + strlen(p) + 1;
+    if (ascope_http_resp_header_at(r, i, &name, &value) != 0 || strcmp(name, p) || strcmp(value, v))
+      return; /* a pair that differs: hdr_pairs stays short of hdr_at */
+    if (!strcasecmp(p, "content-length"))
+      snprintf(c->content_length, sizeof c->content_length, "%s", v);
+    c->hdr_pairs++;
+    p = v + strlen(v) + 1;
+  }
+}
 
 static int on_call(ascope *s, int status, ascope_http_resp *r, void *ud) {
   (void)s;
@@ -120,6 +141,10 @@ static int on_call(ascope *s, int status, ascope_http_resp *r, void *ud) {
   }
   c->connects = ascope_http_stat(c->h, "connects");
   c->requests = ascope_http_stat(c->h, "requests");
+  const char *ec = ascope_http_errcode(c->h), *em = ascope_http_errmsg(c->h);
+  snprintf(c->ecode, sizeof c->ecode, "%s", ec ? ec : "");
+  snprintf(c->emsg, sizeof c->emsg, "%s", em ? em : "");
+  read_header_block(c, r);
   return c->pass_up ? status : 0;
 }
 
@@ -210,6 +235,41 @@ Test(http, get_static_file) {
   assert_ok(c[1], 200);
   cr_assert_eq(c[1].len, 1 << 20);
   cr_assert(c[1].pattern_ok);
+}
+
+Test(http, the_header_block_holds_every_header_in_order) {
+  call c[] = {{.url = NGINX("/static/1k.bin")}, {.url = "http://127.0.0.1:1/"}};
+  run_calls(NULL, c, 2);
+  assert_ok(c[0], 200);
+  cr_assert_geq(c[0].hdr_at, 3, "nginx sends a few headers");
+  cr_assert_eq(c[0].hdr_pairs, c[0].hdr_at, "the block and header_at agree");
+  cr_assert_str_eq(c[0].content_length, "1024");
+  cr_assert_eq(c[1].hdr_len, 0, "no response: an empty block");
+}
+
+/* A callback that handles a failure (returns 0) still reads its code and
+ * message, the very ones a scope failed by it records; none on success. */
+Test(http, a_handled_failure_still_tells_its_code_and_message) {
+  call c[] = {
+      {.url = NGINX("/missing"), .opts = "raise_for_status=1"},
+      {.url = NGINX("/missing"), .opts = "raise_for_status=1", .pass_up = true},
+      {.url = "http://127.0.0.1:1/"},
+      {.url = NGINX("/static/1k.bin")},
+  };
+  run_calls(NULL, c, 4);
+  cr_assert_eq(c[0].status, ASCOPE_EDRIVER);
+  cr_assert_str_eq(c[0].ecode, "404");
+  cr_assert(strstr(c[0].emsg, "/missing") && strstr(c[0].emsg, "404"), "%s", c[0].emsg);
+  cr_assert_eq(c[0].out.status, 0, "handled: its scope goes on");
+  assert_failed(c[1], ASCOPE_EDRIVER, "404");
+  cr_assert_str_eq(c[1].ecode, c[1].out.code);
+  cr_assert_str_eq(c[1].emsg, c[1].out.msg);
+  cr_assert_lt(c[2].status, 0);
+  cr_assert_str_eq(c[2].ecode, "CURLE_COULDNT_CONNECT");
+  cr_assert(strstr(c[2].emsg, "127.0.0.1:1"), "%s", c[2].emsg);
+  assert_ok(c[3], 200);
+  cr_assert_str_eq(c[3].ecode, "");
+  cr_assert_str_eq(c[3].emsg, "");
 }
 
 Test(http, a_404_is_a_result_not_an_error) {

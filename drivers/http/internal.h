@@ -80,6 +80,8 @@ struct ascope_http {
   int open_handles;     /* libuv handles not yet closed; the release completes at 0 */
   int64_t n_requests, n_connects, n_active, n_waiting, active_peak;
   int64_t n_deadlines; /* waiting requests with a wait_timeout_ms */
+  /* the failure of the request whose callback runs (ascope_http_errcode) */
+  const char *cb_code, *cb_msg;
 };
 
 /* Counts n on counter k of h's runtime (the session keeps its own). */

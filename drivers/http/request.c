@@ -252,19 +252,8 @@ void http_req_drop(ascope_http_req *q, int status, const char *code, const char 
 void http_req_end(ascope_http_req *q, int status, const char *code, const char *msg) {
   q->state = REQ_FINISHING;
   aq_remove(&q->deferred);
-  int rc = status;
-  if (q->cb) {
-    /* A buffered response goes with success, and with an HTTP status the
-     * caller asked to be an error; a stream's final call has none. */
-    ascope_http_resp *r = NULL;
-    if (!q->streaming && (status == 0 || q->http_error) && q->resp.status > 0) {
-      r = &q->resp;
-      r->view = r->body;
-      r->view_len = r->body_len;
-    }
-    rc = q->cb(q->scope, status, r, q->ud);
-  }
-  /* The message names the request; copy it before the request is freed. */
+  /* The message names the request; made before the callback, which may
+   * read it (ascope_http_errmsg), and copied before the request is freed. */
   char text[512];
   if (status && msg) {
     /* A long URL is shortened: the reason after it must survive. */
@@ -275,7 +264,34 @@ void http_req_end(ascope_http_req *q, int status, const char *code, const char *
              n > 160 ? "..." : "", msg);
     http_scrub(text, sizeof text, what);
   }
+  const char *ecode = status ? code : NULL, *emsg = status && msg ? text : NULL;
+  int rc = status;
+  if (q->cb) {
+    /* A buffered response goes with success, and with an HTTP status the
+     * caller asked to be an error; a stream's final call has none. */
+    ascope_http_resp *r = NULL;
+    if (!q->streaming && (status == 0 || q->http_error) && q->resp.status > 0) {
+      r = &q->resp;
+      r->view = r->body;
+      r->view_len = r->body_len;
+    }
+    ascope_http *h = q->h;
+    const char *outer_code = h->cb_code, *outer_msg = h->cb_msg; /* a request ended inside */
+    h->cb_code = ecode;
+    h->cb_msg = emsg;
+    rc = q->cb(q->scope, status, r, q->ud);
+    h->cb_code = outer_code;
+    h->cb_msg = outer_msg;
+  }
   ascope_op *op = q->op;
   http_req_free(q);
-  ascope_op_end(op, rc, status ? code : NULL, status && msg ? text : NULL);
+  ascope_op_end(op, rc, ecode, emsg);
+}
+
+const char *ascope_http_errcode(ascope_http *h) {
+  return h ? h->cb_code : NULL;
+}
+
+const char *ascope_http_errmsg(ascope_http *h) {
+  return h ? h->cb_msg : NULL;
 }

@@ -79,6 +79,11 @@ const char *ascope_http_resp_header(const ascope_http_resp *r, const char *name)
   return NULL;
 }
 
+const char *ascope_http_resp_headers(const ascope_http_resp *r, size_t *len) {
+  if (len) *len = r ? r->hdr_len : 0;
+  return r && r->hdr_len ? r->hdr : "";
+}
+
 const void *ascope_http_resp_body(const ascope_http_resp *r, size_t *len) {
   if (r == NULL || r->view == NULL) {
     if (len) *len = 0;

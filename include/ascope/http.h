@@ -109,6 +109,16 @@ ASCOPE_EXTERN int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_re
 ASCOPE_EXTERN int ascope_http_stream(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb,
                                      void *ud, ascope_op **op);
 
+/* Inside a request's callback with status < 0 (a buffered response's
+ * call, a stream's final call): the failure's code ("CURLE_OPERATION_TIMEDOUT",
+ * "404", "CURLE_TOO_LARGE"…) and its message, naming the request, as the
+ * scope's error chain records them when the callback returns the status.
+ * NULL elsewhere, and for a failure without one (a cancel has a message,
+ * no code). For a callback that handles the failure (returns 0) and must
+ * still tell it: bindings that run many requests in one scope. */
+ASCOPE_EXTERN const char *ascope_http_errcode(ascope_http *h);
+ASCOPE_EXTERN const char *ascope_http_errmsg(ascope_http *h);
+
 /* Shorthands: a request with no header or body, buffered. */
 ASCOPE_EXTERN int ascope_http_get(ascope *s, ascope_http *h, const char *url,
                                   ascope_http_resp_cb cb, void *ud);
@@ -125,6 +135,10 @@ ASCOPE_EXTERN const char *ascope_http_resp_header(const ascope_http_resp *r, con
 /* The index-th header, in arrival order: 0, or UV_ENOENT past the last. */
 ASCOPE_EXTERN int ascope_http_resp_header_at(const ascope_http_resp *r, size_t index,
                                              const char **name, const char **value);
+/* Every header of the final response at once, in arrival order, as
+ * "name\0value\0" pairs, *len bytes in all: 0 and "" when there is none.
+ * One call instead of one per header, for bindings. */
+ASCOPE_EXTERN const char *ascope_http_resp_headers(const ascope_http_resp *r, size_t *len);
 /* The body (buffered) or the current chunk (streamed). Never NULL. */
 ASCOPE_EXTERN const void *ascope_http_resp_body(const ascope_http_resp *r, size_t *len);
 

@@ -134,6 +134,25 @@ def check(status: int, what: str = "") -> None:
                          if what else None)
 
 
+class OpFuture(asyncio.Future):
+    """The result of one operation of C's (a statement, a request). Cancelling
+    it — the awaiting task cancelled, an ``asyncio.timeout`` expiring,
+    ``gather`` cancelled — cancels the operation in C too
+    (``ascope_op_cancel``), once; the scope it runs in goes on. Its
+    callback clears ``_op`` when it runs: the operation has ended."""
+
+    __slots__ = ("_op", "_rt")
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        op, self._op = self._op, None
+        if op:  # its callback has not run: the operation is alive
+            lib.ascope_op_cancel(op)
+            self._rt.kick()
+        return True
+
+
 # ---- the runtime: libuv driven by the asyncio loop ------------------------------
 class Runtime:
     """An ascope runtime driven by one asyncio loop (see :func:`runtime`)."""

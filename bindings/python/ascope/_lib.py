@@ -243,6 +243,9 @@ def driver(key: str) -> ctypes.CDLL:
         s(lib, "ascope_http_send", c_int, P, P, HTTP_CB, P, POINTER(P))
         s(lib, "ascope_http_stream", c_int, P, P, HTTP_CB, P, POINTER(P))
         s(lib, "ascope_http_resp_status", c_int, P)
+        s(lib, "ascope_http_resp_headers", P, P, POINTER(c_size_t))
+        s(lib, "ascope_http_errcode", c_char_p, P)
+        s(lib, "ascope_http_errmsg", c_char_p, P)
         s(lib, "ascope_http_resp_header_at", c_int, P, c_size_t, POINTER(c_char_p),
           POINTER(c_char_p))
         s(lib, "ascope_http_resp_body", P, P, POINTER(c_size_t))

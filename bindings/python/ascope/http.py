@@ -1,9 +1,10 @@
 """HTTP: ``async with ascope.http.Session(base_url=...) as http``, on libcurl multi.
 
-Each request runs in a scope of its own inside the session's, so cancelling
-the awaiting task (or an ``asyncio.timeout`` expiring) cancels that request
-alone; the session's kept-alive connections, DNS cache and TLS sessions are
-shared by every request made through it.
+A buffered request is one operation of the session's scope, and a streamed
+one runs in a scope of its own inside it; either way cancelling the awaiting
+task (or an ``asyncio.timeout`` expiring) cancels that request alone, and
+the session's kept-alive connections, DNS cache and TLS sessions are shared
+by every request made through it.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ __all__ = ["Session", "Response"]
 
 hl = _lib.driver("http")
 _len = ctypes.c_size_t()
-_name = ctypes.c_char_p()
-_val = ctypes.c_char_p()
+_plen = ctypes.byref(_len)
+_op = ctypes.c_void_p()
+_pop = ctypes.byref(_op)
 
 
 def _ms(seconds: Optional[float]) -> Optional[int]:
@@ -32,12 +34,16 @@ def _ms(seconds: Optional[float]) -> Optional[int]:
 
 def _head(resp: int, r: "Response") -> None:
     r.status = hl.ascope_http_resp_status(resp)
-    i = 0
-    while hl.ascope_http_resp_header_at(resp, i, ctypes.byref(_name), ctypes.byref(_val)) == 0:
-        k, v = _name.value.decode("latin-1"), _val.value.decode("latin-1")
-        r.header_list.append((k, v))
-        r.headers.setdefault(k.lower(), v)
-        i += 1
+    # Every header in one call: "name\0value\0" pairs.
+    p = hl.ascope_http_resp_headers(resp, _plen)
+    if not _len.value:
+        return
+    parts = ctypes.string_at(p, _len.value - 1).decode("latin-1").split("\0")
+    pairs = list(zip(parts[::2], parts[1::2]))
+    r.header_list = pairs
+    h = r.headers
+    for k, v in pairs:
+        h.setdefault(k.lower(), v)
 
 
 def _body(resp: int) -> bytes:
@@ -162,16 +168,22 @@ def _request_error(sc: C.Scope, resp: Optional[Response]) -> E.Error:
 
 def _buffered_cb(s: int, status: int, resp: int, ud: int) -> int:
     try:
-        r: Response = C._objs.pop(ud)
+        fut, r, h = C._objs.pop(ud)
+        fut._op = None  # the operation ends with this call
+        if fut.cancelled():
+            return 0
         if resp:
             _head(resp, r)
             r._body = _body(resp)
+        if status < 0:
+            fut.set_exception(C.make_error(status, "http", C._s(hl.ascope_http_errcode(h)),
+                                           C._s(hl.ascope_http_errmsg(h)),
+                                           response=r if resp else None))
+        else:
+            fut.set_result(r)
     except BaseException as e:
         C._report(e, "an HTTP callback")
-        return C.EDRIVER
-    # The error fails the request's own scope, whose done then carries the
-    # driver's code and message.
-    return status if status < 0 else 0
+    return 0  # handled: a request's error is the awaiting task's, not the session's
 
 
 def _stream_cb(s: int, status: int, resp: int, ud: int) -> int:
@@ -225,9 +237,8 @@ class _Request:
         self._options = options
         self._resp: Optional[Response] = None
 
-    def _start(self, sc: C.Scope, resp: Response, streamed: bool) -> None:
-        h = self._session._h
-        q = hl.ascope_http_req_new(h, self._method.encode(), self._url.encode())
+    def _new(self) -> int:
+        q = hl.ascope_http_req_new(self._session._h, self._method.encode(), self._url.encode())
         if not q:
             raise C.make_error(C.EINVAL, "http", None, f"bad request {self._method} {self._url}")
         try:
@@ -240,12 +251,14 @@ class _Request:
         except BaseException:
             hl.ascope_http_req_free(q)
             raise
+        return q
+
+    def _start(self, sc: C.Scope, resp: Response) -> None:
+        """A streamed request, in its own scope sc."""
+        q = self._new()
         resp._keep = self._data  # the body is not copied: it lives as long as the request
         key = C.register(resp)
-        if streamed:
-            rc = hl.ascope_http_stream(sc.s, q, _stream_cb_c, key, ctypes.byref(resp._op))
-        else:
-            rc = hl.ascope_http_send(sc.s, q, _buffered_cb_c, key, None)
+        rc = hl.ascope_http_stream(sc.s, q, _stream_cb_c, key, ctypes.byref(resp._op))
         if rc < 0:
             C._objs.pop(key, None)
             raise C.make_error(rc, "http", None, f"{self._method} {self._url}: cannot send")
@@ -257,26 +270,29 @@ class _Request:
         return C.Scope(sess._scope.rt, C.scope_for(sess._scope), holds=False)
 
     def __await__(self):
-        return self._buffered().__await__()
+        return self._send().__await__()
 
-    async def _buffered(self) -> Response:
-        sc = self._scope()
+    def _send(self) -> "asyncio.Future[Response]":
+        """A buffered request: an operation of the session's scope (of this
+        task's innermost scope inside it), its response a future."""
+        sess = self._session
+        if sess._scope is None or sess._scope.live_handle() is None:
+            raise C.make_error(C.ECLOSED, "http", None, "the session is closed")
+        s = C.handle_of(C.scope_for(sess._scope))
+        rt = sess._scope.rt
+        q = self._new()
         resp = Response(self._method, self._url)
-        failed: List[BaseException] = []
-
-        def body(sc2: C.Scope) -> None:
-            try:
-                self._start(sc2, resp, False)
-            except BaseException as e:  # the scope ends with nothing started
-                failed.append(e)
-
-        await sc.enter(body)
-        await sc.finish()
-        if failed:
-            raise failed[0]
-        if sc.status < 0:
-            raise _request_error(sc, resp)
-        return resp
+        resp._keep = self._data  # the body is not copied: it lives as long as the request
+        fut = C.OpFuture(loop=rt.loop)
+        key = C.register((fut, resp, sess._h))
+        rc = hl.ascope_http_send(s, q, _buffered_cb_c, key, _pop)
+        if rc < 0:
+            C._objs.pop(key, None)
+            raise C.make_error(rc, "http", None, f"{self._method} {self._url}: cannot send")
+        fut._op = _op.value
+        fut._rt = rt
+        rt.kick()
+        return fut
 
     async def __aenter__(self) -> Response:
         sc = self._scope()
@@ -288,7 +304,7 @@ class _Request:
 
         def body(sc2: C.Scope) -> None:
             try:
-                self._start(sc2, resp, True)
+                self._start(sc2, resp)
             except BaseException as e:
                 failed.append(e)
 

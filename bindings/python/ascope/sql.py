@@ -25,14 +25,12 @@ _op = ctypes.c_void_p()
 _pop = ctypes.byref(_op)
 
 
-class _Pending(asyncio.Future):
-    """A statement's result. Cancelling it — the awaiting task cancelled, an
-    ``asyncio.timeout`` expiring, ``gather`` cancelled — cancels the
-    statement in C as well (``ascope_op_cancel``): queued, it never runs;
-    running, the driver stops it on the server where it safely can (see
-    the driver's page). The scope and the connection go on."""
+class _Pending(C.OpFuture):
+    """A statement's result (see OpFuture): queued, a cancelled statement
+    never runs; running, the driver stops it on the server where it safely
+    can (see the driver's page). The connection goes on."""
 
-    __slots__ = ("_op", "_rt")
+    __slots__ = ()
 
     def __await__(self):  # type: ignore[override]
         # Awaited while it is the only statement in flight (awaited one by
@@ -43,15 +41,6 @@ class _Pending(asyncio.Future):
         return (yield from super().__await__())
 
     __iter__ = __await__
-
-    def cancel(self, msg: Any = None) -> bool:
-        if not super().cancel(msg):
-            return False
-        op, self._op = self._op, None
-        if op:  # its callback has not run: the operation is alive
-            C.lib.ascope_op_cancel(op)
-            self._rt.kick()
-        return True
 
 
 class Rows(list):

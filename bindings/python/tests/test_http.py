@@ -74,13 +74,20 @@ class HTTP(TestCase):
             async def hang():
                 return await http.get(FAULT_URL + "/hang")
             t = asyncio.create_task(hang())
-            await asyncio.sleep(0.05)
+            async with asyncio.timeout(30):
+                while self.rt.stat("http.active") == 0:  # until it is on the wire
+                    await asyncio.sleep(0.001)
             t.cancel()
             with self.assertRaises(asyncio.CancelledError):
                 await t
             with self.assertRaises(TimeoutError):
                 async with asyncio.timeout(0.05):
                     await http.get(FAULT_URL + "/hang")
+            # Both requests are cancelled in C, not left to hang: each gives
+            # its connection back (a hang would hold one for good).
+            async with asyncio.timeout(30):
+                while self.rt.stat("http.active") or self.rt.stat("http.waiting"):
+                    await asyncio.sleep(0.001)
             self.assertEqual((await http.get("static/1k.bin")).status, 200)
 
 
