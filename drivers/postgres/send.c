@@ -216,7 +216,7 @@ static int cork(struct pg_conn *c, int on, int fd) {
 void pg_flush_sends(struct pg_conn *c) {
   if (c->state != PG_READY || c->pg == NULL) return;
   bool sent = false;
-  int corked = cork(c, 1, -1);
+  int corked = -2; /* -2: not tried yet; corked only once something goes */
   aguard_enter(&c->pump);              /* an answer given here runs user code: hold re-entry */
   bool awaited = pg_cancel_awaited(c); /* what is sent now cannot be stopped safely */
   while (c->send_head && !c->barrier && !c->solo && !c->hold && !c->victims && !awaited &&
@@ -234,6 +234,7 @@ void pg_flush_sends(struct pg_conn *c) {
       sent = true;
       break;
     }
+    if (corked == -2) corked = cork(c, 1, -1); /* before r leaves the queue: it counts */
     pg_unqueue(c, r);
     int rc = send_req(c, r);
     if (rc < 0) break;

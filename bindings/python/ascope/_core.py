@@ -209,13 +209,16 @@ class Runtime:
         VM: twice the rate of statements awaited one by one, at no more CPU
         per statement). Never with other callbacks ready on an asyncio loop
         (uvloop does not tell), and never longer than spin_us."""
-        if self._running or self.spin_us <= 0 or getattr(self.loop, "_ready", None):
+        ready = getattr(self.loop, "_ready", ())  # asyncio's queue of ready callbacks
+        if self._running or self.spin_us <= 0 or ready:
             return
         end = time.perf_counter() + self.spin_us / 1e6
         run, uv, now = lib.uv_run, self.uv, time.perf_counter
         self._running = True
         try:
-            while not fut.done() and now() < end:
+            # A run may make other callbacks ready (another task's answer):
+            # they are not held up either.
+            while not fut.done() and not ready and now() < end:
                 run(uv, UV_RUN_NOWAIT)
         finally:
             self._running = False
