@@ -216,7 +216,7 @@ static int cork(struct pg_conn *c, int on, int fd) {
 void pg_flush_sends(struct pg_conn *c) {
   if (c->state != PG_READY || c->pg == NULL) return;
   bool sent = false;
-  int corked = -2; /* -2: not tried yet; corked only once something goes */
+  int corked = -2;                     /* -2: not tried yet; corked only once something goes */
   aguard_enter(&c->pump);              /* an answer given here runs user code: hold re-entry */
   bool awaited = pg_cancel_awaited(c); /* what is sent now cannot be stopped safely */
   while (c->send_head && !c->barrier && !c->solo && !c->hold && !c->victims && !awaited &&
