@@ -8,6 +8,8 @@
 #include "sqlite_support.h"
 
 #include <sqlite3.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 TestSuite(sqlite_tx, .init = t_init, .fini = t_fini);
@@ -170,6 +172,144 @@ Test(sqlite_tx, nested_scopes_are_savepoints) {
   cr_assert_eq(rows_with("c1"), 0, "rolled back to its savepoint");
   cr_assert_eq(rows_with("c2"), 0, "cancelled: rolled back to its savepoint");
   cr_assert_eq(rows_with("c3"), 1);
+}
+
+/* ---- a write cancelled while it runs, inside a savepoint --------------------------------- */
+
+/* Interrupted, a write inside a transaction makes SQLite roll the whole
+ * transaction back: a child scope's cancel would take its parent's work
+ * with it. The driver lets such a write finish and rolls back only the
+ * child's savepoint. A child runs a long INSERT in its savepoint and is
+ * cancelled (the scope, or the statement alone) once its hop is running;
+ * the parent's rows before and after must commit. The cancel may still
+ * land before the INSERT's first step on a busy machine: then it never
+ * ran, and the same rows must be there. */
+#define BIG_INSERT                                                                                 \
+  "INSERT INTO t SELECT 'big' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "      \
+  "FROM c WHERE x < 300000) SELECT x FROM c)"
+
+struct cut {
+  t_scope t, child;
+  ascope *parent, *kid;
+  ascope_sql *db;
+  ascope_op *op;
+  bool alone; /* cancel the statement (ascope_op_cancel), not the scope */
+  int big_status, later_status, after_status; /* after: -1 until it ran */
+  char big_msg[256], later_code[64];
+};
+
+static struct cut *cut_of(t_scope *child) {
+  return (struct cut *)((char *)child - offsetof(struct cut, child));
+}
+
+static int on_big(ascope *s, int status, ascope_rows *rows, void *ud);
+static int on_later(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s, (void)rows;
+  struct cut *x = ud;
+  x->later_status = status;
+  t_copy(x->later_code, sizeof x->later_code, ascope_sql_errcode(x->db));
+  return 0;
+}
+
+static int on_big(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)rows;
+  struct cut *x = ud;
+  x->big_status = status;
+  t_copy(x->big_msg, sizeof x->big_msg, ascope_sql_errmsg(x->db));
+  if (x->alone) insert(s, x->db, "later", on_later, x); /* the scope goes on */
+  return x->alone ? 0 : status;
+}
+
+static void cut_when_running(void *ud) {
+  struct cut *x = ud;
+  if (ascope_rt_stat(T_rt, "sqlite.running") == 0) {
+    t_after(1, cut_when_running, x); /* its hop has not started yet */
+    return;
+  }
+  if (x->alone)
+    ascope_op_cancel(x->op);
+  else
+    ascope_cancel(x->kid);
+}
+
+static void cut_child_body(ascope *s, t_scope *t) {
+  struct cut *x = cut_of(t);
+  cr_assert_eq(ascope_sql_start(s, x->db, ASCOPE_SQL_EXEC, BIG_INSERT, NULL, on_big, x, &x->op), 0);
+  t_after(1, cut_when_running, x);
+}
+
+static int on_after(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)s, (void)rows;
+  ((struct cut *)ud)->after_status = status;
+  return status;
+}
+
+static void after_body(ascope *s, void *ud) {
+  struct cut *x = ud;
+  insert(s, x->db, "after", on_after, x);
+}
+
+static void cut_child_done(ascope *s, int status, void *ud) {
+  struct cut *x = cut_of(ud);
+  t_done(s, status, ud);
+  /* the parent's transaction goes on: a sibling writes in it next */
+  cr_assert_eq(ascope_start(ascope_child(x->parent), after_body, NULL, x), 0);
+}
+
+static void cut_body(ascope *s, t_scope *t) {
+  struct cut *x = (struct cut *)t;
+  x->parent = s;
+  x->db = ascope_resource(s, 0);
+  insert(s, x->db, "p", NULL, NULL);
+  x->child.body = cut_child_body;
+  x->kid = ascope_child(s);
+  cr_assert_eq(ascope_use_sql_tx(x->kid, x->db, NULL), 0);
+  cr_assert_eq(ascope_start(x->kid, t_body, cut_child_done, &x->child), 0);
+}
+
+static bool run_cut(struct cut *x) {
+  schema();
+  int64_t before = ascope_sqlite_stat("savepoint_cancels");
+  x->t.body = cut_body;
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, db_path(), NULL);
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL);
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL); /* the child's failure is not the parent's */
+  cr_assert_eq(t_run(s, &x->t), 0, "the parent: %s", x->t.msg);
+  cr_assert_eq(x->big_status, ASCOPE_ECANCELED, "%s", x->big_msg);
+  cr_assert_eq(x->after_status, 0);
+  cr_assert_eq(rows_with("p"), 1, "the parent's work before the child is kept");
+  cr_assert_eq(rows_with("after"), 1, "... and after it");
+  cr_assert_eq(rows_with("big"), 0, "the cancelled write is rolled back with its savepoint");
+  bool ran = strstr(x->big_msg, "while it ran") != NULL; /* else cancelled before its first step */
+  cr_assert_eq(ascope_sqlite_stat("savepoint_cancels") - before, ran ? 1 : 0);
+  return ran;
+}
+
+Test(sqlite_tx, a_write_cancelled_while_it_runs_loses_its_savepoint_not_the_transaction) {
+  struct cut x = {.alone = false};
+  bool ran = run_cut(&x);
+  cr_assert_eq(x.child.status, ASCOPE_ECANCELED);
+  if (!ran) fprintf(stderr, "note: the cancel came before the write's first step\n");
+}
+
+/* Cancelled alone, the write's scope goes on: its savepoint is gone, so what
+ * it runs next is refused with the reason, and its commit too. */
+Test(sqlite_tx, a_write_cancelled_alone_refuses_the_rest_of_its_savepoint) {
+  struct cut x = {.alone = true};
+  bool ran = run_cut(&x);
+  if (ran) {
+    cr_assert_eq(x.later_status, ASCOPE_EDRIVER);
+    cr_assert_str_eq(x.later_code, "SQLITE_ABORT_ROLLBACK");
+    cr_assert_eq(x.child.status, ASCOPE_EDRIVER, "its RELEASE is refused: %s", x.child.msg);
+    cr_assert(strstr(x.child.msg, "savepoint ascope_1 was rolled back"), "%s", x.child.msg);
+    cr_assert_eq(rows_with("later"), 0);
+  } else {
+    fprintf(stderr, "note: the cancel came before the write's first step\n");
+    cr_assert_eq(x.later_status, 0);
+    cr_assert_eq(x.child.status, 0);
+    cr_assert_eq(rows_with("later"), 1);
+  }
 }
 
 static void outer_fails_body(ascope *s, t_scope *t) {

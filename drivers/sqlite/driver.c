@@ -30,9 +30,13 @@ static struct sq_conn *conn_of(ascope_sql *db) {
   return ((struct sq_state *)db)->c;
 }
 
-/* Interrupts j if, and only if, it is what the connection runs now. */
-static void interrupt_if_running(struct sq_conn *c, struct sq_job *j) {
-  if (c->running != j) return;
+/* Interrupts j if, and only if, it is what the connection runs now, and
+ * is not a write inside a savepoint (uncut: interrupted, SQLite would roll
+ * back the whole transaction, the enclosing scopes' work with it; stmt.c
+ * lets it finish and rolls back its savepoint instead) — unless force: the
+ * connection is being closed, and its transaction goes anyway. */
+static void interrupt_if_running(struct sq_conn *c, struct sq_job *j, bool force) {
+  if (c->running != j || (j->uncut && !force)) return;
   if (c->db) sqlite3_interrupt(c->db);
   sq_gate_kick(c->sched); /* it may be waiting for the gate's token (gate.c) */
 }
@@ -90,7 +94,7 @@ static void sq_cancel(ascope_res *r) {
   bool waiting = c->open_job.queued && c->running != &c->open_job;
   if (waiting) sq_remove(c, &c->open_job);
   atomic_store(&c->open_job.cancelled, true); /* a busy wait in the open gives up */
-  interrupt_if_running(c, &c->open_job);
+  interrupt_if_running(c, &c->open_job, false);
   uv_mutex_unlock(&c->mu);
   if (!waiting) return;
   c->dead_status = ASCOPE_ECANCELED;
@@ -120,7 +124,7 @@ static void sq_abort(ascope_res *r) {
   c->aborted = true;
   if (c->running) {
     atomic_store(&c->running->cancelled, true);
-    interrupt_if_running(c, c->running);
+    interrupt_if_running(c, c->running, true);
   }
   uv_mutex_unlock(&c->mu);
   if (c->where == W_RUNNING) return;
@@ -182,7 +186,7 @@ static void sq_req_cancel(ascope_sql *db, ascope_sql_req *req) {
   /* started and st are the hop's: read only when the job is not running */
   bool drop = c->running != j && j->queued && !j->started && j->st == NULL && !ending;
   if (drop) sq_remove(c, j);
-  if (!(ending && j->tx_action == ASCOPE_SQL_TX_ROLLBACK)) interrupt_if_running(c, j);
+  if (!(ending && j->tx_action == ASCOPE_SQL_TX_ROLLBACK)) interrupt_if_running(c, j, false);
   j->parked = false;
   bool idle = !sq_runnable(c);
   uv_mutex_unlock(&c->mu);
@@ -261,6 +265,7 @@ static const char *const stat_names[SQ_NSTATS] = {
     [SQ_LOOP_RUNS] = "loop_runs",
     [SQ_LOOP_OVERRUNS] = "loop_overruns",
     [SQ_GATE_WAITS] = "gate_waits",
+    [SQ_SAVEPOINT_CANCELS] = "savepoint_cancels",
 };
 
 int64_t ascope_sqlite_stat(const char *name) {

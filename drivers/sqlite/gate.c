@@ -45,7 +45,7 @@ void sq_gate_kick(struct sq_sched *s) {
 }
 
 static bool cut(const struct sq_conn *c) {
-  return c->cur && !c->no_cut && atomic_load(&c->cur->cancelled);
+  return c->cur && !c->no_cut && !c->cur->uncut && atomic_load(&c->cur->cancelled);
 }
 
 /* Waits for a token: false when the job was cut meanwhile (no token). A

@@ -85,6 +85,7 @@ struct sq_job {               /* a request's driver data, or the connection's ow
   bool started;     /* (worker) a stream holds its statement */
   bool batch, last; /* (worker) the answer is a batch; the stream ended with it */
   bool retry;       /* (worker) yielded on a busy lock: run again in a later hop */
+  bool uncut;       /* (mu) a write inside a savepoint: never interrupted (stmt.c) */
   atomic_bool cancelled;
   int status; /* (worker) the answer */
   const char *code;
@@ -137,11 +138,13 @@ struct sq_conn {
   struct sq_cache cache;
   struct sq_options opt;
   char *path;
-  bool may_yield;      /* the current step may give its thread up on a busy lock */
-  bool yielded;        /* it did */
-  bool no_cut;         /* a rollback runs: cancellation must not stop it */
-  bool tx_open;        /* the driver's transaction (level 0) began and has not ended */
-  bool tx_lost;        /* SQLite rolled it back by itself: nothing runs until its end */
+  bool may_yield;   /* the current step may give its thread up on a busy lock */
+  bool yielded;     /* it did */
+  bool no_cut;      /* a rollback runs: cancellation must not stop it */
+  bool tx_open;     /* the driver's transaction (level 0) began and has not ended */
+  bool tx_lost;     /* SQLite rolled it back by itself: nothing runs until its end */
+  unsigned levels;  /* levels open: 0 none, 1 the transaction, d + 1 savepoint ascope_d */
+  unsigned sp_lost; /* savepoint level rolled back under a cancelled write: refuse until its end */
   uint64_t wait_start; /* this busy episode began, ns */
   bool on_loop;        /* the statement runs on the loop thread, under a budget */
   bool overran;        /* ... which ran out (or it met a lock): it goes to the pool */
@@ -265,6 +268,8 @@ void sq_fail(struct sq_conn *c, struct sq_job *j, int rc);
 void sq_fail_msg(struct sq_job *j, int status, const char *code, const char *msg);
 /* Refuses j: the transaction it would have run in is gone (tx_lost). */
 void sq_fail_lost(struct sq_job *j);
+/* Refuses j: the savepoint it would have run in was rolled back (sp_lost). */
+void sq_fail_sp_lost(struct sq_conn *c, struct sq_job *j);
 
 /* ---- codes (codes.c) --------------------------------------------------------------- */
 const char *sq_code_name(int code);
@@ -280,11 +285,13 @@ enum {
   SQ_STATEMENTS,
   SQ_YIELDS,
   SQ_BUSY,
-  SQ_RESETS,        /* connections a pool reset */
-  SQ_RESET_JOBS,    /* ... of them that needed a job on the threadpool */
-  SQ_LOOP_RUNS,     /* statements run on the loop thread */
-  SQ_LOOP_OVERRUNS, /* ... of those tries, sent to the pool when the budget ran out */
-  SQ_GATE_WAITS,    /* hops that waited for one of the gate's tokens */
+  SQ_RESETS,            /* connections a pool reset */
+  SQ_RESET_JOBS,        /* ... of them that needed a job on the threadpool */
+  SQ_LOOP_RUNS,         /* statements run on the loop thread */
+  SQ_LOOP_OVERRUNS,     /* ... of those tries, sent to the pool when the budget ran out */
+  SQ_GATE_WAITS,        /* hops that waited for one of the gate's tokens */
+  SQ_SAVEPOINT_CANCELS, /* writes in a savepoint cancelled while running: finished, then rolled back
+                         */
   SQ_NSTATS
 };
 extern struct acount sq_stats; /* the process's */

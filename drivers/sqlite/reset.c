@@ -23,6 +23,7 @@ void sq_run_reset(struct sq_conn *c, struct sq_job *j) {
     if (rc != SQLITE_OK) sq_fail(c, j, rc);
   }
   c->tx_open = c->tx_lost = false;
+  c->levels = c->sp_lost = 0;
   atomic_store(&c->dirty, false);
 }
 

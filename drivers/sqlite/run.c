@@ -30,6 +30,15 @@ void sq_fail_lost(struct sq_job *j) {
               "not run: SQLite rolled the transaction back after an earlier statement failed");
 }
 
+void sq_fail_sp_lost(struct sq_conn *c, struct sq_job *j) {
+  char msg[160];
+  snprintf(msg, sizeof msg,
+           "not run: savepoint ascope_%u was rolled back when a statement in it was cancelled",
+           c->sp_lost);
+  sq_fail_msg(j, atomic_load(&j->cancelled) ? ASCOPE_ECANCELED : ASCOPE_EDRIVER,
+              "SQLITE_ABORT_ROLLBACK", msg);
+}
+
 static bool is_aborted(struct sq_conn *c) {
   uv_mutex_lock(&c->mu);
   bool a = c->aborted;
@@ -111,7 +120,7 @@ int sq_progress_handler(void *ud) {
     c->overran = true; /* read-only: interrupted, nothing is rolled back or seen */
     return 1;
   }
-  if (c->cur && !c->no_cut && atomic_load(&c->cur->cancelled)) return 1;
+  if (c->cur && !c->no_cut && !c->cur->uncut && atomic_load(&c->cur->cancelled)) return 1;
   return !sq_gate(c); /* false: cut while it waited for a token */
 }
 
@@ -214,6 +223,10 @@ void sq_run(struct sq_conn *c, struct sq_job *j) {
      * until the transaction's end comes through. */
     if (c->tx_lost) {
       sq_fail_lost(j);
+      break;
+    }
+    if (c->sp_lost) { /* the same for one savepoint, until its end (stmt.c) */
+      sq_fail_sp_lost(c, j);
       break;
     }
     sq_run_stmt(c, j);

@@ -258,6 +258,50 @@ static void run_stream(struct sq_conn *c, struct sq_job *j) {
   if (rc == SQLITE_DONE && n > 0) j->batch = j->last = true;
 }
 
+/* A write inside a savepoint is not interrupted when cancelled: SQLite
+ * answers an interrupted write inside a transaction by rolling back the
+ * whole transaction, every enclosing scope's work included, where the
+ * cancel meant only this scope's level. It runs to its end instead, and
+ * then its savepoint is rolled back (ROLLBACK TO) and refuses everything
+ * until its scope ends it — the level is lost, as a PostgreSQL
+ * subtransaction is after an error, and nothing above it. A write in the
+ * transaction's own level is interrupted as before: the transaction is
+ * lost either way. Marked under mu, so that a cancel from the loop either
+ * sees the mark or came first, and then the write does not start. */
+static bool mark_uncut(struct sq_conn *c, struct sq_job *j, bool writes) {
+  if (c->levels < 2 || !writes) return true;
+  uv_mutex_lock(&c->mu);
+  bool go = !atomic_load(&j->cancelled);
+  j->uncut = go;
+  uv_mutex_unlock(&c->mu);
+  if (!go) sq_fail_msg(j, ASCOPE_ECANCELED, NULL, "cancelled");
+  return go;
+}
+
+/* After an uncut write: if it was cancelled meanwhile, its savepoint goes. */
+static void settle_uncut(struct sq_conn *c, struct sq_job *j) {
+  if (!j->uncut) return;
+  uv_mutex_lock(&c->mu);
+  j->uncut = false;
+  uv_mutex_unlock(&c->mu);
+  if (!atomic_load(&j->cancelled)) return;
+  unsigned d = c->levels - 1;
+  char sql[64];
+  snprintf(sql, sizeof sql, "ROLLBACK TO ascope_%u", d);
+  c->no_cut = true;
+  int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+  c->no_cut = false;
+  SQ_COUNT(c->rts, SQ_SAVEPOINT_CANCELS, 1);
+  if (rc != SQLITE_OK && sqlite3_get_autocommit(c->db)) {
+    c->tx_lost = true; /* that failure took the transaction with it */
+    sq_fail_lost(j);
+    return;
+  }
+  c->sp_lost = d;
+  sq_fail_msg(j, ASCOPE_ECANCELED, NULL,
+              "cancelled while it ran: the write was let finish, then its savepoint rolled back");
+}
+
 void sq_run_stmt(struct sq_conn *c, struct sq_job *j) {
   int kind = ascope_sql_req_kind(j->req);
   if (kind == ASCOPE_SQL_STREAM) {
@@ -272,11 +316,17 @@ void sq_run_stmt(struct sq_conn *c, struct sq_job *j) {
   struct sq_stmt *st = prepare(c, j, &tail);
   if (st == NULL) return; /* an error, or nothing to run */
   bool params = ascope_sql_params_count(ascope_sql_req_params(j->req)) > 0;
-  if (*tail && kind == ASCOPE_SQL_EXEC && !params) {
-    run_script(c, j, st, tail);
+  bool script = *tail && kind == ASCOPE_SQL_EXEC && !params;
+  if (!script && !single(c, j, st, tail)) return;
+  if (!mark_uncut(c, j, script || !sqlite3_stmt_readonly(st->stmt))) {
+    sq_cache_put(c, st);
     return;
   }
-  if (!single(c, j, st, tail)) return;
+  if (script) {
+    run_script(c, j, st, tail);
+    settle_uncut(c, j);
+    return;
+  }
   uint64_t t0 = 0;
   if (st->loop_kind) {
     sq_stmt_note_start(c);
@@ -285,6 +335,7 @@ void sq_run_stmt(struct sq_conn *c, struct sq_job *j) {
   run_once(c, j, st, kind == ASCOPE_SQL_QUERY);
   if (st->loop_kind) sq_stmt_note_run(c, st, uv_hrtime() - t0);
   sq_cache_put(c, st);
+  settle_uncut(c, j);
 }
 
 /* ---- on the loop thread ------------------------------------------------------------------ */

@@ -99,9 +99,19 @@ static bool refused_as_lost(struct sq_conn *c, struct sq_job *j) {
   return true;
 }
 
+/* The savepoint a cancelled write rolled back (sp_lost, stmt.c): no level
+ * begins inside it, and its RELEASE is refused with the reason and rolls
+ * the level back instead, closing it; its rollback runs as usual. */
+static bool refused_as_sp_lost(struct sq_conn *c, struct sq_job *j) {
+  if (!c->sp_lost || j->tx_action == ASCOPE_SQL_TX_ROLLBACK) return false;
+  sq_fail_sp_lost(c, j);
+  if (j->tx_action == ASCOPE_SQL_TX_COMMIT) rollback_level(c, j, j->tx_depth, false);
+  return true;
+}
+
 static void run_tx(struct sq_conn *c, struct sq_job *j) {
   unsigned d = j->tx_depth;
-  if (refused_as_lost(c, j)) return;
+  if (refused_as_lost(c, j) || refused_as_sp_lost(c, j)) return;
   switch (j->tx_action) {
   case ASCOPE_SQL_TX_BEGIN:
     if (atomic_load(&j->cancelled))
@@ -109,6 +119,7 @@ static void run_tx(struct sq_conn *c, struct sq_job *j) {
     else
       begin(c, j, d);
     if (d == 0 && j->status == 0 && !j->retry) c->tx_open = true;
+    if (j->status == 0 && !j->retry) c->levels = d + 1;
     break;
   case ASCOPE_SQL_TX_COMMIT:
     if (!atomic_load(&j->cancelled)) {
@@ -127,7 +138,9 @@ static void run_tx(struct sq_conn *c, struct sq_job *j) {
 
 void sq_run_tx(struct sq_conn *c, struct sq_job *j) {
   run_tx(c, j);
-  /* level 0 ends with its COMMIT or ROLLBACK, whatever became of it */
-  if (j->tx_depth == 0 && j->tx_action != ASCOPE_SQL_TX_BEGIN && !j->retry)
-    c->tx_open = c->tx_lost = false;
+  if (j->tx_action == ASCOPE_SQL_TX_BEGIN || j->retry) return;
+  /* a level ends with its COMMIT or ROLLBACK, whatever became of it */
+  c->levels = j->tx_depth;
+  if (c->sp_lost >= j->tx_depth) c->sp_lost = 0;
+  if (j->tx_depth == 0) c->tx_open = c->tx_lost = false;
 }

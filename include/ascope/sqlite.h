@@ -46,7 +46,9 @@ ASCOPE_EXTERN const char *ascope_sqlite_code_name(int code);
  * "aborted", "hops" (hand-offs to the pool), "running" (hops in flight),
  * "statements" (prepared, alive), "busy" (waits for a lock another
  * connection held), "yields" (of those, given up to let another connection
- * run; the statement runs again later). */
+ * run; the statement runs again later), "savepoint_cancels" (writes inside
+ * a savepoint cancelled while they ran: let finish, then the savepoint
+ * rolled back, docs/drivers/sqlite.md). */
 ASCOPE_EXTERN int64_t ascope_sqlite_stat(const char *name);
 
 #ifdef __cplusplus
