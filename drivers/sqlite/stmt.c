@@ -198,65 +198,7 @@ static bool single(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st, cons
   return false;
 }
 
-/* ---- streams ------------------------------------------------------------------------------ */
-
-static void stream_end(struct sq_conn *c, struct sq_job *j) {
-  if (j->st) sq_cache_put(c, j->st);
-  j->st = NULL;
-}
-
-static bool stream_begin(struct sq_conn *c, struct sq_job *j) {
-  const char *tail;
-  struct sq_stmt *st = prepare(c, j, &tail);
-  if (st == NULL) return false; /* an error, or an empty text: the end, with no rows */
-  if (!single(c, j, st, tail)) return false;
-  if (bind_all(c, j, st) != 0) {
-    sq_cache_put(c, st);
-    return false;
-  }
-  j->st = st;
-  if (set_columns(ascope_sql_req_rows(j->req), st->stmt) != 0) {
-    sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
-    stream_end(c, j);
-    return false;
-  }
-  return true;
-}
-
-/* One batch: rows until the batch is full, the end, or an error. */
-static void run_stream(struct sq_conn *c, struct sq_job *j) {
-  ascope_rows *rows = ascope_sql_req_rows(j->req);
-  if (atomic_load(&j->cancelled) || j->stop) {
-    stream_end(c, j);
-    if (!j->stop) sq_fail_msg(j, ASCOPE_ECANCELED, NULL, "cancelled");
-    return;
-  }
-  if (j->st == NULL && !stream_begin(c, j)) return;
-  ascope_rows_clear(rows);
-  c->may_yield = !j->started;
-  unsigned n = 0;
-  int rc;
-  while ((rc = sqlite3_step(j->st->stmt)) == SQLITE_ROW) {
-    j->started = true;
-    c->may_yield = false;
-    if (read_row(rows, j->st->stmt) != 0) {
-      sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
-      stream_end(c, j);
-      return;
-    }
-    if (++n >= c->opt.batch || ascope_rows_memory(rows) >= BATCH_BYTES) {
-      j->batch = true;
-      return;
-    }
-  }
-  if (rc != SQLITE_DONE && busy_retry(c, j, rc, j->started)) {
-    stream_end(c, j); /* prepared again next time: a job waiting in the queue holds nothing */
-    return;
-  }
-  if (rc != SQLITE_DONE) sq_fail(c, j, rc);
-  stream_end(c, j);
-  if (rc == SQLITE_DONE && n > 0) j->batch = j->last = true;
-}
+/* ---- writes inside a savepoint ---------------------------------------------------------- */
 
 /* A write inside a savepoint is not interrupted when cancelled: SQLite
  * answers an interrupted write inside a transaction by rolling back the
@@ -300,6 +242,71 @@ static void settle_uncut(struct sq_conn *c, struct sq_job *j) {
   c->sp_lost = d;
   sq_fail_msg(j, ASCOPE_ECANCELED, NULL,
               "cancelled while it ran: the write was let finish, then its savepoint rolled back");
+}
+
+/* ---- streams ------------------------------------------------------------------------------ */
+
+static void stream_end(struct sq_conn *c, struct sq_job *j) {
+  if (j->st) sq_cache_put(c, j->st);
+  j->st = NULL;
+  settle_uncut(c, j); /* a write's stream cancelled meanwhile: its savepoint goes */
+}
+
+static bool stream_begin(struct sq_conn *c, struct sq_job *j) {
+  const char *tail;
+  struct sq_stmt *st = prepare(c, j, &tail);
+  if (st == NULL) return false; /* an error, or an empty text: the end, with no rows */
+  if (!single(c, j, st, tail)) return false;
+  if (bind_all(c, j, st) != 0) {
+    sq_cache_put(c, st);
+    return false;
+  }
+  j->st = st;
+  if (!mark_uncut(c, j, !sqlite3_stmt_readonly(st->stmt))) { /* cancelled meanwhile */
+    stream_end(c, j);
+    return false;
+  }
+  if (set_columns(ascope_sql_req_rows(j->req), st->stmt) != 0) {
+    sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
+    stream_end(c, j);
+    return false;
+  }
+  return true;
+}
+
+/* One batch: rows until the batch is full, the end, or an error. */
+static void run_stream(struct sq_conn *c, struct sq_job *j) {
+  ascope_rows *rows = ascope_sql_req_rows(j->req);
+  if (atomic_load(&j->cancelled) || j->stop) {
+    stream_end(c, j); /* it says why, when its savepoint went */
+    if (!j->stop && j->status == 0) sq_fail_msg(j, ASCOPE_ECANCELED, NULL, "cancelled");
+    return;
+  }
+  if (j->st == NULL && !stream_begin(c, j)) return;
+  ascope_rows_clear(rows);
+  c->may_yield = !j->started;
+  unsigned n = 0;
+  int rc;
+  while ((rc = sqlite3_step(j->st->stmt)) == SQLITE_ROW) {
+    j->started = true;
+    c->may_yield = false;
+    if (read_row(rows, j->st->stmt) != 0) {
+      sq_fail_msg(j, UV_ENOMEM, "SQLITE_NOMEM", "out of memory reading the result");
+      stream_end(c, j);
+      return;
+    }
+    if (++n >= c->opt.batch || ascope_rows_memory(rows) >= BATCH_BYTES) {
+      j->batch = true;
+      return;
+    }
+  }
+  if (rc != SQLITE_DONE && busy_retry(c, j, rc, j->started)) {
+    stream_end(c, j); /* prepared again next time: a job waiting in the queue holds nothing */
+    return;
+  }
+  if (rc != SQLITE_DONE) sq_fail(c, j, rc);
+  stream_end(c, j);
+  if (rc == SQLITE_DONE && n > 0) j->batch = j->last = true;
 }
 
 void sq_run_stmt(struct sq_conn *c, struct sq_job *j) {
