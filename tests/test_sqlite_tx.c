@@ -195,8 +195,8 @@ struct cut {
   ascope_op *op;
   bool alone;  /* cancel the statement (ascope_op_cancel), not the scope */
   bool stream; /* the write as a stream (INSERT ... RETURNING) */
-  int big_status, later_status, after_status;
-  char big_msg[256], later_code[64];
+  int big_status, later_status, after_status, read_status;
+  char big_msg[256], later_code[64], read_code[64];
 };
 
 static struct cut *cut_of(t_scope *child) {
@@ -212,12 +212,26 @@ static int on_later(ascope *s, int status, ascope_rows *rows, void *ud) {
   return 0;
 }
 
+#define COUNT_ROWS "SELECT count(*) FROM t"
+
+/* A short read, run once before so that it is tried on the loop thread. */
+static int on_later(ascope *s, int status, ascope_rows *rows, void *ud);
+static int on_read(ascope *s, int status, ascope_rows *rows, void *ud) {
+  (void)rows;
+  struct cut *x = ud;
+  x->read_status = status;
+  t_copy(x->read_code, sizeof x->read_code, ascope_sql_errcode(x->db));
+  insert(s, x->db, "later", on_later, x);
+  return 0;
+}
+
 static int on_big(ascope *s, int status, ascope_rows *rows, void *ud) {
   struct cut *x = ud;
   if (x->stream && rows) return ASCOPE_CONTINUE; /* a batch: the end is what counts */
   x->big_status = status;
   t_copy(x->big_msg, sizeof x->big_msg, ascope_sql_errmsg(x->db));
-  if (x->alone) insert(s, x->db, "later", on_later, x); /* the scope goes on */
+  if (x->alone) /* the scope goes on: a read alone in the queue, then a write */
+    cr_assert_eq(ascope_sql_query(s, x->db, COUNT_ROWS, NULL, on_read, x), 0);
   return x->alone ? 0 : status;
 }
 
@@ -264,6 +278,7 @@ static void cut_body(ascope *s, t_scope *t) {
   x->parent = s;
   x->db = ascope_resource(s, 0);
   insert(s, x->db, "p", NULL, NULL);
+  for (int i = 0; i < 3; i++) ascope_sql_query(s, x->db, COUNT_ROWS, NULL, NULL, NULL);
   x->child.body = cut_child_body;
   x->kid = ascope_child(s);
   cr_assert_eq(ascope_use_sql_tx(x->kid, x->db, NULL), 0);
@@ -313,12 +328,15 @@ Test(sqlite_tx, a_write_cancelled_alone_refuses_the_rest_of_its_savepoint) {
   if (ran) {
     cr_assert_eq(x.later_status, ASCOPE_EDRIVER);
     cr_assert_str_eq(x.later_code, "SQLITE_ABORT_ROLLBACK");
+    cr_assert_eq(x.read_status, ASCOPE_EDRIVER, "a read is refused too, on the loop thread or not");
+    cr_assert_str_eq(x.read_code, "SQLITE_ABORT_ROLLBACK");
     cr_assert_eq(x.child.status, ASCOPE_EDRIVER, "its RELEASE is refused: %s", x.child.msg);
     cr_assert(strstr(x.child.msg, "savepoint ascope_1 was rolled back"), "%s", x.child.msg);
     cr_assert_eq(rows_with("later"), 0);
   } else {
     fprintf(stderr, "note: the cancel came before the write's first step\n");
     cr_assert_eq(x.later_status, 0);
+    cr_assert_eq(x.read_status, 0);
     cr_assert_eq(x.child.status, 0);
     cr_assert_eq(rows_with("later"), 1);
   }

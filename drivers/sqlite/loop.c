@@ -46,8 +46,8 @@ void sq_loop_init(struct sq_sched *s) {
 
 bool sq_loop_candidate(struct sq_conn *c) {
   struct sq_job *j = c->head;
-  /* tx_lost: the pool refuses it, with the reason */
-  if (j == NULL || j->kind != JOB_REQ || !c->opened || c->tx_lost) return false;
+  /* tx_lost, sp_lost: the pool refuses it, with the reason */
+  if (j == NULL || j->kind != JOB_REQ || !c->opened || c->tx_lost || c->sp_lost) return false;
   if (j->next != NULL && !sq_pool_full(c->sched)) return false;
   int kind = ascope_sql_req_kind(j->req);
   if ((kind != ASCOPE_SQL_QUERY && kind != ASCOPE_SQL_EXEC) || atomic_load(&j->cancelled))
