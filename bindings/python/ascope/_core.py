@@ -175,6 +175,8 @@ class Runtime:
         #: for by running libuv in a loop before the asyncio loop is let
         #: sleep (0: never). See spin_until.
         self.spin_us = 100
+        self._spin_skip = 0  # statements not to spin for, after spins that ran out
+        self._spin_backoff = 0
         loop.add_reader(self.fd, self._run)
 
     def kick(self) -> None:
@@ -208,9 +210,15 @@ class Runtime:
         to sleep for it pays as much again to be woken (measured on a 2-core
         VM: twice the rate of statements awaited one by one, at no more CPU
         per statement). Never with other callbacks ready on an asyncio loop
-        (uvloop does not tell), and never longer than spin_us."""
+        (uvloop does not tell), and never longer than spin_us. A spin that
+        runs out (a server farther away than spin_us, a slow statement) is
+        not tried for the next 1, 2, 4… 64 statements, so that waiting for
+        a remote server costs next to nothing."""
         ready = getattr(self.loop, "_ready", ())  # asyncio's queue of ready callbacks
         if self._running or self.spin_us <= 0 or ready:
+            return
+        if self._spin_skip:
+            self._spin_skip -= 1
             return
         end = time.perf_counter() + self.spin_us / 1e6
         run, uv, now = lib.uv_run, self.uv, time.perf_counter
@@ -222,6 +230,11 @@ class Runtime:
                 run(uv, UV_RUN_NOWAIT)
         finally:
             self._running = False
+        if fut.done():
+            self._spin_backoff = 0
+        elif not ready:  # it ran out
+            self._spin_backoff = min(max(1, 2 * self._spin_backoff), 64)
+            self._spin_skip = self._spin_backoff
         self._schedule()
 
     def _run(self) -> None:

@@ -47,7 +47,8 @@ class Postgres(TestCase):
     async def test_a_statement_awaited_alone_is_waited_for_without_sleeping(self):
         # Awaited alone, its answer is waited for by running libuv, not by
         # letting the asyncio loop sleep in select(); not when spin_us is 0,
-        # nor when other callbacks are ready, nor past spin_us.
+        # nor when other callbacks are ready, nor past spin_us, nor for a
+        # while after a spin ran out.
         loop = asyncio.get_running_loop()
         sel = getattr(loop, "_selector", None)
         if sel is None:
@@ -64,10 +65,14 @@ class Postgres(TestCase):
         rt = self.rt
         try:
             async with ascope.postgres.connect(PG_DSN) as db:
+                # The last three: a spin that ran out skips the next
+                # statement, then spins again.
                 for spin_us, ready, sleep, spins in ((30_000_000, False, 0.02, True),
                                                     (0, False, 0.02, False),
                                                     (30_000_000, True, 0.02, False),
-                                                    (1_000, False, 0.2, False)):
+                                                    (1_000, False, 0.2, False),
+                                                    (30_000_000, False, 0.02, False),
+                                                    (30_000_000, False, 0.02, True)):
                     rt.spin_us = spin_us
                     await asyncio.sleep(0)
                     if ready:
