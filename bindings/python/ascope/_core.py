@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import ctypes
 import itertools
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from . import _lib
 from . import errors as E

@@ -17,7 +17,7 @@ import ctypes
 import os
 from ctypes import (CFUNCTYPE, POINTER, c_char_p, c_double, c_int, c_int64, c_size_t,
                     c_uint, c_uint64, c_void_p)
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 __all__ = ["LibraryNotFound", "core", "driver", "searched"]
 

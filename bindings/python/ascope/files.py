@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import weakref
 from collections import deque
 from typing import Any, Deque, Optional, Tuple, Union
@@ -288,7 +289,6 @@ class File(C.ScopeCM):
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], mode: str = "r", *, atomic: bool = False,
                  chunk_size: int = 1 << 16) -> None:
-        import os
         self.path = os.fspath(path)
         self.mode = mode + (" atomic" if atomic else "")
         self.chunk_size = chunk_size
