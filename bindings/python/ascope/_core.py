@@ -81,6 +81,8 @@ def make_error(status: int, driver: Optional[str] = None, code: Optional[str] = 
     if message is None:
         message = lib.ascope_strerror(status).decode()
     cls: type = E.Error
+    if code == "POOL_TIMEOUT":  # no connection came free from a pool in time
+        return E.TimeoutError(message, status=status, name=name, driver=driver, code=code)
     if driver in ("postgres", "sqlite") or (driver and extra.pop("sql", False)):
         if status == ECANCELED:
             cls = E.Cancelled

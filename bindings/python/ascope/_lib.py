@@ -117,6 +117,7 @@ P = c_void_p
 BODY_FN = CFUNCTYPE(None, P, P)
 DONE_FN = CFUNCTYPE(None, P, c_int, P)
 OP_CANCEL_FN = CFUNCTYPE(None, P)
+POOL_CLOSED_FN = CFUNCTYPE(None, P)
 SQL_CB = CFUNCTYPE(c_int, P, c_int, P, P)
 HTTP_CB = CFUNCTYPE(c_int, P, c_int, P, P)
 FILE_CB = CFUNCTYPE(c_int, P, c_int, P)
@@ -165,6 +166,8 @@ def core() -> ctypes.CDLL:
     s(lib, "ascope_discard", None, P)
     s(lib, "ascope_resource", P, P, c_size_t)
     s(lib, "ascope_use_count", c_size_t, P)
+    s(lib, "ascope_pool_close", None, P, POOL_CLOSED_FN, P)
+    s(lib, "ascope_pool_stat", c_int64, P, c_char_p)
     s(lib, "ascope_cancel", None, P)
     s(lib, "ascope_error", P, P)
     s(lib, "ascope_err_status", c_int, P)
@@ -227,12 +230,16 @@ def driver(key: str) -> ctypes.CDLL:
         s(lib, "ascope_rows_blob", P, P, c_size_t, c_size_t, POINTER(c_size_t))
         s(lib, "ascope_rows_changes", c_int64, P)
         s(lib, "ascope_rows_last_id", c_int64, P)
+        s(lib, "ascope_sql_pool_new", P, P, P, c_char_p, c_char_p)
+        s(lib, "ascope_use_sql_pool", c_int, P, P)
     elif key == "sqlite":
         driver("sql")
         s(lib, "ascope_use_sqlite", c_int, P, c_char_p, c_char_p)
+        s(lib, "ascope_sqlite", P)
     elif key == "postgres":
         driver("sql")
         s(lib, "ascope_use_postgres", c_int, P, c_char_p, c_char_p)
+        s(lib, "ascope_postgres", P)
     elif key == "http":
         s(lib, "ascope_use_http", c_int, P, c_char_p)
         s(lib, "ascope_http_req_new", P, P, c_char_p, c_char_p)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import _lib
-from .sql import Connect, Connection, _opts
+from .sql import Connect, Connection, Pool, _opts, _pool_options
 
-__all__ = ["connect", "Connection"]
+__all__ = ["connect", "create_pool", "Connection", "Pool"]
 
 
 def connect(dsn: str, **options: Any) -> Connect:
@@ -19,3 +19,12 @@ def connect(dsn: str, **options: Any) -> Connect:
     """
     lib = _lib.driver("postgres")
     return Connect(lib.ascope_use_postgres, "postgres", dsn, _opts(options))
+
+
+def create_pool(dsn: str, **options: Any) -> Pool:
+    """A pool of connections to dsn: ``async with ascope.postgres.create_pool(dsn,
+    max=8) as pool:`` then ``async with pool.acquire() as db:``. options: the
+    pool's (``min``, ``max``, ``acquire_timeout``…, see Pool) and the
+    connection's, as for connect."""
+    _lib.driver("postgres")
+    return Pool("postgres", dsn, _pool_options(options))

@@ -452,3 +452,95 @@ class Connect(C.ScopeCM):
 
     def _value(self) -> Connection:
         return self._conn
+
+
+def _pool_closed(ud: int) -> None:
+    try:
+        fut = C._objs.pop(ud)
+        if not fut.done():
+            fut.set_result(None)
+    except BaseException as e:
+        C._report(e, "a pool's close")
+
+
+_pool_closed_c = _lib.POOL_CLOSED_FN(_pool_closed)
+
+
+class Pool:
+    """A pool of connections, for one ``async with`` (or ``open()`` and
+    ``await close()``): ``async with pool.acquire() as db:`` lends one to the
+    block — a transaction on it is the block's own — and takes it back when
+    the block ends, reset (a transaction left open rolled back, session
+    settings undone) or closed if broken. Tasks that need transactions of
+    their own at once take one each; statements alone pipeline as well on
+    one connection (``connect``).
+
+    Options are the pool's — ``min``, ``max`` (10), ``acquire_timeout``
+    (seconds; a waiter then fails with ``ascope.TimeoutError``),
+    ``idle_timeout``, ``max_lifetime`` — and the driver's connection options
+    together (docs/api/pool.md).
+    """
+
+    def __init__(self, driver: str, target: str, options: str) -> None:
+        self.driver = driver
+        self._target = target
+        self._options = options
+        self._p: Optional[int] = None
+        self._rt: Optional[C.Runtime] = None
+
+    def open(self) -> "Pool":
+        """Makes the pool on the running loop's runtime (``min`` connections
+        start opening now)."""
+        if self._p:
+            return self
+        rt = C.runtime()
+        drv = getattr(_lib.driver(self.driver), f"ascope_{self.driver}")()
+        p = sl.ascope_sql_pool_new(rt.rt, drv, self._target.encode(),
+                                   self._options.encode() or None)
+        if not p:
+            raise C.make_error(C.EINVAL, self.driver, None,
+                               f"cannot make a pool with options {self._options!r}")
+        self._p, self._rt = p, rt
+        rt.kick()
+        return self
+
+    def acquire(self) -> "Connect":
+        """``async with pool.acquire() as db``: a connection for the block."""
+        p = self._p
+        if not p:
+            raise C.make_error(C.ECLOSED, None, None, f"the {self.driver} pool is not open")
+        return Connect(lambda s, target, options: sl.ascope_use_sql_pool(s, p), self.driver, "",
+                       "")
+
+    def stat(self, name: str) -> int:
+        """A counter of the pool ("size", "idle", "in_use", "waiting", "created", "acquired"…)."""
+        if not self._p:
+            raise C.make_error(C.ECLOSED, None, None, f"the {self.driver} pool is not open")
+        return C.lib.ascope_pool_stat(self._p, name.encode())
+
+    async def close(self) -> None:
+        """Fails the waiters, closes the idle connections, waits for those
+        lent out to come back and closes them; returns once all are closed."""
+        p, rt = self._p, self._rt
+        self._p = None
+        if not p:
+            return
+        fut = rt.loop.create_future()
+        key = C.register(fut)
+        C.lib.ascope_pool_close(p, _pool_closed_c, key)
+        rt.kick()
+        await asyncio.shield(fut)
+
+    async def __aenter__(self) -> "Pool":
+        return self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+def _pool_options(kw: dict) -> str:
+    for k in ("acquire_timeout", "idle_timeout", "max_lifetime"):
+        if k in kw:
+            v = kw.pop(k)
+            kw[k + "_ms"] = None if v is None else max(0, int(v * 1000))
+    return _opts(kw)

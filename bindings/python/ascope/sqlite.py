@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import _lib
-from .sql import Connect, Connection, _opts
+from .sql import Connect, Connection, Pool, _opts, _pool_options
 
-__all__ = ["connect", "Connection"]
+__all__ = ["connect", "create_pool", "Connection", "Pool"]
 
 
 def connect(path: str, **options: Any) -> Connect:
@@ -20,3 +20,11 @@ def connect(path: str, **options: Any) -> Connect:
     if path == ":memory:" and "mode" not in options:
         options["mode"] = "memory"
     return Connect(lib.ascope_use_sqlite, "sqlite", path, _opts(options))
+
+
+def create_pool(path: str, **options: Any) -> Pool:
+    """A pool of connections to the SQLite database at path (see Pool):
+    options are the pool's (``min``, ``max``, ``acquire_timeout``…) and the
+    connection's, as for connect."""
+    _lib.driver("sqlite")
+    return Pool("sqlite", path, _pool_options(options))

@@ -167,6 +167,55 @@ class Postgres(TestCase):
             self.assertEqual(await watch.fetchval(RUNNING, sleep), 0,
                              "the query still runs on the server")
 
+    async def test_pool_bounds_and_reuses_its_connections(self):
+        async with ascope.postgres.create_pool(PG_DSN, max=2) as pool:
+            async def work():
+                async with pool.acquire() as db:
+                    async with db.transaction():
+                        pid = await db.fetchval("SELECT pg_backend_pid()")
+                        await db.execute("SELECT pg_sleep(0.02)")
+                        return pid
+            pids = await asyncio.gather(*(work() for _ in range(6)))
+            self.assertLessEqual(len(set(pids)), 2, "max=2: two connections at most")
+            self.assertEqual(pool.stat("acquired"), 6)
+            self.assertLessEqual(pool.stat("size"), 2)
+            self.assertLessEqual(pool.stat("created"), 2, "each connection opened once")
+        self.assertEqual(self.rt.stat("postgres.connections"), 0, "closing the pool closes them")
+        with self.assertRaises(ascope.ClosedError):
+            pool.acquire()
+
+    async def test_pool_connection_comes_back_clean_and_waiters_time_out(self):
+        table = f"pool_t_{os.getpid()}"
+        async with ascope.postgres.connect(PG_DSN) as db:
+            await db.execute(f"DROP TABLE IF EXISTS {table}")
+            await db.execute(f"CREATE TABLE {table} (v int)")
+        try:
+            async with ascope.postgres.create_pool(PG_DSN, max=1, acquire_timeout=0.2) as pool:
+                with self.assertRaises(ZeroDivisionError):
+                    async with pool.acquire() as db:
+                        async with db.transaction():
+                            await db.execute(f"INSERT INTO {table} VALUES (1)")
+                            1 / 0
+                async with pool.acquire() as db:
+                    pid = await db.fetchval("SELECT pg_backend_pid()")
+                    await db.execute("BEGIN")  # left open by the block: the reset rolls back
+                    await db.execute(f"INSERT INTO {table} VALUES (2)")
+                    await db.execute("SET application_name = 'dirty'")
+                async with pool.acquire() as db:
+                    self.assertEqual(await db.fetchval("SELECT pg_backend_pid()"), pid, "reused")
+                    self.assertEqual(await db.fetchval(f"SELECT count(*) FROM {table}"), 0)
+                    self.assertNotEqual(await db.fetchval("SHOW application_name"), "dirty")
+                    # the one connection is lent out: a second acquire waits, then times out
+                    with self.assertRaises(ascope.TimeoutError) as cm:
+                        async with pool.acquire():
+                            self.fail("acquired")
+                    self.assertIsInstance(cm.exception, TimeoutError)
+                    self.assertEqual(cm.exception.code, "POOL_TIMEOUT")
+                self.assertEqual(pool.stat("timeouts"), 1)
+        finally:
+            async with ascope.postgres.connect(PG_DSN) as db:
+                await db.execute(f"DROP TABLE {table}")
+
     async def test_statements_are_queued_when_called(self):
         # A statement is queued at the call, not at its first await: the
         # order of the calls is the order on the connection.

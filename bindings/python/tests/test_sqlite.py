@@ -36,6 +36,26 @@ class SQLite(TestCase):
             self.assertEqual(await db.fetchval("SELECT $1", True), 1)
         self.assertEqual(self.rt.stat("sqlite.connections"), 0)
 
+    async def test_pool(self):
+        async with ascope.sqlite.connect(self.path, wal=True) as db:
+            await db.execute("CREATE TABLE t (v INTEGER)")
+        async with ascope.sqlite.create_pool(self.path, max=2, wal=True) as pool:
+            async def add(v):
+                async with pool.acquire() as db:
+                    async with db.transaction(begin="immediate"):
+                        await db.execute("INSERT INTO t VALUES ($1)", v)
+            await asyncio.gather(*(add(v) for v in range(10)))
+            with self.assertRaises(ascope.SQLError):
+                async with pool.acquire() as db:
+                    async with db.transaction():
+                        await db.execute("INSERT INTO t VALUES (100)")
+                        await db.execute("INSERT INTO nowhere VALUES (1)")
+            async with pool.acquire() as db:
+                self.assertEqual(await db.fetchval("SELECT sum(v) FROM t"), 45)
+            self.assertLessEqual(pool.stat("size"), 2)
+            self.assertEqual(pool.stat("acquired"), 12)
+        self.assertEqual(self.rt.stat("sqlite.connections"), 0)
+
     async def test_constraint_violation_and_bad_sql(self):
         async with ascope.sqlite.connect(self.path) as db:
             await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
