@@ -210,8 +210,8 @@ static bool single(struct sq_conn *c, struct sq_job *j, struct sq_stmt *st, cons
  * transaction's own level is interrupted as before: the transaction is
  * lost either way. Marked under mu, so that a cancel from the loop either
  * sees the mark or came first, and then the write does not start. */
-static bool mark_uncut(struct sq_conn *c, struct sq_job *j, bool writes) {
-  if (c->levels < 2 || !writes) return true;
+static bool mark_uncut(struct sq_conn *c, struct sq_job *j, sqlite3_stmt *st, bool script) {
+  if (c->levels < 2 || (!script && sqlite3_stmt_readonly(st))) return true;
   uv_mutex_lock(&c->mu);
   bool go = !atomic_load(&j->cancelled);
   j->uncut = go;
@@ -262,7 +262,7 @@ static bool stream_begin(struct sq_conn *c, struct sq_job *j) {
     return false;
   }
   j->st = st;
-  if (!mark_uncut(c, j, !sqlite3_stmt_readonly(st->stmt))) { /* cancelled meanwhile */
+  if (!mark_uncut(c, j, st->stmt, false)) { /* cancelled meanwhile */
     stream_end(c, j);
     return false;
   }
@@ -325,7 +325,7 @@ void sq_run_stmt(struct sq_conn *c, struct sq_job *j) {
   bool params = ascope_sql_params_count(ascope_sql_req_params(j->req)) > 0;
   bool script = *tail && kind == ASCOPE_SQL_EXEC && !params;
   if (!script && !single(c, j, st, tail)) return;
-  if (!mark_uncut(c, j, script || !sqlite3_stmt_readonly(st->stmt))) {
+  if (!mark_uncut(c, j, st->stmt, script)) {
     sq_cache_put(c, st);
     return;
   }
