@@ -216,6 +216,45 @@ class Postgres(TestCase):
             async with ascope.postgres.connect(PG_DSN) as db:
                 await db.execute(f"DROP TABLE {table}")
 
+    async def test_pool_failures_connect_refused_waiter_cancelled_close_waits(self):
+        # acquire failing: nothing listens there
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        async with ascope.postgres.create_pool(f"host=127.0.0.1 port={port} dbname=x user=x",
+                                               max=1) as pool:
+            with self.assertRaises(ascope.SQLConnectionError):
+                async with pool.acquire():
+                    self.fail("acquired")
+            self.assertEqual(pool.stat("connect_errors"), 1)
+        async with ascope.postgres.create_pool(PG_DSN, max=1) as pool:
+            held = asyncio.Event()
+            release = asyncio.Event()
+
+            async def holder():
+                async with pool.acquire() as db:
+                    await db.fetchval("SELECT 1")
+                    held.set()
+                    await release.wait()
+                    return await db.fetchval("SELECT 2")
+
+            t = asyncio.create_task(holder())
+            await held.wait()
+            # a waiter cancelled (its timeout) leaves the queue, nothing leaked
+            with self.assertRaises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    async with pool.acquire():
+                        self.fail("acquired")
+            self.assertEqual(pool.stat("waiting"), 0)
+            # closing waits for the connection lent out
+            closing = asyncio.ensure_future(pool.close())
+            await asyncio.sleep(0)
+            self.assertFalse(closing.done())
+            release.set()
+            self.assertEqual(await t, 2)
+            await closing
+        self.assertEqual(self.rt.stat("postgres.connections"), 0)
+
     async def test_statements_are_queued_when_called(self):
         # A statement is queued at the call, not at its first await: the
         # order of the calls is the order on the connection.
