@@ -394,8 +394,31 @@ Test(sqlite_faults, long_queries_take_turns_at_the_gate) {
     cr_assert_eq(x[i].q.first, 2000000);
   }
   int64_t waits = ascope_rt_stat(T_rt, "sqlite.gate_waits");
-  if (gate_can_wait()) cr_assert_geq(waits, 2, "a wait, and a wait after a hand-over");
+  int64_t handovers = ascope_rt_stat(T_rt, "sqlite.gate_handovers");
+  int64_t moves = ascope_rt_stat(T_rt, "sqlite.gate_moves");
+  if (gate_can_wait()) {
+    cr_assert_geq(waits, 2, "a wait, and a wait after a hand-over");
+#ifdef __linux__
+    /* each token given up went with its giver's core (its taker moved there,
+     * unless it was there already) */
+    cr_assert_geq(handovers, 1, "%lld waits", (long long)waits);
+#endif
+  }
+  cr_assert_leq(moves, handovers);
   ascope_sqlite_set_concurrency(2);
+}
+
+/* Alone, a long query takes a token and keeps it: nothing is handed over,
+ * and its thread is never moved. */
+Test(sqlite_faults, a_lone_long_query_keeps_its_token_and_core) {
+  struct counter x = {.t.body = count_body};
+  start_on_own_db(ascope_new(T_rt), 'l', 0, &x.t);
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  cr_assert_eq(x.t.status, 0, "%s", x.t.msg);
+  cr_assert_eq(x.q.first, 2000000);
+  cr_assert_eq(ascope_rt_stat(T_rt, "sqlite.gate_waits"), 0);
+  cr_assert_eq(ascope_rt_stat(T_rt, "sqlite.gate_handovers"), 0);
+  cr_assert_eq(ascope_rt_stat(T_rt, "sqlite.gate_moves"), 0);
 }
 
 static bool a_hop_waits_at_the_gate(void *ud) {

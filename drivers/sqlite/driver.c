@@ -265,6 +265,8 @@ static const char *const stat_names[SQ_NSTATS] = {
     [SQ_LOOP_RUNS] = "loop_runs",
     [SQ_LOOP_OVERRUNS] = "loop_overruns",
     [SQ_GATE_WAITS] = "gate_waits",
+    [SQ_GATE_HANDOVERS] = "gate_handovers",
+    [SQ_GATE_MOVES] = "gate_moves",
     [SQ_SAVEPOINT_CANCELS] = "savepoint_cancels",
 };
 

@@ -20,8 +20,51 @@
  * holder's slice. Only the hop's own pool thread waits, and a hop is on
  * the pool only within the driver's concurrency cap, so file I/O and DNS
  * keep the pool's other threads. The gate is per runtime, as the cap is.
+ *
+ * A token passed on moves its taker to the core it came from. The hop that
+ * gives a token up goes to sleep (or leaves the pool) on its core; the hop
+ * that takes it was asleep, and the kernel wakes it where it likes. Traced
+ * on 2 cores, that was often the loop thread's core, the passer's left
+ * idle: the loop thread, woken there by its next timer, then waited for
+ * the scheduler's tick (3-4 ms) behind a CPU-bound thread that had just
+ * begun its turn, with an idle core beside it, so every hand-over could
+ * make a timer late. Moved to the passer's core, the long queries keep the
+ * cores they had and the loop's stays the loop's.
  */
 #include "internal.h"
+
+#ifdef __linux__
+#include <sched.h>
+
+static int core_now(void) {
+  return sched_getcpu();
+}
+
+/* Moves the calling thread to core, its own affinity kept: the move is
+ * made by narrowing the affinity to that core, and putting it back does
+ * not move the thread again. False: no move (already there, or a core the
+ * thread may not run on). */
+static bool move_to(int core) {
+  cpu_set_t own, one;
+  if (core < 0 || sched_getcpu() == core) return false;
+  if (sched_getaffinity(0, sizeof own, &own) != 0 || !CPU_ISSET(core, &own)) return false;
+  CPU_ZERO(&one);
+  CPU_SET(core, &one);
+  if (sched_setaffinity(0, sizeof one, &one) != 0) return false;
+  if (sched_setaffinity(0, sizeof own, &own) != 0) /* cannot fail: the mask was the thread's */
+    sched_setaffinity(0, sizeof own, &own);
+  return true;
+}
+#else
+static int core_now(void) {
+  return -1;
+}
+
+static bool move_to(int core) {
+  (void)core;
+  return false;
+}
+#endif
 
 #define GATE_LONG_NS (2 * 1000 * 1000)   /* a hop running this long needs a token */
 #define GATE_SLICE_NS (50 * 1000 * 1000) /* a token held this long goes to a waiter */
@@ -29,6 +72,7 @@
 void sq_gate_init(struct sq_sched *s) {
   unsigned cores = uv_available_parallelism();
   s->gate_cap = cores > 2 ? cores - 1 : 1;
+  s->gate_from = -1;
   uv_mutex_init(&s->gate_mu);
   uv_cond_init(&s->gate_cv);
 }
@@ -50,8 +94,9 @@ static bool cut(const struct sq_conn *c) {
 
 /* Waits for a token: false when the job was cut meanwhile (no token). A
  * holder passing its token on (after) waits until another hop took one,
- * so that it does not take it straight back. gate_mu held. */
-static bool take(struct sq_conn *c, uint64_t after) {
+ * so that it does not take it straight back. *from: the core of the hop
+ * that gave the token up, or -1. gate_mu held. */
+static bool take(struct sq_conn *c, uint64_t after, int *from) {
   struct sq_sched *s = c->sched;
   s->gate_waiting++;
   if (s->gate_held >= s->gate_cap || s->gate_grants == after) SQ_COUNT(c->rts, SQ_GATE_WAITS, 1);
@@ -66,19 +111,30 @@ static bool take(struct sq_conn *c, uint64_t after) {
   s->gate_waiting--;
   s->gate_held++;
   s->gate_grants++;
+  *from = s->gate_from;
+  s->gate_from = -1;
   uv_cond_broadcast(&s->gate_cv); /* a passer waits for this grant */
   c->gate_held = true;
   c->gate_since = uv_hrtime();
   return true;
 }
 
+/* After a take, out of gate_mu: to the core the token came from. */
+static void follow(struct sq_conn *c, int from) {
+  if (from < 0) return;
+  SQ_COUNT(c->rts, SQ_GATE_HANDOVERS, 1);
+  if (move_to(from)) SQ_COUNT(c->rts, SQ_GATE_MOVES, 1);
+}
+
 bool sq_gate(struct sq_conn *c) {
+  int from = -1;
   if (!c->gate_held) {
     if (uv_hrtime() - c->hop_t0 < GATE_LONG_NS) return true;
     struct sq_sched *s = c->sched;
     uv_mutex_lock(&s->gate_mu);
-    bool ok = take(c, UINT64_MAX);
+    bool ok = take(c, UINT64_MAX, &from);
     uv_mutex_unlock(&s->gate_mu);
+    follow(c, from);
     return ok;
   }
   if (uv_hrtime() - c->gate_since < GATE_SLICE_NS) return true;
@@ -88,11 +144,13 @@ bool sq_gate(struct sq_conn *c) {
   if (s->gate_waiting > 0) { /* pass it on, and wait for a turn */
     s->gate_held--;
     c->gate_held = false;
+    s->gate_from = core_now();
     uv_cond_broadcast(&s->gate_cv);
-    ok = take(c, s->gate_grants);
+    ok = take(c, s->gate_grants, &from);
   } else
     c->gate_since = uv_hrtime();
   uv_mutex_unlock(&s->gate_mu);
+  follow(c, from);
   return ok;
 }
 
@@ -102,6 +160,9 @@ void sq_gate_release(struct sq_conn *c) {
   uv_mutex_lock(&s->gate_mu);
   s->gate_held--;
   c->gate_held = false;
-  if (s->gate_waiting) uv_cond_broadcast(&s->gate_cv);
+  if (s->gate_waiting) {
+    s->gate_from = core_now(); /* this hop leaves its core: the next holder's */
+    uv_cond_broadcast(&s->gate_cv);
+  }
   uv_mutex_unlock(&s->gate_mu);
 }

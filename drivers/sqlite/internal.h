@@ -187,6 +187,7 @@ struct sq_sched {
   unsigned gate_held;    /* (gate_mu) tokens taken */
   unsigned gate_waiting; /* (gate_mu) hops waiting for one */
   uint64_t gate_grants;  /* (gate_mu) tokens given so far */
+  int gate_from;         /* (gate_mu) the core of the hop that last gave a token up, or -1 */
 };
 /* The runtime's state and its scheduler, with a reference taken for a
  * connection. NULL: out of memory. */
@@ -290,6 +291,8 @@ enum {
   SQ_LOOP_RUNS,         /* statements run on the loop thread */
   SQ_LOOP_OVERRUNS,     /* ... of those tries, sent to the pool when the budget ran out */
   SQ_GATE_WAITS,        /* hops that waited for one of the gate's tokens */
+  SQ_GATE_HANDOVERS,    /* tokens taken from a hop that gave them up, its core known */
+  SQ_GATE_MOVES,        /* ... whose taker moved to that core */
   SQ_SAVEPOINT_CANCELS, /* writes in a savepoint cancelled while running: finished, then rolled back
                          */
   SQ_NSTATS
