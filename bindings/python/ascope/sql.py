@@ -43,6 +43,13 @@ class _Pending(C.OpFuture):
     __iter__ = __await__
 
 
+class _Queued(C.OpFuture):
+    """A statement's result, made while others were in flight: awaited
+    without _Pending's wait (it is not alone), asyncio's own await, in C."""
+
+    __slots__ = ()
+
+
 class Rows(list):
     """The rows of a result: a list of tuples; ``columns`` names their columns."""
 
@@ -369,7 +376,7 @@ class Connection:
         s = C.handle_of(C.scope_for(self._scope))
         p = self._bind(args) if args else None
         rt = self._rt
-        fut = _Pending(loop=rt.loop)
+        fut = (_Queued if rt.statements else _Pending)(loop=rt.loop)
         k = C.register((fut, kind, self))
         rc = sl.ascope_sql_start(s, self._db, how, sql.encode(), p, _sql_cb_c, k, _pop)
         if rc < 0:
