@@ -51,8 +51,13 @@ static bool move_to(int core) {
   CPU_ZERO(&one);
   CPU_SET(core, &one);
   if (sched_setaffinity(0, sizeof one, &one) != 0) return false;
-  if (sched_setaffinity(0, sizeof own, &own) != 0) /* cannot fail: the mask was the thread's */
+  if (sched_setaffinity(0, sizeof own, &own) != 0) {
+    /* The cores allowed changed meanwhile (a cpuset): every core, which
+     * the kernel narrows to those allowed, rather than one for good. */
+    CPU_ZERO(&own);
+    for (int i = 0; i < CPU_SETSIZE; i++) CPU_SET(i, &own);
     sched_setaffinity(0, sizeof own, &own);
+  }
   return true;
 }
 #else
