@@ -93,10 +93,6 @@ void sq_gate_kick(struct sq_sched *s) {
   uv_mutex_unlock(&s->gate_mu);
 }
 
-static bool cut(const struct sq_conn *c) {
-  return c->cur && !c->no_cut && !c->cur->uncut && atomic_load(&c->cur->cancelled);
-}
-
 /* Waits for a token: false when the job was cut meanwhile (no token). A
  * holder passing its token on (after) waits until another hop took one,
  * so that it does not take it straight back. *from: the core of the hop
@@ -106,7 +102,7 @@ static bool take(struct sq_conn *c, uint64_t after, int *from) {
   s->gate_waiting++;
   if (s->gate_held >= s->gate_cap || s->gate_grants == after) SQ_COUNT(c->rts, SQ_GATE_WAITS, 1);
   while (s->gate_held >= s->gate_cap || s->gate_grants == after) {
-    if (cut(c)) {
+    if (sq_cut(c)) {
       s->gate_waiting--;
       return false;
     }

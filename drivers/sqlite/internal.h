@@ -211,6 +211,11 @@ void sq_gate_fini(struct sq_sched *s);
 bool sq_gate(struct sq_conn *c);
 void sq_gate_release(struct sq_conn *c); /* (worker) the hop ends, or waits on a lock */
 void sq_gate_kick(struct sq_sched *s);   /* a job was cancelled: its hop may be waiting */
+/* The job running on c's worker is to stop now: cancelled, and neither a
+ * rollback (no_cut) nor a write inside a savepoint (uncut, stmt.c). */
+static inline bool sq_cut(const struct sq_conn *c) {
+  return c->cur && !c->no_cut && !c->cur->uncut && atomic_load(&c->cur->cancelled);
+}
 
 /* ---- the queue (queue.c) ----------------------------------------------------------- */
 void sq_push(struct sq_conn *c, struct sq_job *j);       /* (mu) held */
@@ -293,8 +298,7 @@ enum {
   SQ_GATE_WAITS,        /* hops that waited for one of the gate's tokens */
   SQ_GATE_HANDOVERS,    /* tokens taken from a hop that gave them up, its core known */
   SQ_GATE_MOVES,        /* ... whose taker moved to that core */
-  SQ_SAVEPOINT_CANCELS, /* writes in a savepoint cancelled while running: finished, then rolled back
-                         */
+  SQ_SAVEPOINT_CANCELS, /* savepoint writes cancelled running: let finish, then rolled back */
   SQ_NSTATS
 };
 extern struct acount sq_stats; /* the process's */

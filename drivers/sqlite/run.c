@@ -120,7 +120,7 @@ int sq_progress_handler(void *ud) {
     c->overran = true; /* read-only: interrupted, nothing is rolled back or seen */
     return 1;
   }
-  if (c->cur && !c->no_cut && !c->cur->uncut && atomic_load(&c->cur->cancelled)) return 1;
+  if (sq_cut(c)) return 1;
   return !sq_gate(c); /* false: cut while it waited for a token */
 }
 
