@@ -511,19 +511,20 @@ class Pool:
         rt.kick()
         return self
 
+    def _open_pool(self) -> int:
+        if not self._p:
+            raise C.make_error(C.ECLOSED, None, None, f"the {self.driver} pool is not open")
+        return self._p
+
     def acquire(self) -> "Connect":
         """``async with pool.acquire() as db``: a connection for the block."""
-        p = self._p
-        if not p:
-            raise C.make_error(C.ECLOSED, None, None, f"the {self.driver} pool is not open")
+        p = self._open_pool()
         return Connect(lambda s, target, options: sl.ascope_use_sql_pool(s, p), self.driver, "",
                        "")
 
     def stat(self, name: str) -> int:
         """A counter of the pool ("size", "idle", "in_use", "waiting", "created", "acquired"…)."""
-        if not self._p:
-            raise C.make_error(C.ECLOSED, None, None, f"the {self.driver} pool is not open")
-        return C.lib.ascope_pool_stat(self._p, name.encode())
+        return C.lib.ascope_pool_stat(self._open_pool(), name.encode())
 
     async def close(self) -> None:
         """Fails the waiters, closes the idle connections, waits for those

@@ -216,6 +216,26 @@ class Postgres(TestCase):
             async with ascope.postgres.connect(PG_DSN) as db:
                 await db.execute(f"DROP TABLE {table}")
 
+    async def test_pool_connection_broken_while_lent_is_not_reused(self):
+        # The release failing: the server ends the connection while a block
+        # holds it. The block's statement fails; the pool discards that
+        # connection instead of lending it again, and the next block gets a
+        # new one. Bad pool options are refused when the pool is made.
+        async with ascope.postgres.create_pool(PG_DSN, max=1) as pool, \
+                ascope.postgres.connect(PG_DSN) as killer:
+            with self.assertRaises(ascope.Error):
+                async with pool.acquire() as db:
+                    pid = await db.fetchval("SELECT pg_backend_pid()")
+                    await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+                    await db.fetchval("SELECT 1")
+            async with pool.acquire() as db:
+                self.assertNotEqual(await db.fetchval("SELECT pg_backend_pid()"), pid)
+            self.assertEqual(pool.stat("discarded"), 1)
+            self.assertEqual(pool.stat("size"), 1)
+        with self.assertRaises(ascope.Error):
+            ascope.postgres.create_pool(PG_DSN, max=0).open()
+        self.assertEqual(self.rt.stat("postgres.connections"), 0)
+
     async def test_pool_failures_connect_refused_waiter_cancelled_close_waits(self):
         # acquire failing: nothing listens there
         with socket.socket() as sk:
