@@ -5,6 +5,7 @@
  * BEGIN modes and locks, a failed COMMIT, SQLite's own rollback. Every
  * outcome is checked against the database file itself, read with plain
  * sqlite3. */
+#include "fault_vfs.h"
 #include "sqlite_support.h"
 
 #include <sqlite3.h>
@@ -197,9 +198,10 @@ struct cut {
   ascope_op *op;
   bool alone;               /* cancel the statement (ascope_op_cancel), not the scope */
   bool stream;              /* the write as a stream (INSERT ... RETURNING) */
+  bool journal_fault;       /* journal reads fail from the cancel to the write's end */
   bool big_ended, too_late; /* the write's last call came; ... before the cancel */
   int big_status, later_status, after_status, read_status;
-  char big_msg[256], later_code[64], read_code[64];
+  char big_msg[256], big_code[64], later_code[64], read_code[64];
 };
 
 static struct cut *cut_of(t_scope *child) {
@@ -231,9 +233,11 @@ static int on_read(ascope *s, int status, ascope_rows *rows, void *ud) {
 static int on_big(ascope *s, int status, ascope_rows *rows, void *ud) {
   struct cut *x = ud;
   if (x->stream && rows) return ASCOPE_CONTINUE; /* a batch: the end is what counts */
+  if (x->journal_fault) t_vfs_fail_journal_reads(false);
   x->big_ended = true;
   x->big_status = status;
   t_copy(x->big_msg, sizeof x->big_msg, ascope_sql_errmsg(x->db));
+  t_copy(x->big_code, sizeof x->big_code, ascope_sql_errcode(x->db));
   if (x->alone) /* the scope goes on: a read alone in the queue, then a write */
     cr_assert_eq(ascope_sql_query(s, x->db, COUNT_ROWS, NULL, on_read, x), 0);
   return x->alone ? 0 : status;
@@ -249,6 +253,7 @@ static void cut_when_running(void *ud) {
     x->too_late = true;
     return;
   }
+  if (x->journal_fault) t_vfs_fail_journal_reads(true);
   if (x->alone)
     ascope_op_cancel(x->op);
   else
@@ -356,6 +361,80 @@ Test(sqlite_tx, a_write_cancelled_alone_refuses_the_rest_of_its_savepoint) {
     cr_assert_eq(x.child.status, 0);
     cr_assert_eq(rows_with("later"), 1);
   }
+}
+
+/* The savepoint's ROLLBACK TO can fail too, and SQLite gives no way to make
+ * it: here every read of the rollback journal fails (an I/O error) from the
+ * cancel until the write's answer. SQLite answers a failed ROLLBACK TO by
+ * rolling the whole transaction back, so the write must fail saying so,
+ * with SQLite's reason; what the parent sends next is refused as lost, its
+ * COMMIT too; and nothing of the transaction reaches the file. With the
+ * default page cache the write spills pages to the file mid-way, reads the
+ * journal to sync it first, and fails by itself: then its own error is the
+ * answer. A cache big enough for the whole write keeps it from spilling. */
+static void big_cache_body(ascope *s, t_scope *t) {
+  cr_assert_eq(
+      ascope_sql_exec(s, ascope_resource(s, 0), "PRAGMA cache_size = -262144", NULL, NULL, NULL),
+      0);
+  cut_body(s, t);
+}
+
+/* Runs the cut with the journal fault; false when the cancel did not find
+ * the write running (then no journal was read, and all must commit). */
+static bool run_journal_fault(struct cut *x, bool spill, int *status) {
+  t_vfs_install();
+  schema();
+  x->journal_fault = true;
+  x->t.body = spill ? cut_body : big_cache_body;
+  ascope *s = ascope_new(T_rt);
+  ascope_use_sqlite(s, db_path(), NULL);
+  ascope_use_sql_tx_at(s, ascope_sqlite(), 0, NULL);
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL);
+  *status = t_run(s, &x->t);
+  if (x->too_late || (x->big_status == ASCOPE_ECANCELED && !strstr(x->big_msg, "while it ran"))) {
+    fprintf(stderr, "note: the cancel did not find the write running\n");
+    cr_assert_eq(*status, 0, "%s", x->t.msg);
+    cr_assert_eq(rows_with("p"), 1);
+    cr_assert_eq(rows_with("after"), 1);
+    return false;
+  }
+  cr_assert_gt(t_vfs_failed_reads(), 0, "the journal was read");
+  cr_assert_eq(x->after_status, ASCOPE_EDRIVER, "the parent's next write is refused");
+  cr_assert_eq(*status, ASCOPE_EDRIVER, "the parent's COMMIT is refused: %s", x->t.msg);
+  cr_assert(strstr(x->t.msg, "rolled the transaction back"), "%s", x->t.msg);
+  cr_assert_eq(rows_with("p") + rows_with("big") + rows_with("after"), 0,
+               "nothing of the transaction is in the file");
+  return true;
+}
+
+static void assert_rollback_failed(struct cut *x) {
+  cr_assert_eq(x->big_status, ASCOPE_ECANCELED, "%s", x->big_msg);
+  cr_assert(strstr(x->big_msg, "rolling its savepoint back failed (disk I/O error), and SQLite "
+                               "rolled the whole transaction back"),
+            "%s", x->big_msg);
+  cr_assert_str_eq(x->big_code, "SQLITE_IOERR_READ");
+}
+
+Test(sqlite_tx, a_savepoint_that_cannot_be_rolled_back_loses_the_transaction) {
+  struct cut x = {0};
+  int status;
+  if (run_journal_fault(&x, false, &status)) assert_rollback_failed(&x);
+}
+
+/* Cancelled after its last spill (a busy machine), the write ends well and
+ * its ROLLBACK TO fails as above. */
+Test(sqlite_tx, a_cancelled_write_that_fails_by_itself_keeps_its_own_error) {
+  struct cut x = {0};
+  int status;
+  if (!run_journal_fault(&x, true, &status)) return;
+  if (x.big_status == ASCOPE_ECANCELED) {
+    fprintf(stderr, "note: the write had spilled for the last time when it was cancelled\n");
+    assert_rollback_failed(&x);
+    return;
+  }
+  cr_assert_eq(x.big_status, ASCOPE_EDRIVER, "%s", x.big_msg);
+  cr_assert_str_eq(x.big_code, "SQLITE_IOERR_READ");
+  cr_assert_str_eq(x.big_msg, "disk I/O error");
 }
 
 static void outer_fails_body(ascope *s, t_scope *t) {

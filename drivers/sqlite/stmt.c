@@ -227,6 +227,11 @@ static void settle_uncut(struct sq_conn *c, struct sq_job *j) {
   j->uncut = false;
   uv_mutex_unlock(&c->mu);
   if (!atomic_load(&j->cancelled)) return;
+  /* The write failed on its own and took the transaction with it (an I/O
+   * error, a full disk): there is no savepoint left to roll back to, and
+   * its own error, not the cancel, is what happened (run.c marks the
+   * transaction lost). */
+  if (j->status != 0 && sqlite3_get_autocommit(c->db)) return;
   unsigned d = c->levels - 1;
   char sql[64];
   snprintf(sql, sizeof sql, "ROLLBACK TO ascope_%u", d);
@@ -234,14 +239,27 @@ static void settle_uncut(struct sq_conn *c, struct sq_job *j) {
   int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
   c->no_cut = false;
   SQ_COUNT(c->rts, SQ_SAVEPOINT_CANCELS, 1);
-  if (rc != SQLITE_OK && sqlite3_get_autocommit(c->db)) {
-    c->tx_lost = true; /* that failure took the transaction with it */
-    sq_fail_lost(j);
+  if (rc == SQLITE_OK) {
+    c->sp_lost = d;
+    sq_fail_msg(j, ASCOPE_ECANCELED, NULL,
+                "cancelled while it ran: the write was let finish, then its savepoint rolled back");
     return;
   }
-  c->sp_lost = d;
-  sq_fail_msg(j, ASCOPE_ECANCELED, NULL,
-              "cancelled while it ran: the write was let finish, then its savepoint rolled back");
+  /* The rollback failed (an I/O error reading the journal, say). SQLite
+   * answers most such failures by rolling the whole transaction back; the
+   * others leave the savepoint where it was, its write in it. Either way
+   * the level is gone, and the message says which, with SQLite's reason. */
+  char msg[256];
+  bool all = sqlite3_get_autocommit(c->db);
+  snprintf(msg, sizeof msg, "cancelled while it ran: rolling its savepoint back failed (%s), %s",
+           sqlite3_errmsg(c->db),
+           all ? "and SQLite rolled the whole transaction back"
+               : "so the savepoint refuses everything until its scope ends");
+  if (all)
+    c->tx_lost = true;
+  else
+    c->sp_lost = d;
+  sq_fail_msg(j, ASCOPE_ECANCELED, sq_code_name(sqlite3_extended_errcode(c->db)), msg);
 }
 
 /* ---- streams ------------------------------------------------------------------------------ */
