@@ -244,6 +244,10 @@ void *ascope_resource_of(ascope *s, size_t index, const ascope_driver *drv) {
   return ascope_resource(s, index);
 }
 
+ascope *ascope_parent(ascope *s) {
+  return s ? s->parent : NULL;
+}
+
 ascope_rt *ascope_scope_rt(ascope *s) {
   return s ? s->rt : NULL;
 }

@@ -69,9 +69,13 @@ struct sql_conn {             /* the real layout of ascope_sql_header */
   const ascope_sql_driver *drv;
   const char *errcode, *errmsg; /* while a failing callback runs */
   struct acount *stats;         /* the runtime's counters; from the first request on */
+  struct ascope_sql_tx *top;    /* the innermost transaction level, open or opening (tx.c) */
 };
 struct sql_conn *sql_conn_of(ascope_sql *db);     /* NULL: not a SQL connection */
 bool sql_driver_ok(const ascope_sql_driver *drv); /* a table this layer can use */
+/* 0, or ASCOPE_EBUSY when c is inside a transaction whose scope does not
+ * hold s (tx.c): a statement from s would run inside another scope's work. */
+int sql_tx_admits(struct sql_conn *c, ascope *s);
 
 /* ---- requests ------------------------------------------------------------- */
 struct ascope_sql_req {

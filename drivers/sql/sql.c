@@ -314,6 +314,8 @@ static int sql_start(ascope *s, ascope_sql *db, int kind, const char *sql,
   struct sql_conn *c = sql_conn_of(db);
   if (s == NULL || c == NULL || sql == NULL) return UV_EINVAL;
   if (p && p->err) return p->err;
+  int busy = sql_tx_admits(c, s);
+  if (busy) return busy;
   ascope_sql_req *req = req_new(ascope_scope_rt(s), c, db, kind, sql, p);
   if (req == NULL) return UV_ENOMEM;
   ascope_op *op = ascope_op_begin(s, &c->drv->base, on_op_cancel, req);

@@ -11,6 +11,16 @@
  * outside its body) but requests with an internal completion; the driver
  * queues them in order with everything else on the connection, so COMMIT
  * always follows the body's last statement.
+ *
+ * A level belongs to its scope. On a connection several scopes share, a
+ * database transaction is the connection's, not the scope's: whatever
+ * another scope sent while it was open would commit or roll back with it,
+ * and two sibling scopes' BEGINs would open one transaction between them
+ * (PostgreSQL only warns about the second), each told it committed what
+ * the other rolled back. So, while a level is open or opening, a new level
+ * must come from within the innermost level's scope (a child's savepoint),
+ * and a statement from within the outermost's; anything else is refused
+ * with ASCOPE_EBUSY before it is queued.
  */
 #include "internal.h"
 
@@ -22,10 +32,12 @@ struct ascope_sql_tx { /* the use's state */
   ascope_res *res;
   ascope_sql *db;
   struct sql_conn *conn;
-  ascope_sql_req *req; /* the BEGIN, COMMIT or ROLLBACK in flight */
-  unsigned depth;      /* open levels below this one: 0 = the outermost */
-  bool open;           /* BEGIN succeeded: the level counts */
-  bool cancelled;      /* the driver was told to cancel req */
+  ascope_sql_req *req;  /* the BEGIN, COMMIT or ROLLBACK in flight */
+  unsigned depth;       /* open levels below this one: 0 = the outermost */
+  ascope *owner;        /* the scope the level belongs to */
+  ascope_sql_tx *outer; /* the level this one is inside of, or NULL */
+  bool open;            /* BEGIN succeeded: the level counts */
+  bool cancelled;       /* the driver was told to cancel req */
 };
 
 ascope_sql *ascope_sql_tx_db(ascope_sql_tx *tx) {
@@ -117,6 +129,25 @@ int ascope_use_sql_tx_at(ascope *s, const ascope_sql_driver *drv, size_t index,
   return rc;
 }
 
+/* ---- whose the connection is ------------------------------------------------------- */
+
+static bool within(ascope *s, ascope *owner) {
+  for (; s != NULL; s = ascope_parent(s))
+    if (s == owner) return true;
+  return false;
+}
+
+int sql_tx_admits(struct sql_conn *c, ascope *s) {
+  ascope_sql_tx *base = c->top;
+  while (base && base->outer) base = base->outer;
+  return base == NULL || within(s, base->owner) ? 0 : ASCOPE_EBUSY;
+}
+
+/* The level leaves the connection's stack: it failed to begin, or ended. */
+static void tx_pop(ascope_sql_tx *tx) {
+  if (tx->conn->top == tx) tx->conn->top = tx->outer;
+}
+
 /* ---- BEGIN ------------------------------------------------------------------------ */
 
 static void begun(ascope_sql_req *req, int status, const char *code, const char *message) {
@@ -126,7 +157,8 @@ static void begun(ascope_sql_req *req, int status, const char *code, const char 
     tx->open = true;
     tx->conn->tx_depth++;
     SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, 1);
-  }
+  } else
+    tx_pop(tx);
   /* A failed BEGIN opened nothing: there is nothing of ours to clean up. */
   ascope_res_done(tx->res, status, code, message);
 }
@@ -140,12 +172,22 @@ static void tx_begin(ascope_res *r, ascope_sql *db, const char *options) {
     ascope_res_done(r, UV_EINVAL, NULL, "the transaction names no held SQL connection");
     return;
   }
-  tx->depth = tx->conn->tx_depth;
-  ascope_sql_req *req = req_new(ascope_res_rt(r), tx->conn, tx->db, ASCOPE_SQL_TX, NULL, NULL);
+  struct sql_conn *c = tx->conn;
+  tx->owner = ascope_res_scope(r);
+  if (c->top && !within(tx->owner, c->top->owner)) {
+    ascope_res_done(r, ASCOPE_EBUSY, NULL,
+                    "the connection is inside another scope's transaction: give concurrent "
+                    "transactions their own connections");
+    return;
+  }
+  tx->outer = c->top;
+  tx->depth = tx->outer ? tx->outer->depth + 1 : 0;
+  ascope_sql_req *req = req_new(ascope_res_rt(r), c, tx->db, ASCOPE_SQL_TX, NULL, NULL);
   if (req == NULL) {
     ascope_res_done(r, UV_ENOMEM, NULL, "out of memory starting a transaction");
     return;
   }
+  c->top = tx;
   req->on_done = begun;
   req->ctx = tx;
   tx->req = req;
@@ -153,6 +195,7 @@ static void tx_begin(ascope_res *r, ascope_sql *db, const char *options) {
   if (rc < 0) {
     tx->req = NULL;
     req_free(req);
+    tx_pop(tx);
     ascope_res_done(r, rc, NULL, rc == UV_EINVAL ? "bad transaction options" : NULL);
   }
 }
@@ -180,6 +223,7 @@ static void ended(ascope_sql_req *req, int status, const char *code, const char 
   tx->req = NULL;
   /* Whatever the answer, the level is closed: a driver whose COMMIT fails
    * rolls back before it answers. */
+  tx_pop(tx);
   if (tx->conn->tx_depth) tx->conn->tx_depth--;
   SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, -1);
   ascope_res_done(tx->res, status, code, message);
@@ -202,6 +246,7 @@ static void tx_release(ascope_res *r, int outcome) {
     }
   }
   if (rc < 0) { /* the connection is gone or going: the transaction goes with it */
+    tx_pop(tx);
     if (tx->conn->tx_depth) tx->conn->tx_depth--;
     SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, -1);
     ascope_res_done(r, rc, NULL, "could not end the transaction");

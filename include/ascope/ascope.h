@@ -87,6 +87,7 @@ typedef void (*ascope_done_fn)(ascope *s, int status, void *ud);
 
 ASCOPE_EXTERN ascope *ascope_new(ascope_rt *rt);    /* a top-level scope, not started */
 ASCOPE_EXTERN ascope *ascope_child(ascope *parent); /* from a running parent's body or callbacks */
+ASCOPE_EXTERN ascope *ascope_parent(ascope *s);     /* the scope s is a child of; NULL: top-level */
 ASCOPE_EXTERN int ascope_use(ascope *s, const struct ascope_driver *drv, const void *arg,
                              const char *options);            /* append a resource */
 ASCOPE_EXTERN int ascope_set_timeout(ascope *s, uint64_t ms); /* deadline from start; 0: none */

@@ -64,7 +64,9 @@ ASCOPE_EXTERN ascope_sql *ascope_sql_resource(ascope *s, size_t index);
  * acquired; when released, COMMIT if the scope's outcome is ok, ROLLBACK
  * otherwise (error, deadline, cancel). While another transaction is open on
  * the connection it becomes SAVEPOINT / RELEASE / ROLLBACK TO. options are
- * the driver's ("begin=immediate" for SQLite); NULL for the default. */
+ * the driver's ("begin=immediate" for SQLite); NULL for the default. A
+ * level is its scope's: while one is open, another must come from within
+ * it (a child's savepoint), or its acquire fails with ASCOPE_EBUSY. */
 ASCOPE_EXTERN int ascope_use_sql_tx(ascope *s, ascope_sql *db, const char *options);
 /* The same on the connection acquired by use number `index` of this very
  * scope (`async with connect() as c, c.transaction():`), of driver drv. */
@@ -128,7 +130,10 @@ ASCOPE_EXTERN const void *ascope_sql_params_bytes(const ascope_sql_params *p, si
  * which ends the operation there. The return value: 0 carries on (the error
  * was handled); negative fails the scope; for a stream's batches also
  * ASCOPE_PAUSE (hold the next batch until ascope_op_resume) and ASCOPE_STOP.
- * A NULL callback: errors fail the scope. rows is valid during the call. */
+ * A NULL callback: errors fail the scope. rows is valid during the call.
+ * The calls below return 0, or a negative code with nothing queued:
+ * ASCOPE_EBUSY when the connection is inside a transaction whose scope does
+ * not hold s (a statement from s would join another scope's transaction). */
 typedef int (*ascope_sql_cb)(ascope *s, int status, ascope_rows *rows, void *ud);
 
 /* One statement, or with no parameters (params NULL or empty) a script of

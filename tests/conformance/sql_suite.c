@@ -1052,6 +1052,118 @@ SQL_TEST(a_nested_transaction_is_a_savepoint_rolled_back_alone) {
   cr_assert_eq(rows_with("g"), 1);
 }
 
+/* ---- a transaction is its scope's: siblings are refused while it is open ---------------- */
+
+/* A database transaction is the connection's: a sibling's BEGIN would join
+ * it (PostgreSQL only warns), and a statement from outside it would commit
+ * or roll back with it. Both are refused with ASCOPE_EBUSY while it is
+ * open; the connection is everyone's again once it ends. Inside, a second
+ * level must come from within the innermost one: two sibling savepoints
+ * would interleave. */
+struct owned {
+  t_scope t, holder, sibling, inner[2];
+  ascope *parent, *holder_scope;
+  ascope_sql *db;
+  int outside_rc, inside_rc, after_rc;
+  bool nested; /* the holder's children try the savepoint case */
+};
+
+static struct owned *the_owned;
+
+static void sibling_body(ascope *s, t_scope *t) {
+  (void)t;
+  insert_text(s, the_owned->db, tx_table(), "sibling", NULL, NULL);
+}
+
+static void inner_body(ascope *s, t_scope *t) {
+  struct owned *o = the_owned;
+  insert_text(s, o->db, tx_table(), t == &o->inner[0] ? "inner" : "inner2", NULL, NULL);
+  if (t != &o->inner[0]) return;
+  /* inner[0]'s savepoint is open: its sibling's is refused; the holder's
+   * own statements, within the outermost level, still go */
+  ascope *k = ascope_child(o->holder_scope);
+  cr_assert_eq(ascope_use_sql_tx(k, o->db, NULL), 0);
+  o->inner[1].body = inner_body;
+  cr_assert_eq(ascope_start(k, t_body, t_done, &o->inner[1]), 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_text(p, "holder", ASCOPE_SQL_NTS);
+  o->inside_rc = ascope_sql_exec(o->holder_scope, o->db,
+                                 sqlf("INSERT INTO %s VALUES ($1)", tx_table()), p, NULL, NULL);
+  ascope_sql_params_free(p);
+}
+
+static void holder_body(ascope *s, t_scope *t) {
+  (void)t;
+  struct owned *o = the_owned;
+  o->holder_scope = s;
+  insert_text(s, o->db, tx_table(), "held", NULL, NULL);
+  ascope *k = ascope_child(o->parent);
+  cr_assert_eq(ascope_use_sql_tx(k, o->db, NULL), 0);
+  o->sibling.body = sibling_body;
+  cr_assert_eq(ascope_start(k, t_body, t_done, &o->sibling), 0);
+  o->outside_rc = ascope_sql_exec(
+      o->parent, o->db, sqlf("INSERT INTO %s VALUES ('outside')", tx_table()), NULL, NULL, NULL);
+  if (!o->nested) return;
+  k = ascope_child(s);
+  cr_assert_eq(ascope_use_sql_tx(k, o->db, NULL), 0);
+  o->inner[0].body = inner_body;
+  cr_assert_eq(ascope_start(k, t_body, t_done, &o->inner[0]), 0);
+}
+
+static void holder_done(ascope *s, int status, void *ud) {
+  t_done(s, status, ud);
+  struct owned *o = the_owned;
+  o->after_rc = ascope_sql_exec(
+      o->parent, o->db, sqlf("INSERT INTO %s VALUES ('after')", tx_table()), NULL, NULL, NULL);
+}
+
+static void owned_body(ascope *s, t_scope *t) {
+  struct owned *o = (struct owned *)t;
+  o->parent = s;
+  o->db = ascope_sql_resource(s, 0);
+  ascope *k = ascope_child(s);
+  cr_assert_eq(ascope_use_sql_tx(k, o->db, NULL), 0);
+  ascope_set_mode(k, ASCOPE_COLLECT_ALL); /* nor its refused child the holder */
+  o->holder.body = holder_body;
+  cr_assert_eq(ascope_start(k, t_body, holder_done, &o->holder), 0);
+}
+
+static void run_owned(struct owned *o) {
+  tx_setup();
+  the_owned = o;
+  o->t.body = owned_body;
+  ascope *s = db_scope(NULL);
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL); /* the refused sibling does not fail the parent */
+  cr_assert_eq(run(s, &o->t), 0, "%s", o->t.msg);
+  cr_assert_eq(o->holder.status, 0, "%s", o->holder.msg);
+  cr_assert_eq(o->sibling.status, ASCOPE_EBUSY);
+  cr_assert_eq(o->sibling.body_calls, 0);
+  cr_assert(strstr(o->sibling.msg, "inside another scope's transaction"), "%s", o->sibling.msg);
+  cr_assert_eq(o->outside_rc, ASCOPE_EBUSY, "a statement from outside the transaction");
+  cr_assert_eq(o->after_rc, 0, "the connection is free once the transaction ended");
+  cr_assert_eq(rows_with("held"), 1);
+  cr_assert_eq(rows_with("sibling") + rows_with("outside"), 0);
+  cr_assert_eq(rows_with("after"), 1);
+  cr_assert_eq(ascope_sql_stat("transactions"), 0);
+}
+
+SQL_TEST(a_transaction_refuses_other_scopes_while_it_is_open) {
+  struct owned o = {0};
+  run_owned(&o);
+}
+
+SQL_TEST(a_savepoint_refuses_its_siblings_not_its_transaction) {
+  struct owned o = {.nested = true};
+  run_owned(&o);
+  cr_assert_eq(o.inner[0].status, 0, "%s", o.inner[0].msg);
+  cr_assert_eq(o.inner[1].status, ASCOPE_EBUSY);
+  cr_assert_eq(o.inner[1].body_calls, 0);
+  cr_assert_eq(o.inside_rc, 0, "the holder's own statement, inside its savepoint's child");
+  cr_assert_eq(rows_with("inner"), 1);
+  cr_assert_eq(rows_with("inner2"), 0);
+  cr_assert_eq(rows_with("holder"), 1);
+}
+
 /* ==== constraint errors ======================================================================= */
 
 struct uniq {

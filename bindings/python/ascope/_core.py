@@ -65,6 +65,16 @@ def _report(exc: BaseException, what: str) -> None:
         traceback.print_exception(exc)
 
 
+def cstr(s: str, what: str) -> bytes:
+    """s as a C string. C reads up to the first NUL: a str holding one would
+    name another file, run another statement or fetch another URL, so it is
+    refused, as Python's own open() does."""
+    b = s.encode()
+    if b"\0" in b:
+        raise ValueError(f"{what}: embedded null character")
+    return b
+
+
 # ---- errors -------------------------------------------------------------------
 def _s(b: Optional[bytes]) -> Optional[str]:
     return b.decode("utf-8", "replace") if b is not None else None
@@ -86,8 +96,10 @@ def make_error(status: int, driver: Optional[str] = None, code: Optional[str] = 
     if driver in ("postgres", "sqlite") or (driver and extra.pop("sql", False)):
         if status == ECANCELED:
             cls = E.Cancelled
-        elif status == ECLOSED and code and code.startswith("08"):
-            cls = E.SQLConnectionError
+        elif status == ECLOSED:
+            cls = E.ConnectionClosed
+        elif status == ETIMEDOUT:
+            cls = E.ConnectTimeout if code and code.startswith("08") else E.TimeoutError
         else:
             cls = E.sql_class(code, message)
     elif driver == "http":

@@ -18,7 +18,7 @@ __all__ = [
     "UniqueViolation", "ForeignKeyViolation", "NotNullViolation", "CheckViolation",
     "ProgrammingError", "UndefinedTable", "UndefinedColumn", "SyntaxError", "DataError",
     "OperationalError", "QueryCanceled", "SerializationFailure", "DeadlockDetected",
-    "SQLConnectionError", "HTTPError", "HTTPStatusError", "HTTPTimeout", "HTTPTooLarge",
+    "SQLConnectionError", "ConnectionClosed", "ConnectTimeout", "HTTPError", "HTTPStatusError", "HTTPTimeout", "HTTPTooLarge",
     "HTTPConnectionError", "FileError",
 ]
 
@@ -133,6 +133,14 @@ class SQLConnectionError(SQLError, ConnectionError):
     """The connection could not be made or was lost (SQLSTATE class 08, SQLITE_CANTOPEN)."""
 
 
+class ConnectionClosed(SQLConnectionError, ClosedError):
+    """The connection is closed: lost, or closing (ASCOPE_ECLOSED from a SQL driver)."""
+
+
+class ConnectTimeout(SQLConnectionError, TimeoutError):
+    """Connecting took longer than the driver's ``connect_timeout`` (ETIMEDOUT, SQLSTATE 08xxx)."""
+
+
 class HTTPError(Error):
     """An HTTP request failed; ``code`` is libcurl's CURLcode name or the HTTP status."""
 
@@ -170,6 +178,8 @@ _PG_CODES = {
     "23514": CheckViolation, "42601": SyntaxError, "42P01": UndefinedTable,
     "42703": UndefinedColumn, "57014": QueryCanceled, "40001": SerializationFailure,
     "40P01": DeadlockDetected,
+    # the server ends the connection (pg_terminate_backend, a shutdown)
+    "57P01": SQLConnectionError, "57P02": SQLConnectionError, "57P03": SQLConnectionError,
 }
 _PG_CLASSES = {"23": IntegrityError, "42": ProgrammingError, "22": DataError, "08": SQLConnectionError,
                "53": OperationalError, "55": OperationalError, "57": OperationalError,

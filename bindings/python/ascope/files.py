@@ -298,7 +298,7 @@ class File(C.ScopeCM):
 
     def _uses(self, s: int) -> None:
         self._index = C.lib.ascope_use_count(s)
-        rc = fl.ascope_use_file(s, self.path.encode(), self.mode.encode())
+        rc = fl.ascope_use_file(s, C.cstr(self.path, "path"), C.cstr(self.mode, "mode"))
         if rc < 0:
             raise _file_error(self, rc, f"open({self.mode!r})")
 

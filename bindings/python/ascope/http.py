@@ -238,16 +238,21 @@ class _Request:
         self._resp: Optional[Response] = None
 
     def _new(self) -> int:
-        q = hl.ascope_http_req_new(self._session._h, self._method.encode(), self._url.encode())
+        q = hl.ascope_http_req_new(self._session._h, C.cstr(self._method, "method"),
+                                   C.cstr(self._url, "url"))
         if not q:
             raise C.make_error(C.EINVAL, "http", None, f"bad request {self._method} {self._url}")
         try:
             for k, v in (self._headers or {}).items():
-                C.check(hl.ascope_http_req_header(q, k.encode(), str(v).encode()), "header")
+                v = str(v)
+                if any(ch in k or ch in v for ch in "\r\n"):  # as http.client: no header splitting
+                    raise ValueError(f"header {k!r}: CR or LF in a header")
+                C.check(hl.ascope_http_req_header(q, C.cstr(k, "header"), C.cstr(v, "header")),
+                        "header")
             if self._data is not None:
                 C.check(hl.ascope_http_req_body(q, self._data, len(self._data)), "body")
             if self._options:
-                C.check(hl.ascope_http_req_setopt(q, self._options.encode()), "options")
+                C.check(hl.ascope_http_req_setopt(q, C.cstr(self._options, "options")), "options")
         except BaseException:
             hl.ascope_http_req_free(q)
             raise
@@ -360,7 +365,7 @@ class Session(C.ScopeCM):
 
     def _uses(self, s: int) -> None:
         self._index = C.lib.ascope_use_count(s)
-        C.check(hl.ascope_use_http(s, self._options.encode() or None), "http session")
+        C.check(hl.ascope_use_http(s, C.cstr(self._options, "options") or None), "http session")
 
     def _on_body(self, sc: C.Scope) -> None:
         self._h = C.lib.ascope_resource(sc.s, self._index)

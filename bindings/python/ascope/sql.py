@@ -19,10 +19,16 @@ _SQL_EXEC, _SQL_QUERY = 1, 2  # ascope_sql_start's kinds
 # to the database in groups of this many as they are made, so it works on
 # one group while Python makes the next, rather than all at the end.
 _FLUSH_EVERY = 64
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _len = ctypes.c_size_t()
 _plen = ctypes.byref(_len)
 _op = ctypes.c_void_p()
 _pop = ctypes.byref(_op)
+
+
+_NOT_OURS = ("the connection is inside another task's transaction: its statements would "
+             "commit or roll back with it; give concurrent transactions their own connections "
+             "(a pool)")
 
 
 class _Pending(C.OpFuture):
@@ -56,17 +62,28 @@ class Rows(list):
     columns: Tuple[str, ...] = ()
 
 
-class ExecResult:
-    """What :meth:`Connection.execute` returns: rows changed and the last rowid."""
+class ExecResult(Tuple[int, int]):
+    """What :meth:`Connection.execute` returns: ``(changes, last_id)``, rows
+    changed and the last rowid, a tuple with those names."""
 
-    __slots__ = ("changes", "last_id")
+    __slots__ = ()
 
-    def __init__(self, changes: int, last_id: int) -> None:
-        self.changes = changes
-        self.last_id = last_id
+    def __new__(cls, changes: int, last_id: int) -> "ExecResult":
+        return tuple.__new__(cls, (changes, last_id))
+
+    @property
+    def changes(self) -> int:
+        return self[0]
+
+    @property
+    def last_id(self) -> int:
+        return self[1]
 
     def __repr__(self) -> str:
-        return f"ExecResult(changes={self.changes}, last_id={self.last_id})"
+        return f"ExecResult(changes={self[0]}, last_id={self[1]})"
+
+
+_exec_result = tuple.__new__  # with ExecResult: the same, without a Python-level __new__
 
 
 def _value(r: int, i: int, j: int) -> Any:
@@ -123,7 +140,8 @@ def _sql_cb(s: int, status: int, r: int, ud: int) -> int:
             else:
                 fut.set_result(None)
         else:
-            fut.set_result(ExecResult(sl.ascope_rows_changes(r), sl.ascope_rows_last_id(r)))
+            fut.set_result(_exec_result(ExecResult, (sl.ascope_rows_changes(r),
+                                                    sl.ascope_rows_last_id(r))))
     except BaseException as e:
         C._report(e, "a SQL callback")
     return 0  # handled: a statement's error is the awaiting task's, not the scope's
@@ -195,7 +213,7 @@ class Cursor:
         s = C.handle_of(sc)
         p = conn._bind(self._args)
         self._key = C.register(weakref.ref(self))
-        rc = sl.ascope_sql_stream(s, conn._db, self._sql.encode(), p, _stream_cb_c, self._key,
+        rc = sl.ascope_sql_stream(s, conn._db, C.cstr(self._sql, "sql"), p, _stream_cb_c, self._key,
                                   ctypes.byref(self._op))
         if rc < 0:
             del C._objs[self._key]
@@ -292,7 +310,7 @@ class Transaction(C.ScopeCM):
         db = self._conn._db
         if not db or self._conn._scope.live_handle() is None:
             raise C.make_error(C.ECLOSED, message="the connection is closed")
-        C.check(sl.ascope_use_sql_tx(s, db, self._options.encode() if self._options else None),
+        C.check(sl.ascope_use_sql_tx(s, db, C.cstr(self._options, "options") if self._options else None),
                 "transaction")
 
     def _value(self) -> "Transaction":
@@ -340,6 +358,8 @@ class Connection:
 
     def _error(self, status: int) -> BaseException:
         code = msg = None
+        if status == C.EBUSY:  # refused before it was queued: the connection is not ours now
+            return C.make_error(status, self.driver, None, _NOT_OURS, sql=True)
         if self._db and status != C.ECANCELED:
             code = C._s(sl.ascope_sql_errcode(self._db))
             msg = C._s(sl.ascope_sql_errmsg(self._db))
@@ -356,6 +376,9 @@ class Connection:
             elif a is True or a is False:
                 rc = sl.ascope_sql_params_add_bool(p, int(a))
             elif isinstance(a, int):
+                if not _INT64_MIN <= a <= _INT64_MAX:  # ctypes would wrap it silently
+                    raise OverflowError(f"{a} does not fit a 64-bit integer parameter; pass it "
+                                        "as a str (PostgreSQL reads it as numeric)")
                 rc = sl.ascope_sql_params_add_int64(p, a)
             elif isinstance(a, float):
                 rc = sl.ascope_sql_params_add_double(p, a)
@@ -373,12 +396,15 @@ class Connection:
         # Called, not awaited: the statement is queued in C before the
         # caller first awaits, so statements from one task or many keep the
         # order of the calls.
+        b = sql.encode()
+        if b"\0" in b:  # C.cstr, inline: this is every statement's path
+            raise ValueError("sql: embedded null character")
         s = C.handle_of(C.scope_for(self._scope))
         p = self._bind(args) if args else None
         rt = self._rt
         fut = (_Queued if rt.statements else _Pending)(loop=rt.loop)
         k = C.register((fut, kind, self))
-        rc = sl.ascope_sql_start(s, self._db, how, sql.encode(), p, _sql_cb_c, k, _pop)
+        rc = sl.ascope_sql_start(s, self._db, how, b, p, _sql_cb_c, k, _pop)
         if rc < 0:
             del C._objs[k]
             raise self._error(rc)
@@ -450,7 +476,8 @@ class Connect(C.ScopeCM):
     def _uses(self, s: int) -> None:
         from . import _core
         self._index = _core.lib.ascope_use_count(s)
-        C.check(self._use(s, self._target.encode(), self._options.encode() or None), "connect")
+        C.check(self._use(s, C.cstr(self._target, "target"), C.cstr(self._options, "options") or None),
+                "connect")
 
     def _on_body(self, sc: C.Scope) -> None:
         self._conn._db = sl.ascope_sql_resource(sc.s, self._index)
@@ -502,8 +529,8 @@ class Pool:
             return self
         rt = C.runtime()
         drv = getattr(_lib.driver(self.driver), f"ascope_{self.driver}")()
-        p = sl.ascope_sql_pool_new(rt.rt, drv, self._target.encode(),
-                                   self._options.encode() or None)
+        p = sl.ascope_sql_pool_new(rt.rt, drv, C.cstr(self._target, "target"),
+                                   C.cstr(self._options, "options") or None)
         if not p:
             raise C.make_error(C.EINVAL, self.driver, None,
                                f"cannot make a pool with options {self._options!r}")

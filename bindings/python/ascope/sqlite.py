@@ -1,7 +1,8 @@
 """SQLite: ``async with ascope.sqlite.connect(path) as db``."""
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Union
 
 from . import _lib
 from .sql import Connect, Connection, Pool, _opts, _pool_options
@@ -9,7 +10,7 @@ from .sql import Connect, Connection, Pool, _opts, _pool_options
 __all__ = ["connect", "create_pool", "Connection", "Pool"]
 
 
-def connect(path: str, **options: Any) -> Connect:
+def connect(path: Union[str, "os.PathLike[str]"], **options: Any) -> Connect:
     """A connection to the SQLite database at path, for one ``async with``.
 
     options are the driver's (docs/drivers/sqlite.md): ``mode="rwc"|"rw"|"ro"|"memory"``,
@@ -17,14 +18,15 @@ def connect(path: str, **options: Any) -> Connect:
     ``foreign_keys=True``, ``synchronous="normal"``.
     """
     lib = _lib.driver("sqlite")
+    path = os.fspath(path)
     if path == ":memory:" and "mode" not in options:
         options["mode"] = "memory"
     return Connect(lib.ascope_use_sqlite, "sqlite", path, _opts(options))
 
 
-def create_pool(path: str, **options: Any) -> Pool:
+def create_pool(path: Union[str, "os.PathLike[str]"], **options: Any) -> Pool:
     """A pool of connections to the SQLite database at path (see Pool):
     options are the pool's (``min``, ``max``, ``acquire_timeout``…) and the
     connection's, as for connect."""
     _lib.driver("sqlite")
-    return Pool("sqlite", path, _pool_options(options))
+    return Pool("sqlite", os.fspath(path), _pool_options(options))

@@ -31,6 +31,40 @@ def fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+async def check_transaction_owns_connection(test: unittest.TestCase, db) -> None:
+    """A transaction is the connection's: another task's BEGIN would join it
+    and its statements would roll back with it. Both are refused while it
+    is open; the connection is free again once it ends. db has an empty
+    table ``own (v int)``."""
+    inside, go = asyncio.Event(), asyncio.Event()
+
+    async def holder():
+        with test.assertRaises(ValueError):
+            async with db.transaction():
+                await db.execute("INSERT INTO own VALUES (1)")
+                inside.set()
+                await go.wait()
+                raise ValueError("rolled back")
+
+    async def others():
+        await inside.wait()
+        try:
+            with test.assertRaises(ascope.Error) as tx:
+                async with db.transaction():
+                    test.fail("a second transaction on the connection began")
+            test.assertEqual(tx.exception.name, "ASCOPE_EBUSY")
+            with test.assertRaises(ascope.SQLError) as st:
+                await db.execute("INSERT INTO own VALUES (2)")
+            test.assertEqual(st.exception.name, "ASCOPE_EBUSY")
+            test.assertIn("another task's transaction", str(st.exception))
+        finally:
+            go.set()
+
+    await asyncio.gather(holder(), others())
+    await db.execute("INSERT INTO own VALUES (3)")
+    test.assertEqual(await db.fetch("SELECT v FROM own"), [(3,)])
+
+
 class TestCase(unittest.IsolatedAsyncioTestCase):
     """Runs each test on the loop ASCOPE_TEST_LOOP names: asyncio's or uvloop."""
 

@@ -1,17 +1,21 @@
 """examples/python/tour.py runs to its end and says what the docs say it
-says: run in a process of its own, as a user runs it, with the environment
-these tests have (the servers' addresses, the library path)."""
+says, and the tour in docs/bindings/python.md runs as it is written: each
+in a process of its own, as a user runs it, with the environment these
+tests have (the servers' addresses, the library path)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import unittest
 
 from support import HTTP_URL, LOOP, PG_DSN
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 TOUR = os.path.join(ROOT, "examples", "python", "tour.py")
+GUIDE = os.path.join(ROOT, "docs", "bindings", "python.md")
 
 
 @unittest.skipIf(LOOP != "asyncio", "the tour runs on asyncio's own loop; once is enough")
@@ -45,6 +49,21 @@ class TestTour(unittest.TestCase):
         self.assertIn("64 answers, sum 4032", out)
         self.assertIn("GET static/1k.bin: 200, 1024 bytes", out)
         self.assertIn("streamed static/1m.bin: 1048576 bytes", out)
+
+
+@unittest.skipIf(LOOP != "asyncio", "the guide's tour runs on asyncio's own loop")
+@unittest.skipUnless(PG_DSN and HTTP_URL, "the servers are not up (scripts/test starts them)")
+class TestGuide(unittest.TestCase):
+    def test_the_guides_tour_runs_as_written(self) -> None:
+        with open(GUIDE) as f:
+            code = re.search(r"## The tour, in Python.*?```python\n(.*?)```", f.read(), re.S).group(1)
+        with tempfile.TemporaryDirectory() as d:
+            p = subprocess.run([sys.executable, "-c", code], cwd=d, capture_output=True, text=True,
+                               timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stderr, "")
+            with open(os.path.join(d, "report.txt")) as f:
+                self.assertEqual(f.read(), "2 rows\n")
 
 
 if __name__ == "__main__":

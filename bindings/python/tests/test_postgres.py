@@ -5,7 +5,7 @@ import socket
 import unittest
 
 import ascope
-from support import PG_DSN, TestCase, need_pg
+from support import PG_DSN, TestCase, check_transaction_owns_connection, need_pg
 
 
 _tags = itertools.count()
@@ -94,6 +94,48 @@ class Postgres(TestCase):
             async with ascope.postgres.connect(f"host=127.0.0.1 port={port} dbname=x user=x"):
                 self.fail("connected")
         self.assertEqual((cm.exception.driver, cm.exception.code), ("postgres", "08001"))
+
+    async def test_connect_timeout_is_a_timeout_and_a_connection_error(self):
+        with socket.socket() as mute:  # accepts in the kernel's backlog, never answers
+            mute.bind(("127.0.0.1", 0))
+            mute.listen(1)
+            port = mute.getsockname()[1]
+            with self.assertRaises(ascope.ConnectTimeout) as cm:
+                async with ascope.postgres.connect(f"host=127.0.0.1 port={port} dbname=x user=x",
+                                                   connect_timeout=200):
+                    self.fail("connected")
+        self.assertIsInstance(cm.exception, TimeoutError)
+        self.assertIsInstance(cm.exception, ascope.SQLConnectionError)
+        self.assertEqual(cm.exception.name, "ETIMEDOUT")
+
+    async def test_a_connection_lost_outside_a_transaction_is_connection_closed(self):
+        async with ascope.postgres.connect(PG_DSN) as killer, \
+                ascope.postgres.connect(PG_DSN) as db:
+            pid = await db.fetchval("SELECT pg_backend_pid()")
+            await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+            with self.assertRaises(ascope.SQLConnectionError) as cm:
+                while True:  # the next statement, or the one after, finds it gone
+                    await db.fetchval("SELECT 1")
+            self.assertIsInstance(cm.exception, ConnectionError)  # 57P01, or closed
+            with self.assertRaises(ascope.ConnectionClosed) as cm:
+                await db.fetchval("SELECT 1")
+            self.assertIsInstance(cm.exception, ascope.ClosedError)
+
+    async def test_bad_arguments_are_refused_before_anything_is_sent(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            with self.assertRaises(OverflowError):
+                db.fetchval("SELECT $1::numeric", 2**64 + 5)
+            with self.assertRaises(OverflowError):
+                db.fetchval("SELECT $1::int8", -(2**63) - 1)
+            self.assertEqual(await db.fetchval("SELECT $1::int8", 2**63 - 1), 2**63 - 1)
+            self.assertEqual(await db.fetchval("SELECT $1::numeric", str(2**64 + 5)), str(2**64 + 5))
+            with self.assertRaises(ValueError):
+                db.fetchval("SELECT 1\x00 + 1")
+            self.assertEqual(await db.fetchval("SELECT 1 + 1"), 2, "the connection goes on")
+        with self.assertRaises(ValueError):
+            async with ascope.postgres.connect(PG_DSN + "\x00 dbname=other"):
+                self.fail("connected")
+        self.assertEqual(self.rt.stat("postgres.connections"), 0)
 
     async def test_bad_sql_and_constraint_violation(self):
         async with ascope.postgres.connect(PG_DSN) as db:
@@ -298,6 +340,11 @@ class Postgres(TestCase):
                     pass
                 await db.execute("INSERT INTO t VALUES (3)")
             self.assertEqual([r[0] for r in await db.fetch("SELECT v FROM t ORDER BY v")], [1, 3])
+
+    async def test_a_transaction_keeps_other_tasks_off_its_connection(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            await db.execute("CREATE TEMP TABLE own (v int)")
+            await check_transaction_owns_connection(self, db)
 
     async def test_cursor(self):
         async with ascope.postgres.connect(PG_DSN, batch=100) as db:

@@ -1,11 +1,12 @@
 import asyncio
 import gc
 import os
+import pathlib
 import tempfile
 import unittest
 
 import ascope
-from support import TestCase, fds, rss_kib
+from support import TestCase, check_transaction_owns_connection, fds, rss_kib
 from ascope import _core
 
 COUNT = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c"
@@ -214,6 +215,32 @@ class SQLite(TestCase):
             async with ascope.sqlite.connect(os.path.join(self.path, "no", "such.db"), mode="rw"):
                 self.fail("acquired")
         self.assertEqual(cm.exception.driver, "sqlite")
+
+    async def test_bad_input_is_refused_and_loses_nothing(self):
+        path = pathlib.Path(self.path)
+        async with ascope.sqlite.connect(path) as db:  # a path-like object will do
+            await db.execute("CREATE TABLE t (v INTEGER)")
+            with self.assertRaises(OverflowError):
+                db.execute("INSERT INTO t VALUES ($1)", 2**64 + 5)
+            with self.assertRaises(ValueError):
+                db.execute("INSERT INTO t VALUES (1)\x00; DROP TABLE t")
+            changes, last_id = await db.execute("INSERT INTO t VALUES ($1)", 2**63 - 1)
+            self.assertEqual((changes, last_id), (1, 1))
+            self.assertEqual(await db.fetch("SELECT v FROM t"), [(2**63 - 1,)])
+        for bad in (self.path + "\x00.other", ":memory:\x00"):
+            with self.assertRaises(ValueError):
+                async with ascope.sqlite.connect(bad):
+                    self.fail("opened")
+        self.assertEqual(sorted(os.listdir(self.dir.name)), ["t.db"])
+        with self.assertRaises(ValueError):
+            async with ascope.open(os.path.join(self.dir.name, "a\x00b"), "w"):
+                self.fail("opened")
+        self.assertEqual(self.rt.stat("sqlite.connections"), 0)
+
+    async def test_a_transaction_keeps_other_tasks_off_its_connection(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            await db.execute("CREATE TABLE own (v INTEGER)")
+            await check_transaction_owns_connection(self, db)
 
     async def test_many_inserts_in_one_transaction(self):
         async with ascope.sqlite.connect(self.path) as db:
