@@ -1,6 +1,7 @@
 """Scopes of your own, locks and semaphores: ascope's, for ascope's scopes."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 from . import _core as C
@@ -15,12 +16,54 @@ class Scope(C.ScopeCM):
     (statements on a connection, requests of a session) belongs to it: when
     the block is cancelled or times out, that work alone is cancelled, and
     the enclosing connection or session carries on. ``timeout`` (seconds)
-    is ascope's own deadline for the block (asyncio.timeout works as well).
+    is the block's deadline, as ``asyncio.timeout``'s: ascope's work in it is
+    cancelled in C, the task is cancelled wherever it awaits, and
+    ``ascope.TimeoutError`` (a ``TimeoutError``) leaves the block once
+    everything in it was released.
     """
 
     def __init__(self, timeout: Optional[float] = None, name: Optional[str] = None) -> None:
         self._timeout = timeout
         self._name = name
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._task: Optional["asyncio.Task[Any]"] = None
+        self._expired = False
+        self._cancelling = 0
+
+    async def __aenter__(self) -> Any:
+        value = await super().__aenter__()
+        if self._timeout is not None:
+            # ascope's deadline cuts its operations short in C; this one
+            # reaches whatever else the block awaits (asyncio.sleep, a queue).
+            self._task = asyncio.current_task()
+            self._cancelling = getattr(self._task, "cancelling", lambda: 0)()
+            self._expired = False
+            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+        return value
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def __aexit__(self, et, exc, tb) -> bool:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        # The cancellation is ours (as asyncio.timeout counts it) unless
+        # another came too: then it goes on as a CancelledError.
+        ours = self._expired and et is not None and issubclass(et, asyncio.CancelledError)
+        uncancel = getattr(self._task, "uncancel", None)
+        if self._expired and uncancel is not None and uncancel() > self._cancelling:
+            ours = False
+        await super().__aexit__(et, exc, tb)
+        if not ours:
+            return False
+        errors = self._scope.errors if self._scope is not None else []
+        if errors and errors[0].status == C.ETIMEDOUT:
+            raise errors[0] from exc
+        ms = max(1, int(self._timeout * 1000)) if self._timeout is not None else 0
+        raise C.make_error(C.ETIMEDOUT, message=f"the scope's deadline of {ms} ms passed") from exc
 
     def _uses(self, s: int) -> None:
         if self._timeout is not None:

@@ -88,6 +88,31 @@ class Scopes(TestCase):
                     await db.fetchval("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                                       "SELECT count(*) FROM c")
 
+    async def test_a_scope_deadline_reaches_any_await_in_its_block(self):
+        # As asyncio.timeout's: not only ascope's work, an asyncio.sleep too.
+        t0 = asyncio.get_running_loop().time()
+        with self.assertRaises(ascope.TimeoutError) as cm:
+            async with ascope.scope(timeout=0.05):
+                await asyncio.sleep(30)
+        self.assertLess(asyncio.get_running_loop().time() - t0, 10)
+        self.assertIsInstance(cm.exception, TimeoutError)
+        self.assertIsInstance(cm.exception.__cause__, asyncio.CancelledError)
+        self.assertEqual(asyncio.current_task().cancelling(), 0, "the cancellation was taken back")
+        async with ascope.scope(timeout=30):  # a block that ends in time: nothing raised
+            await asyncio.sleep(0)
+
+        async def cancelled_from_outside():
+            async with ascope.scope(timeout=30):
+                started.set()
+                await asyncio.sleep(30)
+
+        started = asyncio.Event()
+        task = asyncio.ensure_future(cancelled_from_outside())
+        await started.wait()
+        task.cancel()
+        with self.assertRaises(asyncio.CancelledError):  # not a TimeoutError: not ours
+            await task
+
     async def test_an_idle_runtime_lets_the_loop_sleep(self):
         # Once nothing is pending, libuv says "do not block" (its timeout 0)
         # only because nothing keeps it alive: running it again at once, each
