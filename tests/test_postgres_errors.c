@@ -263,6 +263,64 @@ Test(postgres_errors, rows_live_counts_the_result_objects) {
   cr_assert_eq(ascope_sql_stat("rows_live"), 0, "freed with its request");
 }
 
+/* ---- the values must match the statement's parameters ------------------------------------- */
+
+/* Counted as PostgreSQL counts them: the highest $N outside what can hide
+ * one (a string, a quoted name, a comment, a function's $$ body). A
+ * mismatch fails the statement before it is sent; the connection goes on. */
+static const struct {
+  const char *sql;
+  int given;       /* int parameters, 1, 2… */
+  const char *msg; /* NULL: it runs and returns the first value */
+} counted[] = {
+    {"SELECT $1::int", 1, NULL},
+    {"SELECT $1::int + 0 * length('$2') /* $3 */ -- $4\n", 1, NULL},
+    {"SELECT $1::int + 0 * length($tag$ $2 $tag$) + 0 * length(E'\\' $5')", 1, NULL},
+    {"SELECT $1::int AS \"$2\"", 1, NULL},
+    {"SELECT $2::int - $2::int + $1::int", 2, NULL},
+    {"SELECT $2::int", 1, "the statement takes 2 parameters ($1 to $2), 1 given"},
+    {"SELECT $1::int", 2, "the statement takes 1 parameter ($1 to $1), 2 given"},
+    {"SELECT 1", 1, "the statement takes no parameters, 1 given"},
+    {"SELECT $10::int", 9, "the statement takes 10 parameters ($1 to $10), 9 given"},
+};
+#define NCOUNTED (sizeof counted / sizeof counted[0])
+
+struct count {
+  t_scope t;
+  t_cb cb[NCOUNTED], after;
+};
+
+static void count_body(ascope *s, t_scope *t) {
+  struct count *c = (struct count *)t;
+  ascope_sql *db = ascope_resource(s, 0);
+  for (size_t i = 0; i < NCOUNTED; i++) {
+    ascope_sql_params *p = ascope_sql_params_new();
+    for (int k = 1; k <= counted[i].given; k++) ascope_sql_params_add_int64(p, k);
+    c->cb[i].db = db;
+    cr_assert_eq(ascope_sql_query(s, db, counted[i].sql, p, t_cb_fn, &c->cb[i]), 0);
+    ascope_sql_params_free(p);
+  }
+  ascope_sql_query(s, db, "SELECT 7", NULL, t_cb_fn, &c->after);
+}
+
+Test(postgres_errors, the_values_must_match_the_statements_parameters) {
+  struct count c = {.t.body = count_body};
+  cr_assert_eq(t_run_db(&c.t, NULL), 0, "the callbacks handled the errors: %s", c.t.msg);
+  for (size_t i = 0; i < NCOUNTED; i++) {
+    cr_assert_eq(c.cb[i].calls, 1);
+    if (counted[i].msg == NULL) {
+      cr_assert_eq(c.cb[i].status, 0, "%s: %s", counted[i].sql, c.cb[i].msg);
+      cr_assert_eq(c.cb[i].first, 1, "%s", counted[i].sql);
+      continue;
+    }
+    cr_assert_eq(c.cb[i].status, ASCOPE_EDRIVER, "%s", counted[i].sql);
+    cr_assert_str_eq(c.cb[i].code, "07001");
+    cr_assert_str_eq(c.cb[i].msg, counted[i].msg);
+  }
+  cr_assert_eq(c.after.status, 0, "the connection goes on");
+  cr_assert_eq(c.after.first, 7);
+}
+
 /* ---- nothing on the host's stderr ------------------------------------------------------------ */
 
 /* A backend terminated while its connection is idle sends a FATAL notice

@@ -368,6 +368,7 @@ bool pg_tx_follow_up(struct pg_conn *c, struct pg_req *r);
 /* ---- SQL text (lex.c) ----------------------------------------------------------------------- */
 bool pg_sql_is_script(const char *sql); /* more than one statement */
 bool pg_sql_is_copy(const char *sql);   /* a COPY statement */
+int pg_sql_params(const char *sql);     /* the parameters it takes: its highest $N */
 
 /* ---- counters: "postgres.<name>" per runtime, ascope_postgres_stat for the process -------------
  */

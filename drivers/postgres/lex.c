@@ -102,6 +102,31 @@ bool pg_sql_is_script(const char *sql) {
   return false;
 }
 
+/* The parameters a statement takes: its highest $N outside strings,
+ * quoted identifiers, comments and dollar-quoted bodies (a function's body
+ * may use $1 of its own). PostgreSQL counts them so too: $3 alone makes
+ * three. A $ inside a name (a$1) is part of the name. */
+int pg_sql_params(const char *sql) {
+  int max = 0;
+  for (const char *s = sql; *s;) {
+    const char *t = skip_token(s, sql);
+    if (t != s && *s != '$') {
+      s = t;
+      continue;
+    }
+    bool in_name = s > sql && (isalnum((unsigned char)s[-1]) || s[-1] == '_' || s[-1] == '$');
+    if (*s == '$' && isdigit((unsigned char)s[1]) && !in_name) {
+      long n = 0;
+      for (s++; isdigit((unsigned char)*s); s++)
+        if (n < 65536) n = n * 10 + (*s - '0');
+      if (n > max) max = n > 65535 ? 65535 : (int)n;
+      continue;
+    }
+    s = t != s ? t : s + 1;
+  }
+  return max;
+}
+
 bool pg_sql_is_copy(const char *sql) {
   const char *s = sql;
   for (;;) { /* past blanks and comments */

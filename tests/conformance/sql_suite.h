@@ -42,8 +42,9 @@
  * Without it, it is 0 (the database has none: use RETURNING). */
 #define ASCOPE_SQL_SUITE_LAST_ID 8u
 /* A statement given more parameters than it has placeholders runs, the
- * extra values unused (PostgreSQL: they are declared, with their types).
- * Without it, that is an error, as too few always are. */
+ * extra values unused (a driver that declares every value with its type
+ * may let that through). Without it, that is an error, as too few always
+ * are; both of the project's drivers refuse it. */
 #define ASCOPE_SQL_SUITE_EXTRA_PARAMS_RUN 16u
 
 /* The database's own codes (ascope_sql_errcode) for the errors the suite

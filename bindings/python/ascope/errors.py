@@ -181,7 +181,7 @@ _PG_CODES = {
     # the server ends the connection (pg_terminate_backend, a shutdown)
     "57P01": SQLConnectionError, "57P02": SQLConnectionError, "57P03": SQLConnectionError,
 }
-_PG_CLASSES = {"23": IntegrityError, "42": ProgrammingError, "22": DataError, "08": SQLConnectionError,
+_PG_CLASSES = {"23": IntegrityError, "42": ProgrammingError, "07": ProgrammingError, "22": DataError, "08": SQLConnectionError,
                "53": OperationalError, "55": OperationalError, "57": OperationalError,
                "40": OperationalError}
 _SQLITE_CODES = {
