@@ -744,6 +744,19 @@ Test(allocator, option_strings_tokenize_and_parse) {
   cr_assert_eq(strlen(key) + (val ? strlen(val) + 1 : 0), sizeof buf - 1, "cut to the buffer");
   cr_assert_null(ascope_opt_next(s, buf, sizeof buf, &key, &val));
 
+  /* a value holding separators is quoted, as in libpq's conninfo */
+  char big[64];
+  s = "iso='repeatable read',p='a\\'b\\\\c' q=it's";
+  cr_assert_not_null(s = ascope_opt_next(s, big, sizeof big, &key, &val));
+  cr_assert_str_eq(key, "iso");
+  cr_assert_str_eq(val, "repeatable read");
+  cr_assert_not_null(s = ascope_opt_next(s, big, sizeof big, &key, &val));
+  cr_assert_str_eq(key, "p");
+  cr_assert_str_eq(val, "a'b\\c");
+  cr_assert_not_null(s = ascope_opt_next(s, big, sizeof big, &key, &val));
+  cr_assert_str_eq(val, "it's", "a quote inside a value is itself");
+  cr_assert_null(ascope_opt_next(s, big, sizeof big, &key, &val));
+
   uint64_t u = 7;
   cr_assert_eq(ascope_opt_uint("42", 100, &u), 0);
   cr_assert_eq(u, 42);

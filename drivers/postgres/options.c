@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct pg_options defaults = {
     .connect_ms = 0,
@@ -73,8 +74,8 @@ int pg_tx_begin_sql(const char *s, char *out, size_t cap) {
     int b;
     if (!strcmp(key, "isolation")) {
       level = -1;
-      for (int i = 0; val && i < 3; i++)
-        if (!strcmp(val, levels[i])) level = i;
+      for (int i = 0; val && i < 3; i++) /* repeatable_read, or as SQL writes it */
+        if (!strcmp(val, levels[i]) || !strcasecmp(val, sql_levels[i])) level = i;
       if (level < 0) return UV_EINVAL;
     } else if (!strcmp(key, "read_only") && ascope_opt_bool(val, &b) == 0) {
       ro = b;

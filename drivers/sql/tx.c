@@ -25,6 +25,7 @@
 #include "internal.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,6 +183,12 @@ static void tx_begin(ascope_res *r, ascope_sql *db, const char *options) {
   }
   tx->outer = c->top;
   tx->depth = tx->outer ? tx->outer->depth + 1 : 0;
+  if (tx->depth > 0 && options && *options) { /* a SAVEPOINT would drop them unread */
+    ascope_res_done(r, UV_EINVAL, NULL,
+                    "a savepoint takes no options: isolation and the like are the outermost "
+                    "transaction's");
+    return;
+  }
   ascope_sql_req *req = req_new(ascope_res_rt(r), c, tx->db, ASCOPE_SQL_TX, NULL, NULL);
   if (req == NULL) {
     ascope_res_done(r, UV_ENOMEM, NULL, "out of memory starting a transaction");
@@ -196,7 +203,10 @@ static void tx_begin(ascope_res *r, ascope_sql *db, const char *options) {
     tx->req = NULL;
     req_free(req);
     tx_pop(tx);
-    ascope_res_done(r, rc, NULL, rc == UV_EINVAL ? "bad transaction options" : NULL);
+    char msg[200];
+    snprintf(msg, sizeof msg, "bad transaction options \"%.150s\" (docs/drivers/%s.md)",
+             options ? options : "", c->drv->base.name);
+    ascope_res_done(r, rc, NULL, rc == UV_EINVAL ? msg : NULL);
   }
 }
 

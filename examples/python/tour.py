@@ -30,7 +30,8 @@ async def scene_two_uses(dir):
         await db.execute("INSERT INTO t VALUES ($1), ($2)", 1, 2)
         n = await db.fetchval("SELECT count(*) FROM t")
         await out.write(f"{n} rows\n")
-    say(f"done: the report was renamed into place: {open(path).read().strip()!r}")
+    with open(path) as f:
+        say(f"done: the report was renamed into place: {f.read().strip()!r}")
 
 
 async def scene_timeout(dir):

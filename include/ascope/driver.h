@@ -69,9 +69,11 @@ ASCOPE_EXTERN void ascope_op_set_resume(ascope_op *op, void (*resume)(ascope_op 
 ASCOPE_EXTERN void ascope_op_end(ascope_op *op, int status, const char *code, const char *message);
 
 /* Options strings: "key=value" pairs separated by spaces, tabs or commas,
- * the form every driver's options take. ascope_opt_next copies the next
- * pair into buf (cut to cap - 1 bytes), points key and value into it (value
- * NULL for a bare "key") and returns where to go on, or NULL at the end.
+ * the form every driver's options take; a value holding those is quoted as
+ * in libpq's conninfo, key='two words', \' and \\ escaping inside.
+ * ascope_opt_next copies the next pair into buf (cut to cap - 1 bytes, the
+ * quotes taken off), points key and value into it (value NULL for a bare
+ * "key") and returns where to go on, or NULL at the end.
  * The value parsers return 0, or UV_EINVAL and leave *out alone. */
 ASCOPE_EXTERN const char *ascope_opt_next(const char *s, char *buf, size_t cap, char **key,
                                           char **value);

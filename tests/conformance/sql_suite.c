@@ -1152,6 +1152,31 @@ SQL_TEST(a_transaction_refuses_other_scopes_while_it_is_open) {
   run_owned(&o);
 }
 
+/* A savepoint cannot honour a transaction's options (an isolation level, a
+ * BEGIN mode): refused with the reason, not dropped unread. */
+static void optioned_kid_body(ascope *s, t_scope *t) {
+  (void)s, (void)t;
+  cr_assert_fail("a savepoint with options began");
+}
+
+static void optioned_body(ascope *s, t_scope *t) {
+  ascope *k = ascope_child(s);
+  cr_assert_eq(ascope_use_sql_tx(k, ascope_sql_resource(s, 0), "read_only=1"), 0);
+  t[1].body = optioned_kid_body;
+  cr_assert_eq(ascope_start(k, t_body, t_done, &t[1]), 0);
+}
+
+SQL_TEST(a_savepoint_with_options_is_refused) {
+  tx_setup();
+  t_scope t[2] = {{.body = optioned_body}};
+  ascope *s = tx_scope();
+  ascope_set_mode(s, ASCOPE_COLLECT_ALL);
+  cr_assert_eq(run(s, &t[0]), 0, "%s", t[0].msg);
+  cr_assert_eq(t[1].status, UV_EINVAL);
+  cr_assert_eq(t[1].body_calls, 0);
+  cr_assert(strstr(t[1].msg, "a savepoint takes no options"), "%s", t[1].msg);
+}
+
 SQL_TEST(a_savepoint_refuses_its_siblings_not_its_transaction) {
   struct owned o = {.nested = true};
   run_owned(&o);

@@ -339,7 +339,7 @@ class Scope:
     """
 
     __slots__ = ("rt", "s", "gen", "key", "hold", "parent", "entered", "done", "status",
-                 "errors", "failing", "streams", "_token", "holds", "__weakref__")
+                 "errors", "failing", "streams", "_token", "holds", "on_fail", "__weakref__")
 
     def __init__(self, rt: Runtime, parent: Optional["Scope"] = None, holds: bool = True) -> None:
         self.rt = rt
@@ -367,6 +367,7 @@ class Scope:
         self.failing = False
         self.streams: "weakref.WeakSet" = weakref.WeakSet()
         self._token = None
+        self.on_fail: Optional[Callable[[], None]] = None  # told when C fails the scope
 
     def live_handle(self) -> Optional[int]:
         """The scope pointer, or None once its done ran (a stale handle is never used)."""
@@ -434,6 +435,11 @@ class Scope:
         if cancelled:
             t = asyncio.current_task()
             if t is not None:
+                # The same cancellation, delivered again: counted once, so an
+                # asyncio.timeout (or a scope's) still knows it for its own.
+                uncancel = getattr(t, "uncancel", None)
+                if uncancel is not None:
+                    uncancel()
                 t.cancel()
 
     def raise_status(self) -> None:
@@ -553,6 +559,8 @@ def _hold_cancel(op: int) -> None:
         ent = _objs.get(lib.ascope_op_data(op) or 0)
         if ent is not None:
             ent[0].failing = True
+            if ent[0].on_fail is not None:
+                ent[0].on_fail()
     except BaseException as e:
         _report(e, "a scope's cancel")
 

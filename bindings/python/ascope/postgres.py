@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _lib
-from .sql import Connect, Connection, Pool, _opts, _pool_options
+from .sql import Connect, Connection, Pool, _connection_options, _pool_options
 
 __all__ = ["connect", "create_pool", "Connection", "Pool"]
 
@@ -15,10 +15,11 @@ def connect(dsn: str, **options: Any) -> Connect:
 
     dsn is libpq's (``"host=... dbname=..."`` or ``"postgresql://..."``);
     options are the driver's (docs/drivers/postgres.md): ``connect_timeout``
-    (ms), ``cancel_timeout``, ``cache``, ``batch``, ``results``, ``sync="batch"``.
+    and ``cancel_timeout`` (seconds), ``cache``, ``batch``, ``results``,
+    ``sync="batch"``.
     """
     lib = _lib.driver("postgres")
-    return Connect(lib.ascope_use_postgres, "postgres", dsn, _opts(options))
+    return Connect(lib.ascope_use_postgres, "postgres", dsn, _connection_options(options))
 
 
 def create_pool(dsn: str, **options: Any) -> Pool:

@@ -325,8 +325,8 @@ def _opts(kw: dict) -> str:
         if isinstance(v, bool):
             v = int(v)
         v = str(v)
-        if any(ch in v for ch in " \t,'") or v == "":
-            v = "'" + v.replace("'", "\\'") + "'"
+        if any(ch in v for ch in " \t,'\\") or v == "":  # quoted as libpq's conninfo is
+            v = "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
         parts.append(f"{k}={v}")
     return " ".join(parts)
 
@@ -573,9 +573,23 @@ class Pool:
         await self.close()
 
 
-def _pool_options(kw: dict) -> str:
-    for k in ("acquire_timeout", "idle_timeout", "max_lifetime"):
+# Durations are seconds in Python, as everywhere in asyncio (and in the
+# HTTP session's keywords); the drivers take milliseconds, as "<key>_ms".
+_CONNECTION_SECONDS = ("connect_timeout", "cancel_timeout", "busy_timeout")
+_POOL_SECONDS = ("acquire_timeout", "idle_timeout", "max_lifetime")
+
+
+def _seconds(kw: dict, keys: Tuple[str, ...]) -> dict:
+    for k in keys:
         if k in kw:
             v = kw.pop(k)
-            kw[k + "_ms"] = None if v is None else max(0, int(v * 1000))
-    return _opts(kw)
+            kw[k + "_ms"] = None if v is None else max(0, round(v * 1000))
+    return kw
+
+
+def _connection_options(kw: dict) -> str:
+    return _opts(_seconds(kw, _CONNECTION_SECONDS))
+
+
+def _pool_options(kw: dict) -> str:
+    return _opts(_seconds(kw, _POOL_SECONDS + _CONNECTION_SECONDS))

@@ -5,7 +5,7 @@ import os
 from typing import Any, Union
 
 from . import _lib
-from .sql import Connect, Connection, Pool, _opts, _pool_options
+from .sql import Connect, Connection, Pool, _connection_options, _pool_options
 
 __all__ = ["connect", "create_pool", "Connection", "Pool"]
 
@@ -14,14 +14,14 @@ def connect(path: Union[str, "os.PathLike[str]"], **options: Any) -> Connect:
     """A connection to the SQLite database at path, for one ``async with``.
 
     options are the driver's (docs/drivers/sqlite.md): ``mode="rwc"|"rw"|"ro"|"memory"``,
-    ``wal=True``, ``busy_timeout=5000``, ``cache=32``, ``batch=256``,
+    ``wal=True``, ``busy_timeout=5.0`` (seconds), ``cache=32``, ``batch=256``,
     ``foreign_keys=True``, ``synchronous="normal"``.
     """
     lib = _lib.driver("sqlite")
     path = os.fspath(path)
     if path == ":memory:" and "mode" not in options:
         options["mode"] = "memory"
-    return Connect(lib.ascope_use_sqlite, "sqlite", path, _opts(options))
+    return Connect(lib.ascope_use_sqlite, "sqlite", path, _connection_options(options))
 
 
 def create_pool(path: Union[str, "os.PathLike[str]"], **options: Any) -> Pool:

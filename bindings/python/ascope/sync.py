@@ -29,22 +29,41 @@ class Scope(C.ScopeCM):
         self._task: Optional["asyncio.Task[Any]"] = None
         self._expired = False
         self._cancelling = 0
+        self._deadline = 0.0
 
     async def __aenter__(self) -> Any:
+        # Read before C starts its own deadline, which is thus never earlier
+        # than this one (libuv's whole milliseconds aside): see _c_failed.
+        self._deadline = asyncio.get_running_loop().time() + (self._timeout or 0)
         value = await super().__aenter__()
         if self._timeout is not None:
             # ascope's deadline cuts its operations short in C; this one
             # reaches whatever else the block awaits (asyncio.sleep, a queue).
+            loop = asyncio.get_running_loop()
             self._task = asyncio.current_task()
             self._cancelling = getattr(self._task, "cancelling", lambda: 0)()
             self._expired = False
-            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+            self._timer = loop.call_at(self._deadline, self._expire)
+            if self._scope is not None:
+                self._scope.on_fail = self._c_failed
         return value
 
     def _expire(self) -> None:
+        self._timer = None
         self._expired = True
         if self._task is not None:
             self._task.cancel()
+
+    def _c_failed(self) -> None:
+        # C failed the scope. At the deadline (C's timer, started after this
+        # one's clock was read, fires at most libuv's millisecond before it),
+        # it is this deadline: one cancellation of the task, now, not a
+        # second from the timer while the block is ending on the first. Any
+        # other failure (the scope cancelled from above) is not a timeout.
+        timer = self._timer
+        if timer is not None and asyncio.get_running_loop().time() >= self._deadline - 0.002:
+            timer.cancel()
+            self._expire()
 
     async def __aexit__(self, et, exc, tb) -> bool:
         timer, self._timer = self._timer, None

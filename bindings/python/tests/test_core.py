@@ -100,6 +100,12 @@ class Scopes(TestCase):
         self.assertEqual(asyncio.current_task().cancelling(), 0, "the cancellation was taken back")
         async with ascope.scope(timeout=30):  # a block that ends in time: nothing raised
             await asyncio.sleep(0)
+        outer = ascope.scope(timeout=0.05)
+        with self.assertRaises(ascope.TimeoutError):  # the outer deadline's, through the inner
+            async with outer:
+                async with ascope.scope(timeout=30):
+                    await asyncio.sleep(30)
+        self.assertEqual(asyncio.current_task().cancelling(), 0)
 
         async def cancelled_from_outside():
             async with ascope.scope(timeout=30):

@@ -100,10 +100,12 @@ class Postgres(TestCase):
             mute.bind(("127.0.0.1", 0))
             mute.listen(1)
             port = mute.getsockname()[1]
+            t0 = asyncio.get_running_loop().time()
             with self.assertRaises(ascope.ConnectTimeout) as cm:
                 async with ascope.postgres.connect(f"host=127.0.0.1 port={port} dbname=x user=x",
-                                                   connect_timeout=200):
+                                                   connect_timeout=0.2):
                     self.fail("connected")
+            self.assertGreaterEqual(asyncio.get_running_loop().time() - t0, 0.15, "seconds, not ms")
         self.assertIsInstance(cm.exception, TimeoutError)
         self.assertIsInstance(cm.exception, ascope.SQLConnectionError)
         self.assertEqual(cm.exception.name, "ETIMEDOUT")
@@ -344,6 +346,16 @@ class Postgres(TestCase):
                     pass
                 await db.execute("INSERT INTO t VALUES (3)")
             self.assertEqual([r[0] for r in await db.fetch("SELECT v FROM t ORDER BY v")], [1, 3])
+            async with db.transaction(isolation="repeatable read"):  # SQL's spelling too
+                self.assertEqual(await db.fetchval("SHOW transaction_isolation"), "repeatable read")
+                with self.assertRaises(ascope.Error) as cm:
+                    async with db.transaction(read_only=True):
+                        self.fail("a savepoint took options")
+                self.assertIn("a savepoint takes no options", str(cm.exception))
+            with self.assertRaises(ascope.Error) as cm:
+                async with db.transaction(isolation="sometimes"):
+                    self.fail("began")
+            self.assertIn('bad transaction options "isolation=sometimes"', str(cm.exception))
 
     async def test_a_transaction_keeps_other_tasks_off_its_connection(self):
         async with ascope.postgres.connect(PG_DSN) as db:
