@@ -65,6 +65,14 @@ def _report(exc: BaseException, what: str) -> None:
         traceback.print_exception(exc)
 
 
+def counter(value: int, name: str) -> int:
+    """A counter's value from C: counters are never negative, UV_EINVAL
+    names none."""
+    if value == EINVAL:
+        raise KeyError(f"no counter {name!r}")
+    return value
+
+
 def cstr(s: str, what: str) -> bytes:
     """s as a C string. C reads up to the first NUL: a str holding one would
     name another file, run another statement or fetch another URL, so it is
@@ -284,8 +292,9 @@ class Runtime:
         self._run()
 
     def stat(self, name: str) -> int:
-        """A counter of the runtime: ascope_rt_stat(rt, name) ("scopes_live", "sqlite.connections"…)."""
-        return lib.ascope_rt_stat(self.rt, name.encode())
+        """A counter of the runtime: ascope_rt_stat(rt, name) ("scopes_live", "sqlite.connections"…).
+        KeyError for a name that is none (C's UV_EINVAL, which no counter holds)."""
+        return counter(lib.ascope_rt_stat(self.rt, cstr(name, "counter")), name)
 
     def close(self) -> None:
         """Frees the runtime; only once no scope is pending (else the runtime stays)."""

@@ -296,6 +296,14 @@ class File(C.ScopeCM):
         self._f = None
         self._rt: Optional[C.Runtime] = None
 
+    async def __aenter__(self) -> Any:
+        try:
+            return await super().__aenter__()
+        except OSError as e:  # the open failed in C: name the file, as open() does
+            if getattr(e, "filename", None) is None:
+                e.filename = self.path
+            raise
+
     def _uses(self, s: int) -> None:
         self._index = C.lib.ascope_use_count(s)
         rc = fl.ascope_use_file(s, C.cstr(self.path, "path"), C.cstr(self.mode, "mode"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import urllib.parse
 import json as _json
 from collections import deque
 from typing import Any, AsyncIterator, Deque, Dict, List, Mapping, Optional, Tuple
@@ -232,6 +233,9 @@ class _Request:
         self._session = session
         self._method = method
         self._url = url
+        # As the driver resolves it (RFC 3986), for Response.url and messages.
+        base = session._base_url
+        self._full_url = urllib.parse.urljoin(base, url) if base else url
         self._data = data
         self._headers = headers
         self._options = options
@@ -286,7 +290,7 @@ class _Request:
         s = C.handle_of(C.scope_for(sess._scope))
         rt = sess._scope.rt
         q = self._new()
-        resp = Response(self._method, self._url)
+        resp = Response(self._method, self._full_url)
         resp._keep = self._data  # the body is not copied: it lives as long as the request
         fut = C.OpFuture(loop=rt.loop)
         key = C.register((fut, resp, sess._h))
@@ -301,7 +305,7 @@ class _Request:
 
     async def __aenter__(self) -> Response:
         sc = self._scope()
-        resp = Response(self._method, self._url)
+        resp = Response(self._method, self._full_url)
         resp._scope = sc
         resp._rt = sc.rt
         resp._head_fut = sc.rt.loop.create_future()
@@ -360,6 +364,7 @@ class Session(C.ScopeCM):
                     connect_timeout_ms=_ms(connect_timeout), wait_timeout_ms=_ms(wait_timeout))
         opts.update(options)
         self._options = _opts(opts)
+        self._base_url = base_url
         self._h = None
         self._index = 0
 

@@ -551,7 +551,7 @@ class Pool:
 
     def stat(self, name: str) -> int:
         """A counter of the pool ("size", "idle", "in_use", "waiting", "created", "acquired"…)."""
-        return C.lib.ascope_pool_stat(self._open_pool(), name.encode())
+        return C.counter(C.lib.ascope_pool_stat(self._open_pool(), C.cstr(name, "counter")), name)
 
     async def close(self) -> None:
         """Fails the waiters, closes the idle connections, waits for those

@@ -88,6 +88,11 @@ class Scopes(TestCase):
                     await db.fetchval("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                                       "SELECT count(*) FROM c")
 
+    async def test_an_unknown_counter_is_a_key_error(self):
+        self.assertGreaterEqual(ascope.runtime().stat("scopes_live"), 0)
+        with self.assertRaises(KeyError):
+            ascope.runtime().stat("no such counter")
+
     async def test_a_scope_deadline_reaches_any_await_in_its_block(self):
         # As asyncio.timeout's: not only ascope's work, an asyncio.sleep too.
         t0 = asyncio.get_running_loop().time()

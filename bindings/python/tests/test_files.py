@@ -56,6 +56,7 @@ class Files(TestCase):
         self.assertIsInstance(cm.exception, OSError)
         self.assertEqual((cm.exception.driver, cm.exception.code), ("file", "ENOENT"))
         self.assertEqual(cm.exception.errno, 2)
+        self.assertEqual(cm.exception.filename, os.path.join(self.dir.name, "missing"))
         with open(self.path, "w") as f:
             f.write("x")
         with self.assertRaises(ascope.FileError) as cm:

@@ -19,6 +19,13 @@ class HTTP(TestCase):
             with self.assertRaises(ascope.HTTPStatusError) as cm:
                 r.raise_for_status()
             self.assertEqual(cm.exception.status_code, 404)
+            self.assertEqual(r.url, HTTP_URL + "/no/such/thing", "resolved against base_url")
+            self.assertIn(f"GET {HTTP_URL}/no/such/thing: HTTP 404", str(cm.exception))
+            with self.assertRaises(ValueError):
+                await http.get("static/1k.bin", headers={"X-Split": "a\r\nX-Injected: 1"})
+            with self.assertRaises(ValueError):
+                await http.get("static/1k.bin\x00/other")
+            self.assertEqual((await http.get("static/1k.bin")).status, 200, "the session goes on")
             with self.assertRaises(ascope.HTTPStatusError) as cm:
                 await http.get("no/such/thing", raise_for_status=True)
             self.assertEqual((cm.exception.status_code, cm.exception.code), (404, "404"))
