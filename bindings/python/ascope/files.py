@@ -307,6 +307,9 @@ class File(C.ScopeCM):
     def _uses(self, s: int) -> None:
         self._index = C.lib.ascope_use_count(s)
         rc = fl.ascope_use_file(s, C.cstr(self.path, "path"), C.cstr(self.mode, "mode"))
+        if rc == C.EINVAL:  # the mode: the path was checked above
+            raise ValueError(f"invalid mode {self.mode!r}: r, r+, w, w+, a, a+, x or x+ (b is "
+                             "ignored); atomic=True with w, w+, x or x+")
         if rc < 0:
             raise _file_error(self, rc, f"open({self.mode!r})")
 

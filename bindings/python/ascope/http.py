@@ -235,6 +235,8 @@ class _Request:
         self._url = url
         # As the driver resolves it (RFC 3986), for Response.url and messages.
         base = session._base_url
+        if not base and not urllib.parse.urlsplit(url).scheme:
+            raise ValueError(f"{url!r} is relative and the session has no base_url")
         self._full_url = urllib.parse.urljoin(base, url) if base else url
         self._data = data
         self._headers = headers

@@ -57,6 +57,10 @@ class Files(TestCase):
         self.assertEqual((cm.exception.driver, cm.exception.code), ("file", "ENOENT"))
         self.assertEqual(cm.exception.errno, 2)
         self.assertEqual(cm.exception.filename, os.path.join(self.dir.name, "missing"))
+        with self.assertRaises(ValueError) as bad:  # as open() says it
+            async with ascope.open(self.path, "q"):
+                self.fail("opened")
+        self.assertIn("invalid mode 'q'", str(bad.exception))
         with open(self.path, "w") as f:
             f.write("x")
         with self.assertRaises(ascope.FileError) as cm:

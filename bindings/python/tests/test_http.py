@@ -33,6 +33,8 @@ class HTTP(TestCase):
 
     async def test_post_echo(self):
         async with ascope.http.Session() as http:
+            with self.assertRaises(ValueError):  # relative, and no base_url to resolve it
+                http.get("static/1k.bin")
             r = await http.post(FAULT_URL + "/echo", b"hello body", headers={"X-Test": "1"})
             self.assertEqual(r.status, 200)
             self.assertIn(b"hello body", r.body)
