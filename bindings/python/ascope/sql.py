@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import warnings
 import weakref
 from collections import deque
 from typing import Any, Awaitable, Deque, Optional, Sequence, Tuple
@@ -565,6 +566,13 @@ class Pool:
         C.lib.ascope_pool_close(p, _pool_closed_c, key)
         rt.kick()
         await asyncio.shield(fut)
+
+    def __del__(self) -> None:
+        # Its connections stay open until the runtime ends: say so, as an
+        # unclosed file or asyncpg pool does (close() needs the loop).
+        if getattr(self, "_p", None):
+            warnings.warn(f"the {self.driver} pool was never closed (await pool.close(), or "
+                          "async with)", ResourceWarning, source=self)
 
     async def __aenter__(self) -> "Pool":
         return self.open()
