@@ -22,9 +22,30 @@ class Scope(C.ScopeCM):
     everything in it was released.
     """
 
+    def __new__(cls, timeout: Optional[float] = None, name: Optional[str] = None) -> "Scope":
+        # A deadline needs a timer of the loop's beside C's: a class of its
+        # own, so that the scope without one pays for no extra frames.
+        if cls is Scope and timeout is not None:
+            cls = _TimedScope
+        return super().__new__(cls)
+
     def __init__(self, timeout: Optional[float] = None, name: Optional[str] = None) -> None:
         self._timeout = timeout
         self._name = name
+
+    def _uses(self, s: int) -> None:
+        if self._timeout is not None:
+            C.lib.ascope_set_timeout(s, max(1, int(self._timeout * 1000)))
+        if self._name:
+            C.lib.ascope_set_name(s, C.cstr(self._name, "name"))
+
+
+class _TimedScope(Scope):
+    """A Scope with a deadline: C's, and a timer of the loop's for whatever
+    else the block awaits."""
+
+    def __init__(self, timeout: Optional[float] = None, name: Optional[str] = None) -> None:
+        super().__init__(timeout, name)
         self._timer: Optional[asyncio.TimerHandle] = None
         self._task: Optional["asyncio.Task[Any]"] = None
         self._expired = False
@@ -34,18 +55,16 @@ class Scope(C.ScopeCM):
     async def __aenter__(self) -> Any:
         # Read before C starts its own deadline, which is thus never earlier
         # than this one (libuv's whole milliseconds aside): see _c_failed.
-        self._deadline = asyncio.get_running_loop().time() + (self._timeout or 0)
+        self._deadline = asyncio.get_running_loop().time() + (self._timeout or 0.0)
         value = await super().__aenter__()
-        if self._timeout is not None:
-            # ascope's deadline cuts its operations short in C; this one
-            # reaches whatever else the block awaits (asyncio.sleep, a queue).
-            loop = asyncio.get_running_loop()
-            self._task = asyncio.current_task()
-            self._cancelling = getattr(self._task, "cancelling", lambda: 0)()
-            self._expired = False
-            self._timer = loop.call_at(self._deadline, self._expire)
-            if self._scope is not None:
-                self._scope.on_fail = self._c_failed
+        # ascope's deadline cuts its operations short in C; this one reaches
+        # whatever else the block awaits (asyncio.sleep, a queue).
+        self._task = asyncio.current_task()
+        self._cancelling = getattr(self._task, "cancelling", lambda: 0)()
+        self._expired = False
+        self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
+        if self._scope is not None:
+            self._scope.on_fail = self._c_failed
         return value
 
     def _expire(self) -> None:
@@ -83,12 +102,6 @@ class Scope(C.ScopeCM):
             raise errors[0] from exc
         ms = max(1, int(self._timeout * 1000)) if self._timeout is not None else 0
         raise C.make_error(C.ETIMEDOUT, message=f"the scope's deadline of {ms} ms passed") from exc
-
-    def _uses(self, s: int) -> None:
-        if self._timeout is not None:
-            C.lib.ascope_set_timeout(s, max(1, int(self._timeout * 1000)))
-        if self._name:
-            C.lib.ascope_set_name(s, self._name.encode())
 
 
 def scope(timeout: Optional[float] = None, name: Optional[str] = None) -> Scope:
