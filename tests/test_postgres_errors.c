@@ -267,56 +267,74 @@ Test(postgres_errors, rows_live_counts_the_result_objects) {
 
 /* Counted as PostgreSQL counts them: the highest $N outside what can hide
  * one (a string, a quoted name, a comment, a function's $$ body). A
- * mismatch fails the statement before it is sent; the connection goes on. */
+ * mismatch is refused by the call, nothing queued: the statements before it
+ * still answer first, in order, and the connection goes on. */
 static const struct {
   const char *sql;
-  int given;       /* int parameters, 1, 2… */
-  const char *msg; /* NULL: it runs and returns the first value */
+  int given; /* int parameters, 1, 2… */
+  bool runs; /* else refused: UV_EINVAL */
 } counted[] = {
-    {"SELECT $1::int", 1, NULL},
-    {"SELECT $1::int + 0 * length('$2') /* $3 */ -- $4\n", 1, NULL},
-    {"SELECT $1::int + 0 * length($tag$ $2 $tag$) + 0 * length(E'\\' $5')", 1, NULL},
-    {"SELECT $1::int AS \"$2\"", 1, NULL},
-    {"SELECT $2::int - $2::int + $1::int", 2, NULL},
-    {"SELECT $2::int", 1, "the statement takes 2 parameters ($1 to $2), 1 given"},
-    {"SELECT $1::int", 2, "the statement takes 1 parameter ($1 to $1), 2 given"},
-    {"SELECT 1", 1, "the statement takes no parameters, 1 given"},
-    {"SELECT $10::int", 9, "the statement takes 10 parameters ($1 to $10), 9 given"},
+    {"SELECT $1::int", 1, true},
+    {"SELECT $1::int + 0 * length('$2') /* $3 */ -- $4\n", 1, true},
+    {"SELECT $1::int + 0 * length($tag$ $2 $tag$) + 0 * length(E'\\' $5')", 1, true},
+    {"SELECT $1::int AS \"$2\"", 1, true},
+    {"SELECT $2::int - $2::int + $1::int", 2, true},
+    {"SELECT $2::int", 1, false},
+    {"SELECT $1::int", 2, false},
+    {"SELECT 1", 1, false},
+    {"SELECT $10::int", 9, false},
 };
 #define NCOUNTED (sizeof counted / sizeof counted[0])
 
 struct count {
   t_scope t;
-  t_cb cb[NCOUNTED], after;
+  t_cb slow, cb[NCOUNTED], after;
+  int rc[NCOUNTED];
+  int order[NCOUNTED + 2], n;
 };
+
+static struct count *the_count;
+
+static int count_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
+  t_cb *cb = ud;
+  struct count *c = the_count;
+  c->order[c->n++] = cb == &c->slow ? -1 : cb == &c->after ? 99 : (int)(cb - c->cb);
+  return t_cb_fn(s, status, rows, ud);
+}
 
 static void count_body(ascope *s, t_scope *t) {
   struct count *c = (struct count *)t;
   ascope_sql *db = ascope_resource(s, 0);
+  ascope_sql_query(s, db, "SELECT 1 FROM pg_sleep(0.05)", NULL, count_cb, &c->slow);
   for (size_t i = 0; i < NCOUNTED; i++) {
     ascope_sql_params *p = ascope_sql_params_new();
     for (int k = 1; k <= counted[i].given; k++) ascope_sql_params_add_int64(p, k);
     c->cb[i].db = db;
-    cr_assert_eq(ascope_sql_query(s, db, counted[i].sql, p, t_cb_fn, &c->cb[i]), 0);
+    c->rc[i] = ascope_sql_query(s, db, counted[i].sql, p, count_cb, &c->cb[i]);
     ascope_sql_params_free(p);
   }
-  ascope_sql_query(s, db, "SELECT 7", NULL, t_cb_fn, &c->after);
+  ascope_sql_query(s, db, "SELECT 7", NULL, count_cb, &c->after);
 }
 
 Test(postgres_errors, the_values_must_match_the_statements_parameters) {
   struct count c = {.t.body = count_body};
-  cr_assert_eq(t_run_db(&c.t, NULL), 0, "the callbacks handled the errors: %s", c.t.msg);
+  the_count = &c;
+  cr_assert_eq(t_run_db(&c.t, NULL), 0, "%s", c.t.msg);
+  int k = 0;
+  cr_assert_eq(c.order[k++], -1, "the slow statement before them answers first");
   for (size_t i = 0; i < NCOUNTED; i++) {
-    cr_assert_eq(c.cb[i].calls, 1);
-    if (counted[i].msg == NULL) {
-      cr_assert_eq(c.cb[i].status, 0, "%s: %s", counted[i].sql, c.cb[i].msg);
-      cr_assert_eq(c.cb[i].first, 1, "%s", counted[i].sql);
+    if (!counted[i].runs) {
+      cr_assert_eq(c.rc[i], UV_EINVAL, "%s", counted[i].sql);
+      cr_assert_eq(c.cb[i].calls, 0, "%s: a refused statement has no callback", counted[i].sql);
       continue;
     }
-    cr_assert_eq(c.cb[i].status, ASCOPE_EDRIVER, "%s", counted[i].sql);
-    cr_assert_str_eq(c.cb[i].code, "07001");
-    cr_assert_str_eq(c.cb[i].msg, counted[i].msg);
+    cr_assert_eq(c.rc[i], 0, "%s", counted[i].sql);
+    cr_assert_eq(c.order[k++], (int)i, "in order");
+    cr_assert_eq(c.cb[i].status, 0, "%s: %s", counted[i].sql, c.cb[i].msg);
+    cr_assert_eq(c.cb[i].first, 1, "%s", counted[i].sql);
   }
+  cr_assert_eq(c.order[k++], 99);
+  cr_assert_eq(c.n, k);
   cr_assert_eq(c.after.status, 0, "the connection goes on");
   cr_assert_eq(c.after.first, 7);
 }

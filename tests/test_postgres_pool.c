@@ -322,3 +322,30 @@ Test(pg_pool, shared_mode_pipelines_many_scopes_and_isolates_a_transaction) {
   pool_close_all();
   t_raw(t_sql("DROP TABLE %s", tbl));
 }
+
+/* mode=shared: a scope's deadline is its own. Its statements wait in the
+ * pipeline behind another scope's long one; at the deadline they are
+ * answered at once (their results dropped when they come), not when the
+ * other scope's statement ends: the last one used to wait for its turn on
+ * the server, to be cancelled there, and its scope ended 0.9 s late. */
+Test(pg_pool, a_deadline_is_not_held_by_another_scopes_statement_ahead) {
+  pool_open("mode=shared max=1");
+  q_scope warm, slow, quick;
+  cr_assert_eq(q_run(&warm, "SELECT 1", NULL, false, true), 0, "%s", warm.t.msg);
+  q_start(&slow, "SELECT 1 FROM pg_sleep(1)");
+  slow.cb.pass = true;
+  ascope *s = q_scope_new(&quick, "SELECT 1");
+  quick.sql2 = "SELECT 2";
+  cr_assert_eq(ascope_set_timeout(s, 100), 0);
+  uint64_t t0 = t_now_ms();
+  cr_assert_eq(ascope_start(s, t_body, t_done, &quick.t), 0);
+  cr_assert_eq(ascope_rt_run(T_rt), 0);
+  cr_assert_eq(quick.t.status, ASCOPE_ETIMEDOUT);
+  cr_assert_eq(quick.cb.status, ASCOPE_ECANCELED);
+  cr_assert_eq(quick.cb2.status, ASCOPE_ECANCELED);
+  cr_assert_lt(quick.t.t_done - t0, 900, "ended %llu ms after its start, behind the other scope",
+               (unsigned long long)(quick.t.t_done - t0));
+  cr_assert_eq(slow.t.status, 0, "%s", slow.t.msg);
+  cr_assert_eq(slow.cb.first, 1);
+  pool_close_all();
+}

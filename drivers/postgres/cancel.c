@@ -180,6 +180,15 @@ bool pg_wanted_behind(struct pg_conn *c, const struct pg_req *r) {
   return false;
 }
 
+bool pg_wanted_ahead(struct pg_conn *c, const struct pg_req *r) {
+  for (size_t i = 0; i < c->nsteps; i++) {
+    struct pg_step *s = step_at(c, i);
+    if (s->r == r) return false;
+    if (s->r != NULL && step_wanted(s)) return true;
+  }
+  return false;
+}
+
 bool pg_cancel_awaited(struct pg_conn *c) {
   if (!c->cancel_seen) return false;
   for (size_t i = 0; i < c->nsteps; i++) {

@@ -134,6 +134,13 @@ static int pg_submit(ascope_sql *db, ascope_sql_req *req) {
   if (c->state != PG_READY || c->closing) return ASCOPE_ECLOSED;
   int rc = params_ok(ascope_sql_req_params(req));
   if (rc) return rc;
+  /* The values must match the statement's parameters. Sent, too few come
+   * back as a protocol error (08P01, which reads as the connection's), and
+   * too many run unnoticed (every value goes with its type). Refused here,
+   * like a text holding a NUL: nothing is queued, so the statements before
+   * it still answer first. */
+  size_t n = ascope_sql_params_count(ascope_sql_req_params(req));
+  if (n > 0 && (size_t)pg_sql_params(ascope_sql_req_text(req)) != n) return UV_EINVAL;
   r->req = req;
   r->c = c;
   if (!c->session_dirty && pg_sql_touches_session(ascope_sql_req_text(req)))
@@ -222,9 +229,12 @@ static void abandon(struct pg_conn *c, struct pg_req *r) {
 
 /* Queued: it goes at once (a COMMIT becomes a ROLLBACK; a ROLLBACK stays).
  * Sent: if a cancel request could only hit another scope's statement, it
- * is abandoned; otherwise the pump sends one when the backend runs it
- * (cancel.c), and sends nothing new meanwhile. A listener stops
- * listening. */
+ * is abandoned; so it is when a statement still wanted is ahead of it (on a
+ * shared connection, another scope's pg_sleep(1)): waiting for its turn to
+ * cancel it on the server would hold its scope's end, a deadline's
+ * included, until that other work is done. Otherwise the pump sends a
+ * cancel request when the backend runs it (cancel.c), and sends nothing new
+ * meanwhile. A listener stops listening. */
 static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
   struct pg_conn *c = pg_conn_of(db);
   struct pg_req *r = ascope_sql_req_data(req);
@@ -249,7 +259,8 @@ static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
     answer_now(c, r);
     return;
   case R_SENT:
-    if ((r->kind == K_EXEC || r->kind == K_QUERY) && pg_wanted_behind(c, r)) {
+    if ((r->kind == K_EXEC || r->kind == K_QUERY) &&
+        (pg_wanted_behind(c, r) || pg_wanted_ahead(c, r))) {
       abandon(c, r);
       return;
     }

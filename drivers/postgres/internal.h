@@ -358,6 +358,9 @@ void pg_hold_check(struct pg_conn *c); /* the hold ends once idle and delivered 
 bool pg_cancel_awaited(struct pg_conn *c);
 /* True when a request that still wants its outcome is in flight behind r. */
 bool pg_wanted_behind(struct pg_conn *c, const struct pg_req *r);
+/* A statement still wanted is ahead of r in the pipeline: the backend runs
+ * it first, however long it takes. */
+bool pg_wanted_ahead(struct pg_conn *c, const struct pg_req *r);
 
 /* ---- transactions (tx.c) ------------------------------------------------------------------- */
 int pg_tx_plan(struct pg_req *r, int action, unsigned depth, const char *options);

@@ -103,19 +103,6 @@ static int send_stmt(struct pg_conn *c, struct pg_req *r, const char *sql,
   }
   struct pg_stmt *st = cacheable && !c->names_off ? pg_cache_get(c, sql, c->ptypes, n) : NULL;
   if (c->state != PG_READY) return -1; /* an eviction's DEALLOCATE failed */
-  /* Too few values, and the server would answer with a protocol error
-   * (08P01, read as the connection's); too many, and the types sent with
-   * them would let it through unnoticed. A statement run before passed. */
-  if (n > 0 && (st == NULL || !st->seen)) {
-    int want = pg_sql_params(sql);
-    if (want != n) {
-      snprintf(err, sizeof err, "the statement takes %d parameter%s ($1 to $%d), %d given", want,
-               want == 1 ? "" : "s", want, n);
-      if (want == 0) snprintf(err, sizeof err, "the statement takes no parameters, %d given", n);
-      pg_req_fail(r, ASCOPE_EDRIVER, "07001", err);
-      return 1;
-    }
-  }
   bool named = st && st->state == STMT_READY;
   if (st && st->state == STMT_SEEN && st->seen) {
     if (!PQsendPrepare(c->pg, st->name, sql, n, n ? c->ptypes : NULL) ||

@@ -1579,7 +1579,7 @@ SQL_TEST(an_exec_without_parameters_runs_a_script) {
 
 struct bad {
   t_scope t;
-  int null_exec, null_query, null_stream, null_db, null_scope;
+  int null_exec, null_query, null_stream, null_db, null_scope, few_rc, many_rc;
   ascope_op *op;
   ss_cb syntax, syntax_exec, ok1, few, many, ok2, several, ok3;
 };
@@ -1602,10 +1602,10 @@ static void bad_body(ascope *s, t_scope *t) {
   ascope_sql_params *p = ascope_sql_params_new();
   ascope_sql_params_add_int64(p, 1);
   const char *two = "SELECT CAST($1 AS BIGINT) + CAST($2 AS BIGINT)";
-  ascope_sql_query(s, db, two, p, ss_cb_fn, &b->few);
+  b->few_rc = ascope_sql_query(s, db, two, p, ss_cb_fn, &b->few);
   ascope_sql_params_add_int64(p, 2);
   ascope_sql_params_add_int64(p, 3);
-  ascope_sql_query(s, db, two, p, ss_cb_fn, &b->many);
+  b->many_rc = ascope_sql_query(s, db, two, p, ss_cb_fn, &b->many);
   ascope_sql_params_free(p);
   ascope_sql_query(s, db, "SELECT 43", NULL, ss_cb_fn, &b->ok2);
 
@@ -1633,15 +1633,22 @@ SQL_TEST(bad_input_is_a_clear_error_and_the_connection_goes_on) {
   cr_assert_eq(b.ok1.status, 0, "the connection goes on after a syntax error");
   cr_assert_eq(b.ok1.first, 42);
 
-  cr_assert_eq(b.few.status, ASCOPE_EDRIVER, "too few parameters");
-  assert_code(b.few.code, D->code.params, "too few parameters");
-  cr_assert_neq(b.few.msg[0], '\0');
-  if (D->flags & ASCOPE_SQL_SUITE_EXTRA_PARAMS_RUN) {
-    cr_assert_eq(b.many.status, 0, "too many parameters: %s", b.many.msg);
-    cr_assert_eq(b.many.first, 3);
+  if (D->flags & ASCOPE_SQL_SUITE_PARAMS_AT_CALL) {
+    cr_assert_eq(b.few_rc, UV_EINVAL, "too few parameters, refused at the call");
+    cr_assert_eq(b.many_rc, UV_EINVAL, "too many parameters, refused at the call");
+    cr_assert_eq(b.few.calls + b.many.calls, 0, "a refused statement has no callback");
   } else {
-    cr_assert_eq(b.many.status, ASCOPE_EDRIVER, "too many parameters");
-    assert_code(b.many.code, D->code.params, "too many parameters");
+    cr_assert_eq(b.few_rc, 0);
+    cr_assert_eq(b.few.status, ASCOPE_EDRIVER, "too few parameters");
+    assert_code(b.few.code, D->code.params, "too few parameters");
+    cr_assert_neq(b.few.msg[0], '\0');
+    if (D->flags & ASCOPE_SQL_SUITE_EXTRA_PARAMS_RUN) {
+      cr_assert_eq(b.many.status, 0, "too many parameters: %s", b.many.msg);
+      cr_assert_eq(b.many.first, 3);
+    } else {
+      cr_assert_eq(b.many.status, ASCOPE_EDRIVER, "too many parameters");
+      assert_code(b.many.code, D->code.params, "too many parameters");
+    }
   }
   cr_assert_eq(b.ok2.status, 0);
   cr_assert_eq(b.ok2.first, 43);

@@ -46,6 +46,10 @@
  * may let that through). Without it, that is an error, as too few always
  * are; both of the project's drivers refuse it. */
 #define ASCOPE_SQL_SUITE_EXTRA_PARAMS_RUN 16u
+/* A statement whose values do not match its parameters, too few or too
+ * many, is refused by the call (UV_EINVAL, nothing queued, no callback)
+ * rather than failing in its callback. */
+#define ASCOPE_SQL_SUITE_PARAMS_AT_CALL 32u
 
 /* The database's own codes (ascope_sql_errcode) for the errors the suite
  * provokes. NULL: any non-empty code will do. */

@@ -66,12 +66,13 @@ const ascope_sql_suite *ascope_sql_suite_describe(void) {
       .check_clean = check_clean,
       .code = {.unique = "23505",
                .syntax = "42601",
-               .params = "07001", /* counted by the driver before it sends */
+               .params = NULL, /* refused at the call: PARAMS_AT_CALL */
                .overflow = "22003",
                .several = "42601"},
       /* a statement sent down the pipeline runs on the server even when
-       * its scope is cancelled meanwhile (docs/drivers/postgres.md) */
-      .flags = ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN,
+       * its scope is cancelled meanwhile (docs/drivers/postgres.md); the
+       * values are counted against the parameters at the call */
+      .flags = ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN | ASCOPE_SQL_SUITE_PARAMS_AT_CALL,
   };
   d.driver = ascope_postgres();
   return &d;

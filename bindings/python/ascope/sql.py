@@ -361,6 +361,11 @@ class Connection:
         code = msg = None
         if status == C.EBUSY:  # refused before it was queued: the connection is not ours now
             return C.make_error(status, self.driver, None, _NOT_OURS, sql=True)
+        if status == C.EINVAL:  # refused before it was queued: the statement's arguments
+            return C.E.ProgrammingError(
+                "the statement was refused before it ran: its values do not match its parameters "
+                "($1, $2…), or a text value holds a NUL character", status=status, name="EINVAL",
+                driver=self.driver)
         if self._db and status != C.ECANCELED:
             code = C._s(sl.ascope_sql_errcode(self._db))
             msg = C._s(sl.ascope_sql_errmsg(self._db))
