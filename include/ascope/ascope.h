@@ -130,8 +130,9 @@ ASCOPE_EXTERN const ascope_err *ascope_error(ascope *s); /* NULL on success */
 ASCOPE_EXTERN int ascope_op_resume(ascope_op *op); /* from any callback on the loop thread */
 /* Cancels one operation, not its scope: the driver stops it as it would on
  * a scope's cancel, and it completes (its callback runs, if it has one) with
- * ASCOPE_ECANCELED unless it finished first. Once per operation; from the
- * loop thread, while its callback has not run. */
+ * ASCOPE_ECANCELED unless it finished first — possibly before this call
+ * returns. Once per operation; from the loop thread, while its callback has
+ * not run. */
 ASCOPE_EXTERN int ascope_op_cancel(ascope_op *op);
 
 /* ---- errors ------------------------------------------------------------- */
