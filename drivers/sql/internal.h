@@ -65,7 +65,6 @@ void rows_fini(ascope_rows *r);
 #define SQL_MAGIC 0x5153514cu /* "LQSQ" */
 struct sql_conn {             /* the real layout of ascope_sql_header */
   uint32_t magic;
-  unsigned tx_depth; /* open transaction levels */
   const ascope_sql_driver *drv;
   const char *errcode, *errmsg; /* while a failing callback runs */
   struct acount *stats;         /* the runtime's counters; from the first request on */

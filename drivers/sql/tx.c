@@ -37,7 +37,6 @@ struct ascope_sql_tx { /* the use's state */
   unsigned depth;       /* open levels below this one: 0 = the outermost */
   ascope *owner;        /* the scope the level belongs to */
   ascope_sql_tx *outer; /* the level this one is inside of, or NULL */
-  bool open;            /* BEGIN succeeded: the level counts */
   bool cancelled;       /* the driver was told to cancel req */
 };
 
@@ -154,11 +153,9 @@ static void tx_pop(ascope_sql_tx *tx) {
 static void begun(ascope_sql_req *req, int status, const char *code, const char *message) {
   ascope_sql_tx *tx = req->ctx;
   tx->req = NULL;
-  if (status == 0) {
-    tx->open = true;
-    tx->conn->tx_depth++;
+  if (status == 0)
     SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, 1);
-  } else
+  else
     tx_pop(tx);
   /* A failed BEGIN opened nothing: there is nothing of ours to clean up. */
   ascope_res_done(tx->res, status, code, message);
@@ -234,7 +231,6 @@ static void ended(ascope_sql_req *req, int status, const char *code, const char 
   /* Whatever the answer, the level is closed: a driver whose COMMIT fails
    * rolls back before it answers. */
   tx_pop(tx);
-  if (tx->conn->tx_depth) tx->conn->tx_depth--;
   SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, -1);
   ascope_res_done(tx->res, status, code, message);
 }
@@ -257,7 +253,6 @@ static void tx_release(ascope_res *r, int outcome) {
   }
   if (rc < 0) { /* the connection is gone or going: the transaction goes with it */
     tx_pop(tx);
-    if (tx->conn->tx_depth) tx->conn->tx_depth--;
     SQL_COUNT(tx->conn, SQLS_TRANSACTIONS, -1);
     ascope_res_done(r, rc, NULL, "could not end the transaction");
   }

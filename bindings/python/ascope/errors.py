@@ -138,7 +138,7 @@ class ConnectionClosed(SQLConnectionError, ClosedError):
 
 
 class ConnectTimeout(SQLConnectionError, TimeoutError):
-    """Connecting took longer than the driver's ``connect_timeout`` (ETIMEDOUT, SQLSTATE 08xxx)."""
+    """Connecting took longer than the driver's ``connect_timeout`` (ETIMEDOUT, a SQLSTATE of class 08)."""
 
 
 class HTTPError(Error):
