@@ -374,9 +374,18 @@ class Scope:
         self.status = 0
         self.errors: List[E.Error] = []
         self.failing = False
-        self.streams: "weakref.WeakSet" = weakref.WeakSet()
+        # Made by the first stream (add_stream): most scopes have none, and
+        # walking an empty WeakSet cost a fifth of an empty scope.
+        self.streams: "Optional[weakref.WeakSet]" = None
         self._token = None
         self.on_fail: Optional[Callable[[], None]] = None  # told when C fails the scope
+
+    def add_stream(self, st: Any) -> None:
+        """A stream of this scope's (a cursor, a file's chunks): stopped
+        when the block ends, if it is still running."""
+        if self.streams is None:
+            self.streams = weakref.WeakSet()
+        self.streams.add(st)
 
     def live_handle(self) -> Optional[int]:
         """The scope pointer, or None once its done ran (a stale handle is never used)."""
@@ -465,8 +474,9 @@ class Scope:
             except ValueError:  # exited from another context: set it back by hand
                 current.set(self.parent)
             self._token = None
-        for st in list(self.streams):
-            st._stop()
+        if self.streams:
+            for st in list(self.streams):
+                st._stop()
         hold, self.hold = self.hold, None
         ours = 0
         if hold:

@@ -247,7 +247,7 @@ class _Chunks:
                 del C._objs[k]
                 raise _file_error(f, rc, "reading")
             self._started = True
-            sc.streams.add(self)
+            sc.add_stream(self)
             f._rt.kick()
         while True:
             if self._chunks:

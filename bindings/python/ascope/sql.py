@@ -220,7 +220,7 @@ class Cursor:
             del C._objs[self._key]
             raise conn._error(rc)
         self._started = True
-        sc.streams.add(self)
+        sc.add_stream(self)
         conn._rt.kick()
 
     def _wake(self) -> None:
