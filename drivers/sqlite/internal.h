@@ -145,14 +145,15 @@ struct sq_conn {
   bool tx_lost;     /* SQLite rolled it back by itself: nothing runs until its end */
   unsigned levels;  /* levels open: 0 none, 1 the transaction, d + 1 savepoint ascope_d */
   unsigned sp_lost; /* savepoint level rolled back under a cancelled write: refuse until its end */
-  uint64_t wait_start; /* this busy episode began, ns */
-  bool on_loop;        /* the statement runs on the loop thread, under a budget */
-  bool overran;        /* ... which ran out (or it met a lock): it goes to the pool */
-  unsigned loop_ticks; /* progress handler calls of that run */
-  uint64_t loop_t0;    /* that run began, ns */
-  uint64_t hop_t0;     /* the hop began, ns */
-  bool gate_held;      /* the hop holds one of the gate's tokens */
-  uint64_t gate_since; /* ... since, ns */
+  uint64_t wait_start;    /* this busy episode began, ns */
+  bool on_loop;           /* the statement runs on the loop thread, under a budget */
+  bool overran;           /* ... which ran out (or it met a lock): it goes to the pool */
+  unsigned loop_ticks;    /* progress handler calls of that run */
+  uint64_t loop_t0;       /* that run began, ns */
+  uint64_t hop_t0;        /* the hop began, ns */
+  bool gate_held;         /* the hop holds one of the gate's tokens */
+  uint64_t gate_since;    /* ... since, ns */
+  uint64_t gate_yield_at; /* when the hop last let others have its core (gate.c) */
 };
 
 /* ---- per runtime, and scheduling (sched.c) ---------------------------------------- */
