@@ -140,8 +140,9 @@ class Response:
                 del buf[:n]
                 yield out
                 continue
-            if self._paused and self._buffered < self._high // 2:
+            if self._paused and not self._ended and self._buffered < self._high // 2:
                 self._resume()
+                continue  # it may deliver before it returns: look again
             if self._ended and not self._chunks:
                 sc = self._scope
                 if sc is not None and sc.done is not None:

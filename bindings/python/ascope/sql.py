@@ -265,7 +265,12 @@ class Cursor:
                     err, self._err = self._err, None
                     raise err
                 raise StopAsyncIteration
-            self._resume()
+            if self._paused:
+                # The resume may deliver the next batch, or the end, before
+                # it returns: look again before waiting for a wake-up that
+                # has already happened (prefetch=1 hung here).
+                self._resume()
+                continue
             self._waiter = self._conn._rt.loop.create_future()
             try:
                 await self._waiter

@@ -31,6 +31,25 @@ def fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+async def check_small_prefetch(test: unittest.TestCase, db, count_sql: str) -> None:
+    """Cursors with the smallest prefetch (1, 2) end, whole and in order,
+    alone and eight at once on one connection: each batch pauses the stream,
+    and the resume that follows may deliver the next batch, or the end,
+    before it returns (a cursor once waited for a wake-up already given,
+    and held its connection for good). count_sql counts 1..$1."""
+    async def rows(prefetch: int, n: int) -> list:
+        return [x async for (x,) in db.cursor(count_sql, n, prefetch=prefetch)]
+
+    # A guard, not a sleep toward a state: the hang this checks was forever.
+    for prefetch in (1, 2):
+        for n in (1, 3, 2000):
+            got = await asyncio.wait_for(rows(prefetch, n), 60)
+            test.assertEqual(got, list(range(1, n + 1)), (prefetch, n))
+    many = await asyncio.wait_for(asyncio.gather(*(rows(1, 500) for _ in range(8))), 60)
+    test.assertEqual(many, [list(range(1, 501))] * 8)
+    test.assertEqual(await db.fetchval("SELECT 5"), 5)
+
+
 async def check_transaction_owns_connection(test: unittest.TestCase, db) -> None:
     """A transaction is the connection's: another task's BEGIN would join it
     and its statements would roll back with it. Both are refused while it

@@ -5,7 +5,7 @@ import socket
 import unittest
 
 import ascope
-from support import PG_DSN, TestCase, check_transaction_owns_connection, need_pg
+from support import PG_DSN, TestCase, check_small_prefetch, check_transaction_owns_connection, need_pg
 
 
 _tags = itertools.count()
@@ -361,6 +361,10 @@ class Postgres(TestCase):
         async with ascope.postgres.connect(PG_DSN) as db:
             await db.execute("CREATE TEMP TABLE own (v int)")
             await check_transaction_owns_connection(self, db)
+
+    async def test_cursors_with_the_smallest_prefetch_end(self):
+        async with ascope.postgres.connect(PG_DSN, batch=100) as db:
+            await check_small_prefetch(self, db, "SELECT g FROM generate_series(1, $1::int) g")
 
     async def test_cursor(self):
         async with ascope.postgres.connect(PG_DSN, batch=100) as db:
