@@ -419,6 +419,13 @@ class Scope:
             await self.entered
         except asyncio.CancelledError:
             self.cancel()
+            # Cancelled after the body ran but before the task resumed: the
+            # hold is the block's to end, and the block will never run, so
+            # it ends here (else the scope waited for it for ever).
+            hold, self.hold = self.hold, None
+            if hold:
+                lib.ascope_op_end(hold, ECANCELED, None, None)
+                self.rt.run_now()
             await self.wait_done()
             raise
         if self.done.done():  # acquiring failed: the scope already ended
@@ -443,22 +450,20 @@ class Scope:
             self.rt.kick()
 
     async def wait_done(self) -> None:
-        """Waits for done, even through further cancellations, then re-cancels."""
-        cancelled = False
+        """Waits for done, even through cancellations: a cancellation that
+        came meanwhile is raised once done, here, where it would have been
+        raised. (Delivered again later instead, with task.cancel(), it
+        surfaced at the caller's next await: after an asyncio.timeout whose
+        deadline came during a release had already let its block go, as a
+        bare CancelledError, or as nothing when the task then returned.)"""
+        cancelled: Optional[BaseException] = None
         while not self.done.done():
             try:
                 await asyncio.shield(self.done)
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            t = asyncio.current_task()
-            if t is not None:
-                # The same cancellation, delivered again: counted once, so an
-                # asyncio.timeout (or a scope's) still knows it for its own.
-                uncancel = getattr(t, "uncancel", None)
-                if uncancel is not None:
-                    uncancel()
-                t.cancel()
+            except asyncio.CancelledError as e:
+                cancelled = e
+        if cancelled is not None:
+            raise cancelled
 
     def raise_status(self) -> None:
         if self.status < 0:

@@ -88,14 +88,24 @@ class _TimedScope(Scope):
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+        raised: Optional[BaseException] = None
+        try:
+            await super().__aexit__(et, exc, tb)
+        except asyncio.CancelledError as e:
+            # A cancellation while the block's uses were released, raised
+            # once they were: the deadline's, when it came then, is the
+            # block's timeout as much as one in the block.
+            raised = e
+            et, exc = type(e), e
         # The cancellation is ours (as asyncio.timeout counts it) unless
         # another came too: then it goes on as a CancelledError.
         ours = self._expired and et is not None and issubclass(et, asyncio.CancelledError)
         uncancel = getattr(self._task, "uncancel", None)
         if self._expired and uncancel is not None and uncancel() > self._cancelling:
             ours = False
-        await super().__aexit__(et, exc, tb)
         if not ours:
+            if raised is not None:
+                raise raised
             return False
         errors = self._scope.errors if self._scope is not None else []
         if errors and errors[0].status == C.ETIMEDOUT:

@@ -5,7 +5,8 @@ import socket
 import unittest
 
 import ascope
-from support import PG_DSN, TestCase, check_small_prefetch, check_transaction_owns_connection, need_pg
+from support import (PG_DSN, TestCase, check_cancelled_while_entering, check_small_prefetch,
+                     check_transaction_owns_connection, need_pg)
 
 
 _tags = itertools.count()
@@ -361,6 +362,9 @@ class Postgres(TestCase):
         async with ascope.postgres.connect(PG_DSN) as db:
             await db.execute("CREATE TEMP TABLE own (v int)")
             await check_transaction_owns_connection(self, db)
+
+    async def test_a_task_cancelled_while_connecting_ends(self):
+        await check_cancelled_while_entering(self, lambda: ascope.postgres.connect(PG_DSN))
 
     async def test_cursors_with_the_smallest_prefetch_end(self):
         async with ascope.postgres.connect(PG_DSN, batch=100) as db:

@@ -6,7 +6,8 @@ import tempfile
 import unittest
 
 import ascope
-from support import TestCase, check_small_prefetch, check_transaction_owns_connection, fds, rss_kib
+from support import (TestCase, check_cancelled_while_entering, check_small_prefetch,
+                     check_transaction_owns_connection, fds, rss_kib)
 from ascope import _core
 
 COUNT = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c"
@@ -236,6 +237,9 @@ class SQLite(TestCase):
             async with ascope.open(os.path.join(self.dir.name, "a\x00b"), "w"):
                 self.fail("opened")
         self.assertEqual(self.rt.stat("sqlite.connections"), 0)
+
+    async def test_a_task_cancelled_while_connecting_ends(self):
+        await check_cancelled_while_entering(self, lambda: ascope.sqlite.connect(self.path))
 
     async def test_cursors_with_the_smallest_prefetch_end(self):
         async with ascope.sqlite.connect(self.path, batch=64) as db:
