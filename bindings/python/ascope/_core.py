@@ -525,9 +525,25 @@ class Scope:
                     exc.add_note(f"then, releasing: {e}")
 
 
+_running_loop = asyncio._get_running_loop  # the running loop, or None: no error
+
+
+def check_loop(rt: Runtime, what: str = "ascope resource") -> None:
+    """Refuses a call from any loop but rt's. A runtime is its loop's: its C
+    side is driven on that loop's thread only, and a call from another
+    would reach it from a second thread (a statement then ran before
+    asyncio's own error about the future's loop came back)."""
+    if rt.loop is not _running_loop():
+        raise RuntimeError(f"this {what} belongs to the event loop it was opened on: use it from "
+                           "that loop's tasks (open another for another loop or thread)")
+
+
 def scope_for(owner: Scope) -> Scope:
     """The scope a call on owner's resource belongs to: the innermost scope of
-    this task inside owner (a transaction), else owner itself."""
+    this task inside owner (a transaction), else owner itself. Refused from
+    another loop than owner's."""
+    if owner.rt.loop is not _running_loop():
+        check_loop(owner.rt)
     cur = current.get()
     x = cur
     while x is not None:

@@ -314,6 +314,8 @@ class Transaction(C.ScopeCM):
 
     def _uses(self, s: int) -> None:
         db = self._conn._db
+        if self._conn._scope is not None:
+            C.check_loop(self._conn._scope.rt, "connection")
         if not db or self._conn._scope.live_handle() is None:
             raise C.make_error(C.ECLOSED, message="the connection is closed")
         C.check(sl.ascope_use_sql_tx(s, db, C.cstr(self._options, "options") if self._options else None),
@@ -557,6 +559,7 @@ class Pool:
     def acquire(self) -> "Connect":
         """``async with pool.acquire() as db``: a connection for the block."""
         p = self._open_pool()
+        C.check_loop(self._rt, "pool")
         return Connect(lambda s, target, options: sl.ascope_use_sql_pool(s, p), self.driver, "",
                        "")
 
@@ -568,9 +571,10 @@ class Pool:
         """Fails the waiters, closes the idle connections, waits for those
         lent out to come back and closes them; returns once all are closed."""
         p, rt = self._p, self._rt
-        self._p = None
         if not p:
             return
+        C.check_loop(rt, "pool")
+        self._p = None
         fut = rt.loop.create_future()
         key = C.register(fut)
         C.lib.ascope_pool_close(p, _pool_closed_c, key)

@@ -241,6 +241,60 @@ class SQLite(TestCase):
     async def test_a_task_cancelled_while_connecting_ends(self):
         await check_cancelled_while_entering(self, lambda: ascope.sqlite.connect(self.path))
 
+    async def test_another_loops_calls_are_refused_before_anything_runs(self):
+        # A connection, a pool and a file are their loop's: from a thread with
+        # a loop of its own, every call is refused with a RuntimeError that
+        # says so, nothing reaches C (no row is written), and the owners are
+        # unharmed. (A statement from there used to run, from that thread,
+        # before asyncio's own error came back; a transaction there hung.)
+        import threading
+        target = os.path.join(self.dir.name, "f.txt")
+
+        def from_another_loop(coro_fn) -> str:
+            out = []
+
+            def run():
+                try:
+                    asyncio.run(coro_fn())
+                    out.append("no error")
+                except RuntimeError as e:
+                    out.append(str(e))
+            th = threading.Thread(target=run)
+            th.start()
+            th.join(60)  # a guard: joined at once unless the refusal regresses to a hang
+            self.assertFalse(th.is_alive(), "a call from another loop hung")
+            return out[0]
+
+        async with ascope.sqlite.connect(self.path, wal=True) as db, \
+                ascope.sqlite.create_pool(self.path, max=1, wal=True) as pool, \
+                ascope.open(target, "w") as f:
+            await db.execute("CREATE TABLE x (v INTEGER)")
+
+            async def insert():
+                await db.execute("INSERT INTO x VALUES (1)")
+
+            async def transaction():
+                async with db.transaction():
+                    pass
+
+            async def acquire():
+                async with pool.acquire():
+                    pass
+
+            async def write():
+                await f.write(b"other loop")
+            for fn in (insert, transaction, acquire, write):
+                self.assertIn("belongs to the event loop it was opened on", from_another_loop(fn),
+                              fn.__name__)
+            self.assertEqual(await db.fetchval("SELECT count(*) FROM x"), 0)
+            async with db.transaction():
+                await db.execute("INSERT INTO x VALUES (2)")
+            async with pool.acquire() as p:
+                self.assertEqual(await p.fetchval("SELECT sum(v) FROM x"), 2)
+            await f.write(b"own loop")
+        with open(target, "rb") as got:
+            self.assertEqual(got.read(), b"own loop")
+
     async def test_cursors_with_the_smallest_prefetch_end(self):
         async with ascope.sqlite.connect(self.path, batch=64) as db:
             await check_small_prefetch(self, db, COUNT.format(n="$1"))
