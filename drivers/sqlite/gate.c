@@ -11,7 +11,8 @@
  * A holder passes its token on after GATE_SLICE_NS when another hop
  * waits, so long queries take turns rather than one waiting for the other
  * to end. A token is not held across a busy wait (the lock's holder may be
- * the hop waiting for it), nor past the hop.
+ * the hop waiting for it), nor past the hop. A holder yields its core every
+ * GATE_YIELD_NS, so a thread woken there runs without waiting for a tick.
  *
  * A hop waiting in the progress handler is still running its job
  * (conn->running names it): a cancel or an abort flags the job and calls

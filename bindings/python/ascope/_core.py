@@ -422,10 +422,7 @@ class Scope:
             # Cancelled after the body ran but before the task resumed: the
             # hold is the block's to end, and the block will never run, so
             # it ends here (else the scope waited for it for ever).
-            hold, self.hold = self.hold, None
-            if hold:
-                lib.ascope_op_end(hold, ECANCELED, None, None)
-                self.rt.run_now()
+            self._end_hold(ECANCELED)
             await self.wait_done()
             raise
         if self.done.done():  # acquiring failed: the scope already ended
@@ -465,6 +462,17 @@ class Scope:
         if cancelled is not None:
             raise cancelled
 
+    def _end_hold(self, status: int, name: Optional[bytes] = None,
+                  message: Optional[bytes] = None) -> bool:
+        """Ends the hold, once, with the block's outcome, and runs libuv so
+        that the release starts at once. False: no hold was left to end."""
+        hold, self.hold = self.hold, None
+        if not hold:
+            return False
+        lib.ascope_op_end(hold, status, name, message)
+        self.rt.run_now()
+        return True
+
     def raise_status(self) -> None:
         if self.status < 0:
             first = self.errors[0] if self.errors else make_error(self.status)
@@ -482,20 +490,17 @@ class Scope:
         if self.streams:
             for st in list(self.streams):
                 st._stop()
-        hold, self.hold = self.hold, None
-        ours = 0
-        if hold:
-            if exc is None:
-                lib.ascope_op_end(hold, 0, None, None)
-            elif isinstance(exc, asyncio.CancelledError):
-                ours = ECANCELED
+        ours = 0  # the status the hold ended with, when this block ended it
+        if exc is None:
+            self._end_hold(0)
+        elif isinstance(exc, asyncio.CancelledError):
+            if self.hold:
                 self.cancel()
-                lib.ascope_op_end(hold, ECANCELED, None, None)
-            else:
-                ours = EDRIVER
-                lib.ascope_op_end(hold, EDRIVER, type(exc).__name__.encode()[:40],
-                                  str(exc).encode("utf-8", "replace")[:400])
-            self.rt.run_now()
+            ours = ECANCELED if self._end_hold(ECANCELED) else 0
+        elif self.hold:
+            ours = EDRIVER
+            self._end_hold(EDRIVER, type(exc).__name__.encode()[:40],
+                           str(exc).encode("utf-8", "replace")[:400])
         await self.wait_done()
         if exc is None:
             self.raise_status()
