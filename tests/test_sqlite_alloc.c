@@ -93,3 +93,46 @@ Test(sqlite_alloc, connect_query_stream_tx) {
   cr_assert_eq(made.status, 0, "%s", made.why);
   af_sweep("sqlite", scenario, NULL);
 }
+
+/* ascope_sql_exec_many: five rows of one INSERT in a transaction, between
+ * two single statements. Each allocation of the batch fails in turn: the
+ * call refuses with UV_ENOMEM and nothing queued (no callback), or the batch
+ * answers once, its rows counted into the operation that ended. */
+#define MANY_ROWS 5
+
+static void many_body(ascope *s, void *ud) {
+  af_run *r = ud;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  int rc = p ? 0 : UV_ENOMEM;
+  for (int i = 0; i < MANY_ROWS && rc == 0; i++) {
+    rc = ascope_sql_params_add_int64(p, 100 + i);
+    if (rc == 0) rc = ascope_sql_params_add_text(p, "a row of a batch", ASCOPE_SQL_NTS);
+  }
+  if (rc == 0) {
+    af_start_op(r, ascope_sql_exec(s, db, "DELETE FROM t WHERE a >= 100", NULL, af_sql_cb, r));
+    ascope_op *op = NULL;
+    rc =
+        ascope_sql_exec_many(s, db, "INSERT INTO t VALUES (?, ?)", p, MANY_ROWS, af_sql_cb, r, &op);
+    if (rc == 0 && op == NULL) af_saw(r, UV_EPROTO); /* a batch queued gives its operation */
+    if (rc != 0 && op != NULL) af_saw(r, UV_EPROTO); /* a refusal gives none */
+    af_start_op(r, rc);
+    af_start_op(
+        r, ascope_sql_query(s, db, "SELECT count(*) FROM t WHERE a >= 100", NULL, af_sql_cb, r));
+  } else {
+    af_saw(r, rc);
+    ascope_cancel(s);
+  }
+  ascope_sql_params_free(p);
+}
+
+static void many_scenario(af_run *r) {
+  af_scope(r, uses, many_body);
+}
+
+Test(sqlite_alloc, exec_many) {
+  af_run made = {0};
+  af_scope(&made, table_uses, table_body);
+  cr_assert_eq(made.status, 0, "%s", made.why);
+  af_sweep("sqlite exec_many", many_scenario, NULL);
+}

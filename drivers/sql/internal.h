@@ -32,6 +32,10 @@ struct ascope_sql_params {
 size_t params_flat_size(const ascope_sql_params *p);
 /* Copies p into mem (params_flat_size bytes) as dst, a flat set. */
 void params_flatten(ascope_sql_params *dst, const ascope_sql_params *p, void *mem);
+/* The same for the values [first, first + n) of p alone (many.c). */
+size_t params_flat_size_range(const ascope_sql_params *p, size_t first, size_t n);
+void params_flatten_range(ascope_sql_params *dst, const ascope_sql_params *p, size_t first,
+                          size_t n, void *mem);
 
 /* ---- results -------------------------------------------------------------- */
 struct rval {
@@ -93,9 +97,12 @@ struct ascope_sql_req {
   bool resumed;   /* resume came while in_cb */
   bool drv_done;  /* the driver has answered for good */
   bool cancelled; /* the op was cancelled */
-  /* a transaction step: no op, an internal completion */
+  /* a transaction step or a row of a batch (many.c): no op, an internal
+   * completion, called once */
   void (*on_done)(ascope_sql_req *req, int status, const char *code, const char *message);
   void *ctx;
+  size_t row;        /* a batch's row: its index */
+  bool answered;     /* a batch's row the driver abandoned: its late answer only frees */
   ascope_rows *rows; /* made when the driver first asks: a plain exec has none */
   int64_t changes, last_id;
   _Alignas(max_align_t) unsigned char data[]; /* the driver's req_size bytes */
@@ -103,7 +110,22 @@ struct ascope_sql_req {
 /* NULL: out of memory. rt is the connection's runtime. */
 ascope_sql_req *req_new(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
                         const char *text, const ascope_sql_params *p);
+/* The same with the values [first, first + n) of p (many.c). */
+ascope_sql_req *req_new_range(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
+                              const char *text, const ascope_sql_params *p, size_t first, size_t n);
 void req_free(ascope_sql_req *req);
+/* Calls the user's callback as every statement's is called (the failure's
+ * code and message readable through ascope_sql_errcode/_errmsg meanwhile);
+ * what it returned, flow-control codes made 0. */
+int sql_call_user(struct sql_conn *c, ascope *s, ascope_sql_cb cb, void *ud, int status,
+                  ascope_rows *rows, const char *code, const char *msg);
+/* Ends op with rc, the callback's answer to status. */
+void sql_op_end(ascope_op *op, int rc, int status, const char *code, const char *msg);
+/* Starting: the checks every statement passes; 0 or a negative code. */
+int sql_start_check(ascope *s, struct sql_conn *c, const char *sql, const ascope_sql_params *p);
+/* A batch's row: its completion, and its abandonment by the driver (many.c). */
+void many_row_done(ascope_sql_req *req, int status, const char *code, const char *message);
+void many_row_abandon(ascope_sql_req *req, int status, const char *code, const char *message);
 
 /* ---- counters: "sql.<name>" per runtime, ascope_sql_stat for the process -- */
 enum { SQLS_REQUESTS, SQLS_TRANSACTIONS, SQLS_ROWS_LIVE, SQLS_NSTATS };

@@ -248,3 +248,34 @@ void params_flatten(ascope_sql_params *dst, const ascope_sql_params *p, void *me
   dst->n = dst->cap = p->n;
   dst->used = dst->arena_cap = p->used;
 }
+
+/* A run of a set's values, [first, first + n), packed as params_flatten
+ * packs a whole set: only the bytes those values use, so that cutting a
+ * large set into many requests copies each byte once. */
+size_t params_flat_size_range(const ascope_sql_params *p, size_t first, size_t n) {
+  size_t bytes = n * sizeof(struct pval);
+  for (size_t i = first; i < first + n; i++)
+    if (p->vals[i].type == ASCOPE_SQL_TEXT || p->vals[i].type == ASCOPE_SQL_BLOB)
+      bytes += p->vals[i].len + 1;
+  return n ? bytes : 0;
+}
+
+void params_flatten_range(ascope_sql_params *dst, const ascope_sql_params *p, size_t first,
+                          size_t n, void *mem) {
+  memset(dst, 0, sizeof *dst);
+  dst->flat = true;
+  if (n == 0) return;
+  dst->vals = mem;
+  dst->arena = (char *)mem + n * sizeof(struct pval);
+  for (size_t i = 0; i < n; i++) {
+    struct pval v = p->vals[first + i];
+    if (v.type == ASCOPE_SQL_TEXT || v.type == ASCOPE_SQL_BLOB) {
+      memcpy(dst->arena + dst->used, p->arena + v.v.off, v.len + 1);
+      v.v.off = dst->used;
+      dst->used += v.len + 1;
+    }
+    dst->vals[i] = v;
+  }
+  dst->n = dst->cap = n;
+  dst->arena_cap = dst->used;
+}

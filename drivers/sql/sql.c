@@ -89,23 +89,29 @@ __attribute__((constructor)) static void sql_stats_register(void) {
 
 /* ---- requests ------------------------------------------------------------------ */
 
-/* One allocation: the request, the driver's data, the parameters, the text. */
-ascope_sql_req *req_new(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
-                        const char *text, const ascope_sql_params *p) {
+/* One allocation: the request, the driver's data, the parameters, the
+ * text. The parameters are p whole, or (range) its values [first, first + n). */
+static ascope_sql_req *req_alloc(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
+                                 const char *text, const ascope_sql_params *p, bool range,
+                                 size_t first, size_t n) {
   /* A connection stays in its runtime: the first request finds its counters. */
   if (c->stats == NULL &&
       (c->stats = ascope_rt_driver_state(rt, &sql_layer, sizeof *c->stats, NULL)) == NULL)
     return NULL;
   size_t head = sizeof(ascope_sql_req) + c->drv->req_size;
   head = (head + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * _Alignof(max_align_t);
-  size_t plen = params_flat_size(p), tlen = text ? strlen(text) + 1 : 0;
+  size_t plen = range ? params_flat_size_range(p, first, n) : params_flat_size(p);
+  size_t tlen = text ? strlen(text) + 1 : 0;
   ascope_sql_req *req = ascope_malloc(head + plen + tlen);
   if (req == NULL) return NULL;
   memset(req, 0, sizeof *req + c->drv->req_size);
   req->db = db;
   req->conn = c;
   req->kind = kind;
-  params_flatten(&req->params, p, (char *)req + head);
+  if (range)
+    params_flatten_range(&req->params, p, first, n, (char *)req + head);
+  else
+    params_flatten(&req->params, p, (char *)req + head);
   if (text) {
     char *t = (char *)req + head + plen;
     memcpy(t, text, tlen);
@@ -113,6 +119,17 @@ ascope_sql_req *req_new(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int k
   }
   SQL_COUNT(c, SQLS_REQUESTS, 1);
   return req;
+}
+
+ascope_sql_req *req_new(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
+                        const char *text, const ascope_sql_params *p) {
+  return req_alloc(rt, c, db, kind, text, p, false, 0, 0);
+}
+
+ascope_sql_req *req_new_range(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
+                              const char *text, const ascope_sql_params *p, size_t first,
+                              size_t n) {
+  return req_alloc(rt, c, db, kind, text, p, true, first, n);
 }
 
 void req_free(ascope_sql_req *req) {
@@ -162,14 +179,34 @@ void ascope_sql_req_set_changes(ascope_sql_req *req, int64_t changes, int64_t la
 
 /* ---- completing ---------------------------------------------------------------- */
 
-/* Ends the operation and frees the request. The code and message describe
- * the operation's own failure, so they go with it only when the callback
- * passed that failure on. */
+void sql_op_end(ascope_op *op, int rc, int status, const char *code, const char *msg) {
+  /* The code and message describe the operation's own failure, so they go
+   * with it only when the callback passed that failure on. */
+  bool own = status < 0 && rc == status;
+  ascope_op_end(op, rc, own ? code : NULL, own ? msg : NULL);
+}
+
+/* Ends the request's operation; the request itself is freed by the caller. */
 static void req_end(ascope_sql_req *req, int rc, int status, const char *code, const char *msg) {
   ascope_op *op = req->op;
   req->op = NULL;
-  bool own = status < 0 && rc == status;
-  ascope_op_end(op, rc, own ? code : NULL, own ? msg : NULL);
+  sql_op_end(op, rc, status, code, msg);
+}
+
+int sql_call_user(struct sql_conn *c, ascope *s, ascope_sql_cb cb, void *ud, int status,
+                  ascope_rows *rows, const char *code, const char *msg) {
+  int rc = status;
+  if (cb) {
+    const char *oc = c->errcode, *om = c->errmsg; /* a callback may run inside another's */
+    if (status < 0) {
+      c->errcode = code;
+      c->errmsg = msg ? msg : ascope_strerror(status);
+    }
+    rc = cb(s, status, rows, ud);
+    c->errcode = oc;
+    c->errmsg = om;
+  }
+  return rc > 0 ? 0 : rc; /* flow-control codes mean nothing at the end */
 }
 
 /* The callback's last call: the result, or the error, or a stream's end;
@@ -184,19 +221,7 @@ static void req_answer(ascope_sql_req *req, int status, const char *code, const 
     }
     ascope_rows_set_changes(rows, req->changes, req->last_id);
   }
-  int rc = status;
-  if (req->cb) {
-    struct sql_conn *c = req->conn;
-    const char *oc = c->errcode, *om = c->errmsg; /* a callback may run inside another's */
-    if (status < 0) {
-      c->errcode = code;
-      c->errmsg = msg ? msg : ascope_strerror(status);
-    }
-    rc = req->cb(req->scope, status, rows, req->ud);
-    c->errcode = oc;
-    c->errmsg = om;
-  }
-  if (rc > 0) rc = 0; /* flow-control codes mean nothing at the end */
+  int rc = sql_call_user(req->conn, req->scope, req->cb, req->ud, status, rows, code, msg);
   req_end(req, rc, status, code, msg);
 }
 
@@ -209,6 +234,10 @@ void ascope_sql_req_abandon(ascope_sql_req *req, int status, const char *code,
                             const char *message) {
   /* Only once, only while the operation runs, and never for what has a
    * follow-up of its own (transaction steps) or flow control (streams). */
+  if (req != NULL && req->on_done == many_row_done && !req->drv_done) {
+    many_row_abandon(req, status < 0 ? status : ASCOPE_ECANCELED, code, message);
+    return;
+  }
   if (req == NULL || req->op == NULL || req->drv_done || req->on_done ||
       req->kind == ASCOPE_SQL_STREAM)
     return;
@@ -220,7 +249,7 @@ void ascope_sql_req_done(ascope_sql_req *req, int status, const char *code, cons
   if (req == NULL) return;
   req->drv_done = true;
   if (req->on_done) {
-    req->on_done(req, status, code, message);
+    if (!req->answered) req->on_done(req, status, code, message);
     req_free(req);
   } else if (req->op == NULL) {
     req_free(req); /* a stream the user stopped: the driver has let it go */
@@ -308,14 +337,18 @@ static void on_op_cancel(ascope_op *op) {
 
 /* ---- starting ------------------------------------------------------------------- */
 
+int sql_start_check(ascope *s, struct sql_conn *c, const char *sql, const ascope_sql_params *p) {
+  if (s == NULL || c == NULL || sql == NULL) return UV_EINVAL;
+  if (p && p->err) return p->err;
+  return sql_tx_admits(c, s);
+}
+
 static int sql_start(ascope *s, ascope_sql *db, int kind, const char *sql,
                      const ascope_sql_params *p, ascope_sql_cb cb, void *ud, ascope_op **opp) {
   if (opp) *opp = NULL;
   struct sql_conn *c = sql_conn_of(db);
-  if (s == NULL || c == NULL || sql == NULL) return UV_EINVAL;
-  if (p && p->err) return p->err;
-  int busy = sql_tx_admits(c, s);
-  if (busy) return busy;
+  int bad = sql_start_check(s, c, sql, p);
+  if (bad) return bad;
   ascope_sql_req *req = req_new(ascope_scope_rt(s), c, db, kind, sql, p);
   if (req == NULL) return UV_ENOMEM;
   ascope_op *op = ascope_op_begin(s, &c->drv->base, on_op_cancel, req);

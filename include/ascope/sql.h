@@ -161,6 +161,28 @@ ASCOPE_EXTERN int ascope_sql_stream(ascope *s, ascope_sql *db, const char *sql,
 ASCOPE_EXTERN int ascope_sql_start(ascope *s, ascope_sql *db, int kind, const char *sql,
                                    const ascope_sql_params *params, ascope_sql_cb cb, void *ud,
                                    ascope_op **op);
+/* One statement run once per row of values, as one operation: params
+ * holds nrows rows of values one after the other (its count a multiple of
+ * nrows), and each row is a statement of its own, all of them queued in
+ * order in this one call, as a burst of ascope_sql_exec calls would be, so
+ * a driver pipelines (PostgreSQL) or batches (SQLite) them the same way.
+ * The callback is called once, when every row has been answered: with
+ * status 0 and a result whose changes are the rows' summed and whose
+ * last_id is the last row's; or with the failure of the first row, in row
+ * order, that failed (ascope_sql_errcode/_errmsg give its code and
+ * message). One row's failure neither stops nor undoes the others — inside
+ * a transaction, rolling it back does (and on PostgreSQL the rows after a
+ * failure fail too, the transaction being aborted). A row the driver
+ * refuses before queueing it (a value it cannot take) ends the batch
+ * there: the rows after it are not queued, and the callback hears that
+ * row's error. Cancelling the operation (op, when not NULL, receives it)
+ * cancels every row not yet answered. Returns 0, or a negative code with
+ * nothing queued: the refusals of the calls above, UV_EINVAL for nrows 0
+ * or a count not a multiple of it, UV_ENOMEM when the rows' requests
+ * cannot all be made. */
+ASCOPE_EXTERN int ascope_sql_exec_many(ascope *s, ascope_sql *db, const char *sql,
+                                       const ascope_sql_params *params, size_t nrows,
+                                       ascope_sql_cb cb, void *ud, ascope_op **op);
 /* Inside a callback with status < 0: the database's own code (SQLite's
  * extended code name, PostgreSQL's SQLSTATE) and message; NULL elsewhere. */
 ASCOPE_EXTERN const char *ascope_sql_errcode(ascope_sql *db);

@@ -1064,7 +1064,8 @@ struct owned {
   t_scope t, holder, sibling, inner[2];
   ascope *parent, *holder_scope;
   ascope_sql *db;
-  int outside_rc, inside_rc, after_rc;
+  int outside_rc, outside_many_rc, inside_rc, after_rc;
+  ascope_op *outside_many_op;
   bool nested; /* the holder's children try the savepoint case */
 };
 
@@ -1103,6 +1104,15 @@ static void holder_body(ascope *s, t_scope *t) {
   cr_assert_eq(ascope_start(k, t_body, t_done, &o->sibling), 0);
   o->outside_rc = ascope_sql_exec(
       o->parent, o->db, sqlf("INSERT INTO %s VALUES ('outside')", tx_table()), NULL, NULL, NULL);
+  /* a batch is refused the same way, nothing queued */
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_text(p, "outside", ASCOPE_SQL_NTS);
+  ascope_sql_params_add_text(p, "outside", ASCOPE_SQL_NTS);
+  o->outside_many_op = (ascope_op *)o;
+  o->outside_many_rc =
+      ascope_sql_exec_many(o->parent, o->db, sqlf("INSERT INTO %s VALUES ($1)", tx_table()), p, 2,
+                           NULL, NULL, &o->outside_many_op);
+  ascope_sql_params_free(p);
   if (!o->nested) return;
   k = ascope_child(s);
   cr_assert_eq(ascope_use_sql_tx(k, o->db, NULL), 0);
@@ -1140,6 +1150,8 @@ static void run_owned(struct owned *o) {
   cr_assert_eq(o->sibling.body_calls, 0);
   cr_assert(strstr(o->sibling.msg, "inside another scope's transaction"), "%s", o->sibling.msg);
   cr_assert_eq(o->outside_rc, ASCOPE_EBUSY, "a statement from outside the transaction");
+  cr_assert_eq(o->outside_many_rc, ASCOPE_EBUSY, "a batch from outside the transaction");
+  cr_assert_null(o->outside_many_op);
   cr_assert_eq(o->after_rc, 0, "the connection is free once the transaction ended");
   cr_assert_eq(rows_with("held"), 1);
   cr_assert_eq(rows_with("sibling") + rows_with("outside"), 0);
@@ -1657,4 +1669,799 @@ SQL_TEST(bad_input_is_a_clear_error_and_the_connection_goes_on) {
   assert_code(b.several.code, D->code.several, "a query of two statements");
   cr_assert_eq(b.ok3.status, 0);
   cr_assert_eq(b.ok3.first, 44);
+}
+
+/* ==== many rows of one statement ============================================================== */
+
+/* ascope_sql_exec_many: one statement run once per row of values, as one
+ * operation. Its callback runs once, when every row is answered: 0 with
+ * the rows' summed changes and the last row's id, or the first failing
+ * row's error (in row order). Each row is a statement of its own, queued
+ * in order as a burst of single statements would be. */
+
+/* A callback noting its place among the answers of a test. */
+struct seq_cb {
+  ss_cb cb; /* first: ss_cb_fn reads it */
+  int *next, at;
+};
+
+static int seq_cb_fn(ascope *s, int status, ascope_rows *rows, void *ud) {
+  struct seq_cb *q = ud;
+  q->at = (*q->next)++;
+  return ss_cb_fn(s, status, rows, &q->cb);
+}
+
+/* n rows of (k, v): k = first + i, v = "<prefix><k>". */
+static ascope_sql_params *kv_rows(int n, int64_t first, const char *prefix) {
+  ascope_sql_params *p = ascope_sql_params_new();
+  cr_assert_not_null(p);
+  int bad = 0;
+  for (int i = 0; i < n; i++) {
+    char v[48];
+    snprintf(v, sizeof v, "%s%lld", prefix, (long long)(first + i));
+    bad += ascope_sql_params_add_int64(p, first + i) != 0;
+    bad += ascope_sql_params_add_text(p, v, ASCOPE_SQL_NTS) != 0;
+  }
+  cr_assert_eq(bad, 0, "building %d rows", n);
+  cr_assert_eq(ascope_sql_params_count(p), (size_t)n * 2);
+  return p;
+}
+
+/* ---- every row, one answer ------------------------------------------------------------------- */
+
+#define MANY 1000
+
+struct many_all {
+  t_scope t;
+  ascope_op *op;
+  int ins_rc, upd_rc, next;
+  struct seq_cb ins, upd, count;
+};
+
+static void many_all_body(ascope *s, t_scope *t) {
+  struct many_all *a = (struct many_all *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  const char *mt = tab("many");
+  a->ins = a->upd = a->count = (struct seq_cb){.cb.db = db, .next = &a->next};
+  ascope_sql_params *p = kv_rows(MANY, 1, "v");
+  a->ins_rc = ascope_sql_exec_many(s, db, sqlf("INSERT INTO %s(id, v) VALUES ($1, $2)", mt), p,
+                                   MANY, seq_cb_fn, &a->ins, &a->op);
+  ascope_sql_params_free(p); /* the call copied every row */
+  /* rows that change nothing count nothing: 2 of the 3 rows match */
+  p = ascope_sql_params_new();
+  ascope_sql_params_add_int64(p, 1);
+  ascope_sql_params_add_int64(p, 2);
+  ascope_sql_params_add_int64(p, 5000);
+  a->upd_rc = ascope_sql_exec_many(s, db, sqlf("UPDATE %s SET v = v || '+' WHERE id = $1", mt), p,
+                                   3, seq_cb_fn, &a->upd, NULL);
+  ascope_sql_params_free(p);
+  ascope_sql_query(s, db, sqlf("SELECT count(*) FROM %s", mt), NULL, seq_cb_fn, &a->count);
+}
+
+SQL_TEST(exec_many_runs_every_row_and_answers_once) {
+  run_exec(sqlf("CREATE TABLE %s(id INTEGER PRIMARY KEY, v TEXT)", tab("many")));
+  struct many_all a = {.t.body = many_all_body};
+  cr_assert_eq(run(db_scope(NULL), &a.t), 0, "%s", a.t.msg);
+  cr_assert_eq(a.ins_rc, 0);
+  cr_assert_not_null(a.op, "the batch's operation");
+  cr_assert_eq(a.ins.cb.calls, 1, "one answer for %d rows", MANY);
+  cr_assert_eq(a.ins.cb.status, 0, "%s", a.ins.cb.msg);
+  cr_assert_eq(a.ins.cb.changes, MANY, "the rows' changes, summed");
+  cr_assert_eq(a.ins.cb.rows, 0, "an exec has no rows");
+  cr_assert_eq(a.ins.cb.last_id, (D->flags & ASCOPE_SQL_SUITE_LAST_ID) ? MANY : 0,
+               "the last row's id: %lld", (long long)a.ins.cb.last_id);
+  cr_assert(!a.ins.cb.code_after, "no code in a callback with status 0");
+  cr_assert_eq(a.upd_rc, 0);
+  cr_assert_eq(a.upd.cb.calls, 1);
+  cr_assert_eq(a.upd.cb.status, 0, "%s", a.upd.cb.msg);
+  cr_assert_eq(a.upd.cb.changes, 2, "a row matching nothing changes nothing");
+  cr_assert_eq(a.count.cb.calls, 1);
+  cr_assert_eq(a.count.cb.first, MANY, "the statement behind saw every row");
+  cr_assert(a.ins.at == 0 && a.upd.at == 1 && a.count.at == 2,
+            "answers in the order started: %d %d %d", a.ins.at, a.upd.at, a.count.at);
+  const char *mt = tab("many");
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", mt)), MANY);
+  cr_assert_eq(query_int(sqlf("SELECT sum(id) FROM %s", mt)), (int64_t)MANY * (MANY + 1) / 2);
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s WHERE v = 'v' || CAST(id AS TEXT)", mt)),
+               MANY - 2, "every row's own values");
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s WHERE v = 'v' || CAST(id AS TEXT) || '+' "
+                              "AND id <= 2",
+                              mt)),
+               2);
+}
+
+/* ---- failing rows ---------------------------------------------------------------------------- */
+
+/* MANY rows of (kk_first, vv_second), both unique: row 500 repeats row
+ * 10's kk_first, row 700 row 20's vv_second. The first failure in row order
+ * is row 500's, and its message names kk_first. */
+static const char *uniq_table(void) {
+  return tab("many_uniq");
+}
+
+static void uniq_setup(void) {
+  run_exec(sqlf("CREATE TABLE %s(kk_first BIGINT UNIQUE, vv_second TEXT UNIQUE)", uniq_table()));
+}
+
+static ascope_sql_params *dup_rows(void) {
+  ascope_sql_params *p = ascope_sql_params_new();
+  cr_assert_not_null(p);
+  for (int i = 0; i < MANY; i++) {
+    char v[32];
+    snprintf(v, sizeof v, "r%d", i == 700 ? 20 : i);
+    ascope_sql_params_add_int64(p, i == 500 ? 10 : i);
+    ascope_sql_params_add_text(p, v, ASCOPE_SQL_NTS);
+  }
+  cr_assert_eq(ascope_sql_params_count(p), 2 * MANY);
+  return p;
+}
+
+static int start_dup_rows(ascope *s, ascope_sql *db, ascope_sql_cb cb, void *ud) {
+  ascope_sql_params *p = dup_rows();
+  int rc = ascope_sql_exec_many(
+      s, db, sqlf("INSERT INTO %s(kk_first, vv_second) VALUES ($1, $2)", uniq_table()), p, MANY, cb,
+      ud, NULL);
+  ascope_sql_params_free(p);
+  return rc;
+}
+
+/* The message of row 500's failure, not row 700's. */
+static void assert_row_500(const char *code, const char *msg, const char *what) {
+  assert_code(code, D->code.unique, what);
+  cr_assert(strstr(msg, "kk_first") != NULL, "%s: the message names the column: %s", what, msg);
+  cr_assert(strstr(msg, "vv_second") == NULL, "%s: the first failing row's message: %s", what, msg);
+}
+
+struct many_fail {
+  t_scope t;
+  int rc;
+  ss_cb batch, after;
+};
+
+static void many_fail_body(ascope *s, t_scope *t) {
+  struct many_fail *f = (struct many_fail *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  f->batch.db = f->after.db = db;
+  f->rc = start_dup_rows(s, db, ss_cb_fn, &f->batch); /* handled: returns 0 */
+  ascope_sql_query(s, db, "SELECT 42", NULL, ss_cb_fn, &f->after);
+}
+
+static void many_unhandled_body(ascope *s, t_scope *t) {
+  (void)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  /* three rows, the middle one repeating a key of the first batch */
+  ascope_sql_params *p = ascope_sql_params_new();
+  ascope_sql_params_add_int64(p, 5000);
+  ascope_sql_params_add_text(p, "x5000", ASCOPE_SQL_NTS);
+  ascope_sql_params_add_int64(p, 1);
+  ascope_sql_params_add_text(p, "x1", ASCOPE_SQL_NTS);
+  ascope_sql_params_add_int64(p, 5002);
+  ascope_sql_params_add_text(p, "x5002", ASCOPE_SQL_NTS);
+  /* a NULL callback: the failure fails the scope */
+  cr_assert_eq(ascope_sql_exec_many(
+                   s, db, sqlf("INSERT INTO %s(kk_first, vv_second) VALUES ($1, $2)", uniq_table()),
+                   p, 3, NULL, NULL, NULL),
+               0);
+  ascope_sql_params_free(p);
+}
+
+SQL_TEST(exec_many_a_failing_row_fails_the_batch_and_the_other_rows_stay) {
+  uniq_setup();
+  struct many_fail f = {.t.body = many_fail_body};
+  cr_assert_eq(run(db_scope(NULL), &f.t), 0, "the callback handled it: %s", f.t.msg);
+  cr_assert_eq(f.rc, 0);
+  cr_assert_eq(f.batch.calls, 1, "one answer");
+  cr_assert_eq(f.batch.status, ASCOPE_EDRIVER, "as a single statement's: %d", f.batch.status);
+  assert_row_500(f.batch.code, f.batch.msg, "the batch");
+  cr_assert_eq(f.after.status, 0, "the connection goes on: %s", f.after.msg);
+  cr_assert_eq(f.after.first, 42);
+  /* outside a transaction each row stands alone: all but the two stay */
+  const char *ut = uniq_table();
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", ut)), MANY - 2);
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s WHERE vv_second IN ('r500', 'r700')", ut)),
+               0);
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s WHERE kk_first = 700", ut)), 0);
+  cr_assert_eq(
+      query_int(sqlf("SELECT count(*) FROM %s WHERE kk_first = 10 AND vv_second = 'r10'", ut)), 1);
+  cr_assert_eq(query_int(sqlf("SELECT max(kk_first) FROM %s", ut)), MANY - 1,
+               "the rows after the failures ran");
+
+  /* unhandled: the scope's error, with the failing row's code */
+  t_scope t = {.body = many_unhandled_body};
+  cr_assert_eq(run(db_scope(NULL), &t), ASCOPE_EDRIVER);
+  cr_assert_str_eq(t.driver, D->name);
+  assert_code(t.code, D->code.unique, "the scope's error");
+  cr_assert_eq(t.nerr, 1);
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s WHERE kk_first >= 5000", ut)), 2);
+}
+
+/* Inside a transaction the failure's scope rolls back every row: the
+ * callback passes the failure on, or it fails its scope itself (from
+ * inside the callback: the batch still answers once). On PostgreSQL the
+ * rows after the failure fail too (the transaction is aborted): the batch
+ * still reports row 500's. */
+struct many_tx {
+  t_scope t;
+  int rc;
+  bool fail_inside;
+  ss_cb batch;
+};
+
+static int many_tx_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
+  struct many_tx *m = ud;
+  ss_cb_fn(s, status, rows, &m->batch);
+  if (!m->fail_inside) return status;
+  ascope_fail(s, UV_EPROTO, "the body gave up after the batch");
+  return 0;
+}
+
+static void many_tx_body(ascope *s, t_scope *t) {
+  struct many_tx *m = (struct many_tx *)t;
+  m->batch.db = ascope_sql_resource(s, 0);
+  m->rc = start_dup_rows(s, m->batch.db, many_tx_cb, m);
+}
+
+SQL_TEST(exec_many_inside_a_failed_transaction_leaves_nothing) {
+  uniq_setup();
+  for (int i = 0; i < 2; i++) {
+    struct many_tx m = {.t.body = many_tx_body, .fail_inside = i == 1};
+    int status = run(tx_scope(), &m.t);
+    cr_assert_eq(m.rc, 0);
+    cr_assert_eq(m.batch.calls, 1, "case %d: one answer, %d calls", i, m.batch.calls);
+    cr_assert_eq(m.batch.status, ASCOPE_EDRIVER, "case %d", i);
+    assert_row_500(m.batch.code, m.batch.msg, "the batch in a transaction");
+    if (i == 0) {
+      cr_assert_eq(status, ASCOPE_EDRIVER, "the failure passed on: %s", m.t.msg);
+      assert_code(m.t.code, D->code.unique, "the scope's error");
+    } else {
+      cr_assert_eq(status, UV_EPROTO, "%s", m.t.msg);
+      cr_assert_str_eq(m.t.msg, "the body gave up after the batch");
+    }
+    cr_assert_eq(m.t.nerr, 1, "case %d: the rollback itself went well", i);
+    cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", uniq_table())), 0, "case %d", i);
+  }
+}
+
+/* ---- the callback ending its own operation's scope ------------------------------------------- */
+
+/* A callback may cancel the batch's operation or its scope: the batch is
+ * answered, and answers once. */
+struct many_self {
+  t_scope t;
+  ascope_op *op;
+  int how, op_cancel_rc; /* 0: ascope_op_cancel of the batch's op; 1: ascope_cancel */
+  ss_cb batch;
+};
+
+static int many_self_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
+  struct many_self *m = ud;
+  ss_cb_fn(s, status, rows, &m->batch);
+  if (m->how == 0)
+    m->op_cancel_rc = ascope_op_cancel(m->op);
+  else
+    ascope_cancel(s);
+  return 0;
+}
+
+static void many_self_body(ascope *s, t_scope *t) {
+  struct many_self *m = (struct many_self *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  ascope_sql_params *p = kv_rows(5, 1, "s");
+  cr_assert_eq(ascope_sql_exec_many(s, db,
+                                    sqlf("INSERT INTO %s(id, v) VALUES ($1, $2)", tab("many")), p,
+                                    5, many_self_cb, m, &m->op),
+               0);
+  ascope_sql_params_free(p);
+}
+
+SQL_TEST(exec_many_a_callback_cancelling_its_batch_or_scope_is_called_once) {
+  run_exec(sqlf("CREATE TABLE %s(id INTEGER PRIMARY KEY, v TEXT)", tab("many")));
+  for (int how = 0; how < 2; how++) {
+    run_exec(sqlf("DELETE FROM %s", tab("many")));
+    struct many_self m = {.t.body = many_self_body, .how = how};
+    int status = run(db_scope(NULL), &m.t);
+    cr_assert_eq(m.batch.calls, 1, "case %d: called %d times", how, m.batch.calls);
+    cr_assert_eq(m.batch.status, 0, "case %d", how);
+    cr_assert_eq(m.batch.changes, 5, "case %d", how);
+    if (how == 0) {
+      cr_assert_eq(status, 0, "cancelling an operation being answered: %s", m.t.msg);
+    } else {
+      cr_assert_eq(status, ASCOPE_ECANCELED, "%s", m.t.msg);
+    }
+    cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", tab("many"))), 5, "case %d", how);
+  }
+}
+
+/* ---- bad input ------------------------------------------------------------------------------- */
+
+struct many_bad {
+  t_scope t;
+  int zero, odd, null_sql, null_db, null_scope, few_rc, ok_rc;
+  ascope_op *op[5];
+  ss_cb refused, few, ok;
+};
+
+static void many_bad_body(ascope *s, t_scope *t) {
+  struct many_bad *b = (struct many_bad *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  b->few.db = b->ok.db = db;
+  const char *ins = sqlf("INSERT INTO %s(id, v) VALUES ($1, $2)", tab("many"));
+  ascope_sql_params *p = kv_rows(3, 1, "b");             /* 6 values */
+  for (int i = 0; i < 5; i++) b->op[i] = (ascope_op *)b; /* anything but NULL */
+  b->zero = ascope_sql_exec_many(s, db, ins, p, 0, ss_cb_fn, &b->refused, &b->op[0]);
+  b->odd = ascope_sql_exec_many(s, db, ins, p, 4, ss_cb_fn, &b->refused, &b->op[1]);
+  b->null_sql = ascope_sql_exec_many(s, db, NULL, p, 3, ss_cb_fn, &b->refused, &b->op[2]);
+  b->null_db = ascope_sql_exec_many(s, NULL, ins, p, 3, ss_cb_fn, &b->refused, &b->op[3]);
+  b->null_scope = ascope_sql_exec_many(NULL, db, ins, p, 3, ss_cb_fn, &b->refused, &b->op[4]);
+  /* 6 values as 6 rows of one: each row has fewer values than the
+   * statement's parameters */
+  b->few_rc = ascope_sql_exec_many(s, db, ins, p, 6, ss_cb_fn, &b->few, NULL);
+  b->ok_rc = ascope_sql_exec_many(s, db, ins, p, 3, ss_cb_fn, &b->ok, NULL);
+  ascope_sql_params_free(p);
+}
+
+SQL_TEST(exec_many_bad_input_is_refused_with_nothing_queued) {
+  run_exec(sqlf("CREATE TABLE %s(id INTEGER PRIMARY KEY, v TEXT)", tab("many")));
+  struct many_bad b = {.t.body = many_bad_body};
+  cr_assert_eq(run(db_scope(NULL), &b.t), 0, "%s", b.t.msg);
+  cr_assert_eq(b.zero, UV_EINVAL, "no rows");
+  cr_assert_eq(b.odd, UV_EINVAL, "6 values in 4 rows");
+  cr_assert_eq(b.null_sql, UV_EINVAL, "NULL sql");
+  cr_assert_eq(b.null_db, UV_EINVAL, "NULL connection");
+  cr_assert_eq(b.null_scope, UV_EINVAL, "NULL scope");
+  for (int i = 0; i < 5; i++) cr_assert_null(b.op[i], "refusal %d gives no operation", i);
+  cr_assert_eq(b.refused.calls, 0, "a refused batch has no callback");
+  if (D->flags & ASCOPE_SQL_SUITE_PARAMS_AT_CALL) {
+    cr_assert_eq(b.few_rc, UV_EINVAL, "too few values per row, refused at the call");
+    cr_assert_eq(b.few.calls, 0);
+  } else {
+    cr_assert_eq(b.few_rc, 0);
+    cr_assert_eq(b.few.calls, 1);
+    cr_assert_eq(b.few.status, ASCOPE_EDRIVER, "too few values per row");
+    assert_code(b.few.code, D->code.params, "too few values per row");
+  }
+  cr_assert_eq(b.ok_rc, 0);
+  cr_assert_eq(b.ok.calls, 1);
+  cr_assert_eq(b.ok.status, 0, "the connection goes on: %s", b.ok.msg);
+  cr_assert_eq(b.ok.changes, 3);
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", tab("many"))), 3,
+               "only the good batch's rows");
+}
+
+/* ---- a row the driver refuses ---------------------------------------------------------------- */
+
+/* Ten rows (id, v), row `nul` with a text holding a NUL. A driver whose
+ * text cannot hold one refuses that row at the call: refused first, the
+ * whole call is (UV_EINVAL, nothing runs); refused later, the rows before
+ * it run, the rows after it never, and the callback hears the refusal. */
+struct many_nul {
+  t_scope t;
+  int nul, rc;
+  ascope_op *op;
+  ss_cb batch;
+};
+
+static void many_nul_body(ascope *s, t_scope *t) {
+  struct many_nul *m = (struct many_nul *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  m->batch.db = db;
+  ascope_sql_params *p = ascope_sql_params_new();
+  for (int i = 0; i < 10; i++) {
+    ascope_sql_params_add_int64(p, i + 1);
+    if (i == m->nul)
+      ascope_sql_params_add_text(p, "a\0b", 3);
+    else
+      ascope_sql_params_add_text(p, "ok", ASCOPE_SQL_NTS);
+  }
+  m->op = (ascope_op *)m;
+  m->rc = ascope_sql_exec_many(s, db, sqlf("INSERT INTO %s(id, v) VALUES ($1, $2)", tab("many")), p,
+                               10, ss_cb_fn, &m->batch, &m->op);
+  ascope_sql_params_free(p);
+}
+
+SQL_TEST(exec_many_a_row_refused_at_the_call_ends_the_batch_there) {
+  run_exec(sqlf("CREATE TABLE %s(id INTEGER PRIMARY KEY, v TEXT)", tab("many")));
+  bool nul_ok = D->flags & ASCOPE_SQL_SUITE_TEXT_NUL;
+  const int at[] = {0, 3};
+  for (int i = 0; i < 2; i++) {
+    run_exec(sqlf("DELETE FROM %s", tab("many")));
+    struct many_nul m = {.t.body = many_nul_body, .nul = at[i]};
+    cr_assert_eq(run(db_scope(NULL), &m.t), 0, "%s", m.t.msg);
+    int64_t n = query_int(sqlf("SELECT count(*) FROM %s", tab("many")));
+    if (nul_ok) { /* nothing to refuse */
+      cr_assert_eq(m.rc, 0);
+      cr_assert_eq(m.batch.calls, 1);
+      cr_assert_eq(m.batch.status, 0, "%s", m.batch.msg);
+      cr_assert_eq(m.batch.changes, 10);
+      cr_assert_eq(n, 10);
+    } else if (at[i] == 0) {
+      cr_assert_eq(m.rc, UV_EINVAL, "the first row refused: the call is");
+      cr_assert_null(m.op);
+      cr_assert_eq(m.batch.calls, 0);
+      cr_assert_eq(n, 0, "nothing ran");
+    } else {
+      cr_assert_eq(m.rc, 0, "row 3 refused: the rows before it were queued");
+      cr_assert_not_null(m.op);
+      cr_assert_eq(m.batch.calls, 1);
+      cr_assert_eq(m.batch.status, UV_EINVAL, "the callback hears the refusal: %d", m.batch.status);
+      cr_assert_neq(m.batch.msg[0], '\0');
+      cr_assert_eq(n, 3, "rows 0..2 ran, none after the refused one");
+      cr_assert_eq(query_int(sqlf("SELECT max(id) FROM %s", tab("many"))), 3);
+    }
+  }
+}
+
+/* ---- cancelled ------------------------------------------------------------------------------- */
+
+/* Five rows, each the suite's long query (a value per row, unused but
+ * bound). Stopped by cancelling the batch's operation (the scope and its
+ * connection go on), by cancelling the scope, or by a child's deadline
+ * (its parent's connection goes on): the callback is called once, with
+ * ASCOPE_ECANCELED, soon after. */
+#define SLOW_ROWS 5
+
+static const char *slow_row(void) {
+  return sqlf("SELECT count(*) FROM (%s) AS q WHERE CAST($1 AS BIGINT) >= 0", long_query());
+}
+
+struct many_cancel {
+  t_scope t, kid;
+  ascope *s, *parent;
+  ascope_sql *db;
+  ascope_op *op;
+  int how; /* 0: the operation, 1: the scope, 2: a child's deadline */
+  int op_cancel_rc;
+  ss_cb batch, after;
+  struct when_running w;
+  uint64_t ms;
+};
+
+static void many_cancel_now(void *ud) {
+  struct many_cancel *m = ud;
+  if (m->how == 0) {
+    m->op_cancel_rc = ascope_op_cancel(m->op);
+    m->after.db = m->db;
+    cr_assert_eq(ascope_sql_query(m->s, m->db, "SELECT 42", NULL, ss_cb_fn, &m->after), 0);
+  } else {
+    ascope_cancel(m->s);
+  }
+}
+
+static void start_slow_rows(struct many_cancel *m, ascope *s) {
+  ascope_sql_params *p = ascope_sql_params_new();
+  for (int i = 0; i < SLOW_ROWS; i++) ascope_sql_params_add_int64(p, i);
+  m->batch.db = m->db;
+  cr_assert_eq(
+      ascope_sql_exec_many(s, m->db, slow_row(), p, SLOW_ROWS, ss_cb_fn, &m->batch, &m->op), 0);
+  ascope_sql_params_free(p);
+  cr_assert_not_null(m->op);
+}
+
+static void many_cancel_body(ascope *s, t_scope *t) {
+  struct many_cancel *m = (struct many_cancel *)t;
+  m->s = s;
+  m->db = ascope_sql_resource(s, 0);
+  start_slow_rows(m, s);
+  m->w = (struct when_running){.db = m->db, .then = many_cancel_now, .ud = m};
+  when_running(&m->w);
+}
+
+static struct many_cancel *the_many_cancel;
+
+static void many_deadline_kid_body(ascope *s, t_scope *t) {
+  (void)t;
+  start_slow_rows(the_many_cancel, s);
+}
+
+static void many_deadline_kid_done(ascope *s, int status, void *ud) {
+  t_done(s, status, ud);
+  struct many_cancel *m = the_many_cancel;
+  m->after.db = m->db;
+  ascope_sql_query(m->parent, m->db, "SELECT 42", NULL, ss_cb_fn, &m->after);
+}
+
+static void many_deadline_body(ascope *s, t_scope *t) {
+  struct many_cancel *m = (struct many_cancel *)t;
+  m->parent = s;
+  m->db = ascope_sql_resource(s, 0);
+  ascope *k = ascope_child(s);
+  cr_assert_not_null(k);
+  cr_assert_eq(ascope_set_timeout(k, m->ms), 0);
+  m->kid.body = many_deadline_kid_body;
+  m->kid.t_start = t_now_ms();
+  cr_assert_eq(ascope_start(k, t_body, many_deadline_kid_done, &m->kid), 0);
+}
+
+SQL_TEST(exec_many_cancelled_mid_batch_answers_once_with_ecanceled) {
+  for (int how = 0; how < 3; how++) {
+    static struct many_cancel m;
+    m = (struct many_cancel){.how = how, .ms = 300};
+    the_many_cancel = &m;
+    ascope *s = db_scope(NULL);
+    int status;
+    if (how < 2) {
+      m.t.body = many_cancel_body;
+      status = run(s, &m.t);
+      cr_assert(m.w.reached, "case %d: the long query never ran", how);
+    } else {
+      m.t.body = many_deadline_body;
+      ascope_set_mode(s, ASCOPE_COLLECT_ALL); /* the child's deadline stays the child's */
+      status = run(s, &m.t);
+    }
+    cr_assert_eq(m.batch.calls, 1, "case %d: called %d times", how, m.batch.calls);
+    cr_assert_eq(m.batch.status, ASCOPE_ECANCELED, "case %d: %d %s", how, m.batch.status,
+                 m.batch.msg);
+    cr_assert(strstr(m.batch.msg, "the batch was cancelled"), "case %d: %s", how, m.batch.msg);
+    if (how == 0) {
+      cr_assert_eq(m.op_cancel_rc, 0);
+      cr_assert_eq(status, 0, "the batch cancelled alone: %s", m.t.msg);
+      cr_assert_lt(m.t.t_done - m.w.at, 5000, "the rows were stopped");
+    } else if (how == 1) {
+      cr_assert_eq(status, ASCOPE_ECANCELED, "%s", m.t.msg);
+      cr_assert_lt(m.t.t_done - m.w.at, 5000, "the rows were stopped");
+    } else {
+      cr_assert_eq(status, 0, "%s", m.t.msg);
+      cr_assert_eq(m.kid.status, ASCOPE_ETIMEDOUT, "%s", m.kid.msg);
+      uint64_t took = m.kid.t_done - m.kid.t_start;
+      cr_assert_lt(took, m.ms + 5000, "took %llu ms", (unsigned long long)took);
+    }
+    if (how != 1) {
+      cr_assert_eq(m.after.calls, 1, "case %d", how);
+      cr_assert_eq(m.after.status, 0, "case %d: the connection goes on: %s", how, m.after.msg);
+      cr_assert_eq(m.after.first, 42);
+    }
+  }
+}
+
+/* Seven INSERT rows, row 3 a long one (a recursive count to two billion
+ * before it inserts), the others quick; the batch's operation is cancelled
+ * once rows 0..2 are in, as another connection sees (a child scope of its
+ * own looks, every millisecond). The batch hears ASCOPE_ECANCELED though
+ * rows before it succeeded; those stay; the long row never inserts; a
+ * driver that does not send statements ahead never runs the rows after it. */
+#define PART_ROWS 7
+#define PART_SLOW 3
+
+/* Inserts $1 into the transactions' table after counting to $2. */
+static const char *part_insert(void) {
+  return sqlf("INSERT INTO %s(v) SELECT CAST($1 AS TEXT) FROM (WITH RECURSIVE c(x) AS (SELECT 1 "
+              "UNION ALL SELECT x + 1 FROM c WHERE x < CAST($2 AS BIGINT)) SELECT count(*) AS n "
+              "FROM c) AS q",
+              tx_table());
+}
+
+/* Its rows: ("m<i>", the count), the count long for row PART_SLOW only. */
+static ascope_sql_params *part_rows(void) {
+  ascope_sql_params *p = ascope_sql_params_new();
+  cr_assert_not_null(p);
+  for (int i = 0; i < PART_ROWS; i++) {
+    char v[8];
+    snprintf(v, sizeof v, "m%d", i);
+    ascope_sql_params_add_text(p, v, ASCOPE_SQL_NTS);
+    ascope_sql_params_add_int64(p, i == PART_SLOW ? 2000000000 : 1);
+  }
+  cr_assert_eq(ascope_sql_params_count(p), 2 * PART_ROWS);
+  return p;
+}
+
+struct many_part {
+  t_scope t, poll;
+  ascope *s;
+  ascope_sql *db;
+  ascope_op *op;
+  int op_cancel_rc, polls;
+  bool seen; /* rows 0..2 were in */
+  uint64_t at;
+  ss_cb batch, after, count;
+};
+
+static struct many_part *the_many_part;
+
+static void many_part_poll(void *ud);
+
+static void many_part_poll_body(ascope *s, t_scope *t) {
+  (void)t;
+  struct many_part *m = the_many_part;
+  m->count = (ss_cb){.db = ascope_sql_resource(s, 0), .pass = true};
+  ascope_sql_query(s, m->count.db,
+                   sqlf("SELECT count(*) FROM %s WHERE v IN ('m0', 'm1', 'm2')", tx_table()), NULL,
+                   ss_cb_fn, &m->count);
+}
+
+static void many_part_poll_done(ascope *s, int status, void *ud) {
+  t_done(s, status, ud);
+  struct many_part *m = the_many_part;
+  m->seen = status == 0 && m->count.first == PART_SLOW;
+  if (!m->seen && status == 0 && ++m->polls < 10000) { /* 10 s at least: then fail, not hang */
+    t_after(1, many_part_poll, m);
+    return;
+  }
+  m->at = t_now_ms();
+  m->op_cancel_rc = ascope_op_cancel(m->op);
+  cr_assert_eq(ascope_sql_query(m->s, m->db, "SELECT 42", NULL, ss_cb_fn, &m->after), 0);
+}
+
+static void many_part_poll(void *ud) {
+  struct many_part *m = ud;
+  ascope *k = ascope_child(m->s);
+  cr_assert_not_null(k);
+  cr_assert_eq(ascope_use_sql(k, D->driver, target, D->options), 0);
+  m->poll = (t_scope){.body = many_part_poll_body};
+  cr_assert_eq(ascope_start(k, t_body, many_part_poll_done, &m->poll), 0);
+}
+
+static void many_part_body(ascope *s, t_scope *t) {
+  struct many_part *m = (struct many_part *)t;
+  m->s = s;
+  m->db = m->batch.db = m->after.db = ascope_sql_resource(s, 0);
+  ascope_sql_params *p = part_rows();
+  cr_assert_eq(
+      ascope_sql_exec_many(s, m->db, part_insert(), p, PART_ROWS, ss_cb_fn, &m->batch, &m->op), 0);
+  ascope_sql_params_free(p);
+  many_part_poll(m);
+}
+
+SQL_TEST(exec_many_cancelled_keeps_the_rows_that_ran) {
+  tx_setup();
+  static struct many_part m;
+  m = (struct many_part){.t.body = many_part_body};
+  the_many_part = &m;
+  cr_assert_eq(run(db_scope(NULL), &m.t), 0, "%s", m.t.msg);
+  cr_assert(m.seen, "rows 0..2 never showed after %d looks: %s", m.polls, m.poll.msg);
+  cr_assert_eq(m.op_cancel_rc, 0);
+  cr_assert_eq(m.batch.calls, 1, "called %d times", m.batch.calls);
+  cr_assert_eq(m.batch.status, ASCOPE_ECANCELED, "%d: %s", m.batch.status, m.batch.msg);
+  cr_assert_lt(m.t.t_done - m.at, 5000, "the long row was stopped");
+  cr_assert_eq(m.after.calls, 1);
+  cr_assert_eq(m.after.status, 0, "the connection goes on: %s", m.after.msg);
+  cr_assert_eq(m.after.first, 42);
+  int64_t present[PART_ROWS];
+  for (int i = 0; i < PART_ROWS; i++) present[i] = rows_with(sqlf("m%d", i));
+  for (int i = 0; i < PART_SLOW; i++) cr_assert_eq(present[i], 1, "row %d, answered, stays", i);
+  cr_assert_eq(present[PART_SLOW], 0, "the long row inserted");
+  for (int i = PART_SLOW + 1; i < PART_ROWS; i++) {
+    if (D->flags & ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN)
+      cr_assert_leq(present[i], 1, "row %d", i);
+    else
+      cr_assert_eq(present[i], 0, "row %d, after the cancelled one, ran", i);
+  }
+}
+
+/* The same batch inside a transaction whose scope is cancelled while a row
+ * runs: the batch answers once, and the ROLLBACK takes every row with it. */
+struct many_txc {
+  struct cancel c;
+  ss_cb batch;
+};
+
+static void many_txc_body(ascope *s, t_scope *t) {
+  struct many_txc *m = (struct many_txc *)t;
+  m->c.s = s;
+  m->c.db = m->batch.db = ascope_sql_resource(s, 0);
+  ascope_sql_params *p = part_rows();
+  cr_assert_eq(
+      ascope_sql_exec_many(s, m->c.db, part_insert(), p, PART_ROWS, ss_cb_fn, &m->batch, NULL), 0);
+  ascope_sql_params_free(p);
+  cancel_when_running(&m->c);
+}
+
+SQL_TEST(exec_many_in_a_cancelled_transaction_leaves_nothing) {
+  tx_setup();
+  struct many_txc m = {.c.t.body = many_txc_body};
+  cr_assert_eq(run(tx_scope(), &m.c.t), ASCOPE_ECANCELED, "%s", m.c.t.msg);
+  cr_assert(m.c.w.reached, "no row ever ran");
+  cr_assert_eq(m.c.t.nerr, 1, "the rollback itself went well");
+  cr_assert_eq(m.batch.calls, 1, "called %d times", m.batch.calls);
+  cr_assert_eq(m.batch.status, ASCOPE_ECANCELED, "%d: %s", m.batch.status, m.batch.msg);
+  cr_assert_lt(m.c.t.t_done - m.c.w.at, 5000, "the long row was stopped");
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", tx_table())), 0, "rolled back");
+}
+
+/* A scope cancelled while its long query runs, with a batch of INSERTs
+ * queued behind it: the batch answers once. A driver that does not send
+ * statements ahead never ran a row; one that does
+ * (ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN) may have run some, and all of them
+ * when the batch heard 0. */
+#define QUEUED_ROWS 50
+
+struct many_queued {
+  struct cancel c;
+  ss_cb batch;
+};
+
+static void many_queued_body(ascope *s, t_scope *t) {
+  struct many_queued *q = (struct many_queued *)t;
+  q->c.s = s;
+  q->c.db = q->c.slow.db = q->batch.db = ascope_sql_resource(s, 0);
+  cr_assert_eq(ascope_sql_query(s, q->c.db, long_query(), NULL, ss_cb_fn, &q->c.slow), 0);
+  ascope_sql_params *p = ascope_sql_params_new();
+  for (int i = 0; i < QUEUED_ROWS; i++) ascope_sql_params_add_text(p, "mq", ASCOPE_SQL_NTS);
+  cr_assert_eq(ascope_sql_exec_many(s, q->c.db, sqlf("INSERT INTO %s VALUES ($1)", tx_table()), p,
+                                    QUEUED_ROWS, ss_cb_fn, &q->batch, NULL),
+               0);
+  ascope_sql_params_free(p);
+  cancel_when_running(&q->c);
+}
+
+SQL_TEST(exec_many_queued_behind_a_cancelled_statement_answers_once) {
+  tx_setup();
+  struct many_queued q = {.c.t.body = many_queued_body};
+  cr_assert_eq(run(db_scope(NULL), &q.c.t), ASCOPE_ECANCELED, "%s", q.c.t.msg);
+  cr_assert(q.c.w.reached, "the long query never ran");
+  cr_assert_eq(q.c.slow.calls, 1);
+  cr_assert_eq(q.c.slow.status, ASCOPE_ECANCELED);
+  cr_assert_lt(q.c.t.t_done - q.c.w.at, 5000, "the long query was stopped");
+  cr_assert_eq(q.batch.calls, 1, "the batch answered %d times", q.batch.calls);
+  int64_t n = rows_with("mq");
+  if (D->flags & ASCOPE_SQL_SUITE_CANCELLED_MAY_RUN) {
+    cr_assert(q.batch.status == 0 || q.batch.status == ASCOPE_ECANCELED, "the batch: %d",
+              q.batch.status);
+    if (q.batch.status == 0) cr_assert_eq(n, QUEUED_ROWS, "the batch said every row ran");
+    cr_assert_leq(n, QUEUED_ROWS);
+  } else {
+    cr_assert_eq(q.batch.status, ASCOPE_ECANCELED);
+    cr_assert_eq(n, 0, "%lld rows of a cancelled batch ran", (long long)n);
+  }
+}
+
+/* ---- order ----------------------------------------------------------------------------------- */
+
+/* Inside a transaction, single statements started around batches from the
+ * same scope: every answer in the order started, every row in its place.
+ * The second batch updates one row four times, its rows in row order: 1234. */
+struct many_order {
+  t_scope t;
+  int next, rc[2];
+  struct seq_cb before, batch, digits, update, count;
+};
+
+static void many_order_body(ascope *s, t_scope *t) {
+  struct many_order *o = (struct many_order *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  const char *ot = tab("many_ord");
+  struct seq_cb *all[] = {&o->before, &o->batch, &o->digits, &o->update, &o->count};
+  for (int i = 0; i < 5; i++) *all[i] = (struct seq_cb){.cb.db = db, .next = &o->next};
+  ascope_sql_exec(s, db, sqlf("INSERT INTO %s(k, n, v) VALUES (-1, 0, 'first')", ot), NULL,
+                  seq_cb_fn, &o->before);
+  ascope_sql_params *p = ascope_sql_params_new();
+  for (int i = 0; i < 200; i++) {
+    ascope_sql_params_add_int64(p, i);
+    ascope_sql_params_add_int64(p, 0);
+  }
+  o->rc[0] = ascope_sql_exec_many(s, db, sqlf("INSERT INTO %s(k, n, v) VALUES ($1, $2, 'b')", ot),
+                                  p, 200, seq_cb_fn, &o->batch, NULL);
+  ascope_sql_params_clear(p);
+  for (int d = 1; d <= 4; d++) {
+    ascope_sql_params_add_int64(p, d);
+    ascope_sql_params_add_int64(p, 0);
+  }
+  o->rc[1] = ascope_sql_exec_many(s, db, sqlf("UPDATE %s SET n = n * 10 + $1 WHERE k = $2", ot), p,
+                                  4, seq_cb_fn, &o->digits, NULL);
+  ascope_sql_params_free(p);
+  ascope_sql_exec(s, db, sqlf("UPDATE %s SET v = v || '!' WHERE k >= -1", ot), NULL, seq_cb_fn,
+                  &o->update);
+  ascope_sql_query(s, db, sqlf("SELECT n FROM %s WHERE k = 0", ot), NULL, seq_cb_fn, &o->count);
+}
+
+SQL_TEST(exec_many_keeps_its_place_among_single_statements_in_a_transaction) {
+  const char *ot = tab("many_ord");
+  run_exec(sqlf("CREATE TABLE %s(k BIGINT, n BIGINT, v TEXT)", ot));
+  struct many_order o = {.t.body = many_order_body};
+  cr_assert_eq(run(tx_scope(), &o.t), 0, "%s", o.t.msg);
+  cr_assert_eq(o.rc[0], 0);
+  cr_assert_eq(o.rc[1], 0);
+  struct seq_cb *all[] = {&o.before, &o.batch, &o.digits, &o.update, &o.count};
+  for (int i = 0; i < 5; i++) {
+    cr_assert_eq(all[i]->cb.calls, 1, "statement %d", i);
+    cr_assert_eq(all[i]->cb.status, 0, "statement %d: %s", i, all[i]->cb.msg);
+    cr_assert_eq(all[i]->at, i, "statement %d answered as %d", i, all[i]->at);
+  }
+  cr_assert_eq(o.batch.cb.changes, 200);
+  cr_assert_eq(o.digits.cb.changes, 4);
+  cr_assert_eq(o.update.cb.changes, 201, "the UPDATE ran after every row");
+  cr_assert_eq(o.count.cb.first, 1234, "the rows ran in row order: %lld",
+               (long long)o.count.cb.first);
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s", ot)), 201, "committed");
+  cr_assert_eq(query_int(sqlf("SELECT count(*) FROM %s WHERE v = 'b!'", ot)), 200);
+  cr_assert_eq(query_int(sqlf("SELECT n FROM %s WHERE k = 0", ot)), 1234);
 }
