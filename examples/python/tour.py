@@ -27,7 +27,7 @@ async def scene_two_uses(dir):
             ascope.open(path, "w", atomic=True) as out:
         say("body: both resources held")
         await db.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
-        await db.execute("INSERT INTO t VALUES ($1), ($2)", 1, 2)
+        await db.executemany("INSERT INTO t VALUES ($1)", [(1,), (2,)])  # all or nothing
         n = await db.fetchval("SELECT count(*) FROM t")
         await out.write(f"{n} rows\n")
     with open(path) as f:

@@ -218,6 +218,7 @@ def driver(key: str) -> ctypes.CDLL:
         s(lib, "ascope_sql_query", c_int, P, P, c_char_p, P, SQL_CB, P)
         s(lib, "ascope_sql_stream", c_int, P, P, c_char_p, P, SQL_CB, P, POINTER(P))
         s(lib, "ascope_sql_start", c_int, P, P, c_int, c_char_p, P, SQL_CB, P, POINTER(P))
+        s(lib, "ascope_sql_exec_many", c_int, P, P, c_char_p, P, c_size_t, SQL_CB, P, POINTER(P))
         s(lib, "ascope_sql_errcode", c_char_p, P)
         s(lib, "ascope_sql_errmsg", c_char_p, P)
         s(lib, "ascope_rows_count", c_size_t, P)

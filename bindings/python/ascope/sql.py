@@ -5,8 +5,8 @@ import asyncio
 import ctypes
 import warnings
 import weakref
-from collections import deque
-from typing import Any, Awaitable, Deque, Optional, Sequence, Tuple
+from collections import abc, deque
+from typing import Any, Awaitable, Deque, Iterable, Optional, Sequence, Tuple
 
 from . import _lib
 from . import _core as C
@@ -378,46 +378,88 @@ class Connection:
             msg = C._s(sl.ascope_sql_errmsg(self._db))
         return C.make_error(status, self.driver, code, msg, sql=True)
 
+    @staticmethod
+    def _add(p: int, a: Any) -> None:
+        if a is None:
+            rc = sl.ascope_sql_params_add_null(p)
+        elif a is True or a is False:
+            rc = sl.ascope_sql_params_add_bool(p, int(a))
+        elif isinstance(a, int):
+            if not _INT64_MIN <= a <= _INT64_MAX:  # ctypes would wrap it silently
+                raise OverflowError(f"{a} does not fit a 64-bit integer parameter; pass it "
+                                    "as a str (PostgreSQL reads it as numeric)")
+            rc = sl.ascope_sql_params_add_int64(p, a)
+        elif isinstance(a, float):
+            rc = sl.ascope_sql_params_add_double(p, a)
+        elif isinstance(a, (bytes, bytearray, memoryview)):
+            b = bytes(a)
+            rc = sl.ascope_sql_params_add_blob(p, b, len(b))
+        else:
+            b = str(a).encode()
+            rc = sl.ascope_sql_params_add_text(p, b, len(b))
+        if rc < 0:
+            raise C.make_error(rc, message=f"cannot bind {a!r}")
+
     def _bind(self, args: Sequence[Any]) -> Optional[int]:
         if not args:
             return None
-        p = self._params
+        p, add = self._params, self._add
         sl.ascope_sql_params_clear(p)
         for a in args:
-            if a is None:
-                rc = sl.ascope_sql_params_add_null(p)
-            elif a is True or a is False:
-                rc = sl.ascope_sql_params_add_bool(p, int(a))
-            elif isinstance(a, int):
-                if not _INT64_MIN <= a <= _INT64_MAX:  # ctypes would wrap it silently
-                    raise OverflowError(f"{a} does not fit a 64-bit integer parameter; pass it "
-                                        "as a str (PostgreSQL reads it as numeric)")
-                rc = sl.ascope_sql_params_add_int64(p, a)
-            elif isinstance(a, float):
-                rc = sl.ascope_sql_params_add_double(p, a)
-            elif isinstance(a, (bytes, bytearray, memoryview)):
-                b = bytes(a)
-                rc = sl.ascope_sql_params_add_blob(p, b, len(b))
-            else:
-                b = str(a).encode()
-                rc = sl.ascope_sql_params_add_text(p, b, len(b))
-            if rc < 0:
-                raise C.make_error(rc, message=f"cannot bind {a!r}")
+            add(p, a)
         return p
 
-    def _submit(self, how: int, sql: str, args: Sequence[Any], kind: int) -> "asyncio.Future[Any]":
+    def _bind_many(self, rows: Iterable[Sequence[Any]]) -> Tuple[int, int]:
+        """Every row's values into one set, row after row: (the set, rows)."""
+        p, add, add_int = self._params, self._add, sl.ascope_sql_params_add_int64
+        sl.ascope_sql_params_clear(p)
+        lo, hi = _INT64_MIN, _INT64_MAX
+        width, n = -1, 0
+        for row in rows:
+            t = type(row)
+            if t is not tuple and t is not list and (
+                    isinstance(row, (str, bytes)) or not isinstance(row, abc.Sequence)):
+                raise TypeError(f"executemany: row {n} is a {type(row).__name__}; each row is "
+                                "a sequence of values, such as a tuple")
+            if len(row) != width:
+                if width >= 0:
+                    raise ValueError(f"executemany: row {n} has {len(row)} values, the rows "
+                                     f"before it {width}")
+                width = len(row)
+            for a in row:
+                # An int is the common value; its add fails only for want of
+                # memory, which the set remembers and the statement reports.
+                if type(a) is int and lo <= a <= hi:
+                    add_int(p, a)
+                else:
+                    add(p, a)
+            n += 1
+        return p, n
+
+    def _submit(self, how: int, sql: str, args: Sequence[Any], kind: int,
+                rows: Optional[Iterable[Sequence[Any]]] = None) -> "asyncio.Future[Any]":
         # Called, not awaited: the statement is queued in C before the
         # caller first awaits, so statements from one task or many keep the
-        # order of the calls.
+        # order of the calls. rows: executemany's, one operation for all.
         b = sql.encode()
         if b"\0" in b:  # C.cstr, inline: this is every statement's path
             raise ValueError("sql: embedded null character")
         s = C.handle_of(C.scope_for(self._scope))
-        p = self._bind(args) if args else None
         rt = self._rt
-        fut = (_Queued if rt.statements else _Pending)(loop=rt.loop)
+        if rows is None:
+            p = self._bind(args) if args else None
+            fut = (_Queued if rt.statements else _Pending)(loop=rt.loop)
+        else:
+            p, nrows = self._bind_many(rows)
+            fut = _Queued(loop=rt.loop)  # not _Pending's wait: a batch is not quick
+            if not nrows:
+                fut.set_result(_exec_result(ExecResult, (0, 0)))
+                return fut
         k = C.register((fut, kind, self))
-        rc = sl.ascope_sql_start(s, self._db, how, b, p, _sql_cb_c, k, _pop)
+        if rows is None:
+            rc = sl.ascope_sql_start(s, self._db, how, b, p, _sql_cb_c, k, _pop)
+        else:
+            rc = sl.ascope_sql_exec_many(s, self._db, b, p, nrows, _sql_cb_c, k, _pop)
         if rc < 0:
             del C._objs[k]
             raise self._error(rc)
@@ -451,6 +493,18 @@ class Connection:
     def execute(self, sql: str, *args: Any) -> "Awaitable[ExecResult]":
         """Runs a statement (or, without arguments, a script of several)."""
         return self._submit(_SQL_EXEC, sql, args, _EXEC)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> ExecResult:
+        """Runs one statement once per row of values (each row a tuple), all
+        or nothing: the rows go to the database together, in one call into
+        C, inside a transaction of their own (a savepoint inside one already
+        open), so the first failure rolls every row back and is raised.
+        Returns the rows changed, summed, and the last row's ``last_id``.
+        While it runs, the connection is inside that transaction: other
+        tasks' statements on it are refused meanwhile (give them a
+        connection of their own, from a pool)."""
+        async with self.transaction():
+            return await self._submit(_SQL_EXEC, sql, (), _EXEC, rows)
 
     def fetch(self, sql: str, *args: Any) -> "Awaitable[Rows]":
         """Every row of a query, as tuples; ``.columns`` names the columns."""

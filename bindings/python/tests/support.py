@@ -122,6 +122,58 @@ async def check_transaction_owns_connection(test: unittest.TestCase, db) -> None
     test.assertEqual(await db.fetch("SELECT v FROM own"), [(3,)])
 
 
+async def check_executemany(test: unittest.TestCase, db, slow_sql: str) -> None:
+    """executemany: every row, all or nothing, one call into C for all.
+    db has an empty table ``many (k int PRIMARY KEY, v text)``; slow_sql
+    takes about a second (the cancellation and the timeout land in it)."""
+    async def count() -> int:
+        return await db.fetchval("SELECT count(*) FROM many")
+
+    r = await db.executemany("INSERT INTO many VALUES ($1, $2)",
+                             ((i, f"v{i}") for i in range(5000)))
+    test.assertEqual(r.changes, 5000)
+    test.assertEqual(await db.fetch("SELECT k, v FROM many WHERE k IN (0, 4999) ORDER BY k"),
+                     [(0, "v0"), (4999, "v4999")])
+    test.assertEqual(await db.executemany("INSERT INTO many VALUES ($1, $2)", []), (0, 0))
+
+    # A violation in the middle: raised, and no row of the batch stays.
+    rows = [(10000 + i, "x") for i in range(100)] + [(7, "dup")] + [(20000, "y")]
+    with test.assertRaises(ascope.UniqueViolation):
+        await db.executemany("INSERT INTO many VALUES ($1, $2)", rows)
+    test.assertEqual(await count(), 5000)
+
+    # Inside a transaction: a savepoint; the failure caught, the rest commits.
+    async with db.transaction():
+        await db.execute("INSERT INTO many VALUES (30000, 'kept')")
+        with test.assertRaises(ascope.UniqueViolation):
+            await db.executemany("INSERT INTO many VALUES ($1, $2)", [(30001, "a"), (30000, "b")])
+        await db.executemany("INSERT INTO many VALUES ($1, $2)", [(30002, "c")])
+    test.assertEqual(await db.fetch("SELECT k FROM many WHERE k >= 30000 ORDER BY k"),
+                     [(30000,), (30002,)])
+
+    # Bad rows are refused before anything is sent; the connection goes on.
+    for bad, err in (([(1, "a"), (2,)], ValueError), ([(1, "a"), "ab"], TypeError),
+                     ([(1 << 70, "a")], OverflowError), ([5], TypeError)):
+        with test.assertRaises(err, msg=repr(bad)):
+            await db.executemany("INSERT INTO many VALUES ($1, $2)", bad)
+    test.assertEqual(await count(), 5002)
+
+    # Cancelled or timed out while its rows run: none stays.
+    big = [(100000 + i, "z") for i in range(20000)]
+    t = asyncio.ensure_future(db.executemany(
+        "INSERT INTO many SELECT $1, $2 WHERE (" + slow_sql + ") IS NOT NULL", big[:3] + big[3:5]))
+    await asyncio.sleep(0.2)
+    t.cancel()
+    with test.assertRaises(asyncio.CancelledError):
+        await asyncio.wait_for(t, 30)  # a guard: the release never waited for all
+    with test.assertRaises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await db.executemany("INSERT INTO many SELECT $1, $2 WHERE (" + slow_sql +
+                                 ") IS NOT NULL", big[:5])
+    test.assertEqual(await count(), 5002)
+    test.assertEqual(await db.fetchval("SELECT 7"), 7)
+
+
 class TestCase(unittest.IsolatedAsyncioTestCase):
     """Runs each test on the loop ASCOPE_TEST_LOOP names: asyncio's or uvloop."""
 

@@ -5,8 +5,8 @@ import socket
 import unittest
 
 import ascope
-from support import (PG_DSN, TestCase, check_cancelled_while_entering, check_small_prefetch,
-                     check_transaction_owns_connection, need_pg)
+from support import (PG_DSN, TestCase, check_cancelled_while_entering, check_executemany,
+                     check_small_prefetch, check_transaction_owns_connection, need_pg)
 
 
 _tags = itertools.count()
@@ -365,6 +365,11 @@ class Postgres(TestCase):
 
     async def test_a_task_cancelled_while_connecting_ends(self):
         await check_cancelled_while_entering(self, lambda: ascope.postgres.connect(PG_DSN))
+
+    async def test_executemany(self):
+        async with ascope.postgres.connect(PG_DSN) as db:
+            await db.execute("CREATE TEMP TABLE many (k int PRIMARY KEY, v text)")
+            await check_executemany(self, db, "SELECT 1 FROM pg_sleep(30)")
 
     async def test_cursors_with_the_smallest_prefetch_end(self):
         async with ascope.postgres.connect(PG_DSN, batch=100) as db:

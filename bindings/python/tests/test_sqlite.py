@@ -6,7 +6,8 @@ import tempfile
 import unittest
 
 import ascope
-from support import (TestCase, check_cancelled_while_entering, check_small_prefetch,
+from support import (TestCase, check_cancelled_while_entering, check_executemany,
+                     check_small_prefetch,
                      check_transaction_owns_connection, fds, rss_kib)
 from ascope import _core
 
@@ -303,6 +304,12 @@ class SQLite(TestCase):
         async with ascope.sqlite.connect(self.path) as db:
             await db.execute("CREATE TABLE own (v INTEGER)")
             await check_transaction_owns_connection(self, db)
+
+    async def test_executemany(self):
+        async with ascope.sqlite.connect(self.path) as db:
+            await db.execute("CREATE TABLE many (k INTEGER PRIMARY KEY, v TEXT)")
+            await check_executemany(self, db, COUNT.format(n=10**10).replace(
+                "SELECT x FROM c", "SELECT count(*) FROM c"))
 
     async def test_many_inserts_in_one_transaction(self):
         async with ascope.sqlite.connect(self.path) as db:
