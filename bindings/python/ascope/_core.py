@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import itertools
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from . import _lib
 from . import errors as E
@@ -172,6 +174,123 @@ class OpFuture(asyncio.Future):
             lib.ascope_op_cancel(op)
             self._rt.kick()
         return True
+
+
+class Stream:
+    """What a cursor's rows, a file's chunks and a response's body share:
+    items C delivers in batches through a stream operation (``_op``), read
+    by one task. Past ``_high`` held (items; bytes where ``_by_bytes``) the
+    operation is paused, and resumed once the reader has taken half; a stop
+    ends it at its next batch, dropping what was not read. C's callbacks
+    call ``_delivered`` (or ``_deliver``) and ``_finish``; the reader
+    ``_next``, or ``_take`` and ``_wait``. A subclass calls ``_stream_init``
+    and gives ``_rt``, its runtime."""
+
+    _by_bytes = False
+    _rt: "Runtime"
+
+    def _stream_init(self, high: int) -> None:
+        self._items: "Deque[Any]" = deque()
+        self._held = 0
+        self._high = max(1, high)
+        self._op = ctypes.c_void_p()
+        self._started = self._ended = self._paused = self._stopping = False
+        self._err: Optional[BaseException] = None
+        self._waiter: "Optional[asyncio.Future[None]]" = None
+
+    # ---- C's side: in the stream's callback
+    def _delivered(self, n: int) -> int:
+        """n more held (the items the callback appended); the callback's answer."""
+        self._held += n
+        self._wake()
+        if self._held >= self._high:
+            self._paused = True
+            return PAUSE
+        return CONTINUE
+
+    def _deliver(self, item: Any) -> int:
+        self._items.append(item)
+        return self._delivered(len(item) if self._by_bytes else 1)
+
+    def _finish(self, err: Optional[BaseException] = None) -> None:
+        if err is not None:
+            self._err = err
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # ---- the reader's side
+    def _resume(self) -> None:
+        if self._paused and not self._ended:
+            self._paused = False
+            lib.ascope_op_resume(self._op)
+            self._rt.kick()
+
+    def _stop(self) -> None:
+        """Ends the stream at its next batch (what was not read is dropped)."""
+        if self._started and not self._ended and not self._stopping:
+            self._stopping = True
+            self._items.clear()
+            self._held = 0
+            if self._paused:
+                self._paused = False
+                lib.ascope_op_resume(self._op)
+            self._rt.kick()
+
+    def _take(self) -> Any:
+        item = self._items.popleft()
+        self._held -= len(item) if self._by_bytes else 1
+        # Hysteresis: resumed once half drained, not at every item, so that
+        # the work ahead is not stopped and restarted each time.
+        if self._paused and self._held <= self._high // 2:
+            self._resume()
+        return item
+
+    async def _wait(self, stop_if_cancelled: bool = True) -> None:
+        """Until C delivers or ends the stream."""
+        self._waiter = self._rt.loop.create_future()
+        try:
+            await self._waiter
+        except asyncio.CancelledError:
+            if stop_if_cancelled:
+                self._stop()
+            raise
+        finally:
+            self._waiter = None
+
+    async def _next(self) -> Any:
+        """The next item; StopAsyncIteration at the end, or the stream's error."""
+        while True:
+            if self._items:
+                return self._take()
+            if self._ended:
+                if self._err is not None:
+                    err, self._err = self._err, None
+                    raise err
+                raise StopAsyncIteration
+            if self._paused:
+                # The resume may deliver the next batch, or the end, before
+                # it returns: look again before waiting for a wake-up that
+                # has already happened (a cursor with prefetch=1 hung here).
+                self._resume()
+                continue
+            await self._wait()
+
+    async def aclose(self) -> None:
+        """Stops the stream and waits until it has ended."""
+        self._stop()
+        while self._started and not self._ended:
+            await self._wait(stop_if_cancelled=False)
+
+    def __del__(self) -> None:
+        try:
+            self._stop()
+        except Exception:
+            pass
 
 
 # ---- the runtime: libuv driven by the asyncio loop ------------------------------

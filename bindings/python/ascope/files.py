@@ -59,18 +59,12 @@ def _stream_cb(s: int, status: int, data: int, n: int, ud: int) -> int:
         if data:
             if it._stopping:
                 C._objs.pop(ud, None)
-                it._end()
+                it._finish()
                 return C.STOP
-            it._chunks.append(ctypes.string_at(data, n))
-            it._wake()
-            if len(it._chunks) >= it._high:
-                it._paused = True
-                return C.PAUSE
-            return C.CONTINUE
+            return it._deliver(ctypes.string_at(data, n))
         C._objs.pop(ud, None)
-        if status < 0 and not it._stopping:
-            it._err = _file_error(it._f, status, "reading")
-        it._end()
+        it._finish(_file_error(it._f, status, "reading") if status < 0 and not it._stopping
+                   else None)
     except BaseException as e:
         C._report(e, "a file stream callback")
     return 0
@@ -195,87 +189,36 @@ class _ReadAhead:
         return b if n == self._chunk else b[:n]
 
 
-class _Chunks:
+class _Chunks(C.Stream):
     """``async for chunk in f``: the file from its start in chunks, read ahead
     by the driver, paused while ``prefetch`` chunks wait unread."""
 
     def __init__(self, f: "File", chunk_size: int, prefetch: int = 8) -> None:
         self._f = f
+        self._rt = f._rt
         self._chunk = chunk_size
-        self._high = max(1, prefetch)
-        self._chunks: Deque[bytes] = deque()
-        self._op = ctypes.c_void_p()
-        self._started = self._ended = self._paused = self._stopping = False
-        self._err: Optional[BaseException] = None
-        self._waiter: Optional[asyncio.Future] = None
+        self._stream_init(prefetch)
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _end(self) -> None:
-        self._ended = True
-        self._wake()
-
-    def _resume(self) -> None:
-        if self._paused and not self._ended:
-            self._paused = False
-            C.lib.ascope_op_resume(self._op)
-            self._f._rt.kick()
-
-    def _stop(self) -> None:
-        if self._started and not self._ended and not self._stopping:
-            self._stopping = True
-            self._chunks.clear()
-            if self._paused:
-                self._paused = False
-                C.lib.ascope_op_resume(self._op)
-            self._f._rt.kick()
+    def _start(self) -> None:
+        f = self._f
+        sc = C.scope_for(f._scope)
+        k = C.register(weakref.ref(self))
+        rc = fl.ascope_file_stream(C.handle_of(sc), f._f, self._chunk, 0, _stream_cb_c, k,
+                                   ctypes.byref(self._op))
+        if rc < 0:
+            del C._objs[k]
+            raise _file_error(f, rc, "reading")
+        self._started = True
+        sc.add_stream(self)
+        f._rt.kick()
 
     def __aiter__(self) -> "_Chunks":
         return self
 
     async def __anext__(self) -> bytes:
-        f = self._f
         if not self._started:
-            sc = C.scope_for(f._scope)
-            k = C.register(weakref.ref(self))
-            rc = fl.ascope_file_stream(C.handle_of(sc), f._f, self._chunk, 0, _stream_cb_c, k,
-                                       ctypes.byref(self._op))
-            if rc < 0:
-                del C._objs[k]
-                raise _file_error(f, rc, "reading")
-            self._started = True
-            sc.add_stream(self)
-            f._rt.kick()
-        while True:
-            if self._chunks:
-                c = self._chunks.popleft()
-                # Hysteresis: resume once half drained, not at every chunk, so
-                # the reads ahead are not stopped and restarted each time.
-                if self._paused and len(self._chunks) <= self._high // 2:
-                    self._resume()
-                return c
-            if self._ended:
-                if self._err is not None:
-                    err, self._err = self._err, None
-                    raise err
-                raise StopAsyncIteration
-            self._waiter = f._rt.loop.create_future()
-            try:
-                await self._waiter
-            except asyncio.CancelledError:
-                self._stop()
-                raise
-            finally:
-                self._waiter = None
-
-    def __del__(self) -> None:
-        try:
-            self._stop()
-        except Exception:
-            pass
+            self._start()
+        return await self._next()
 
 
 class File(C.ScopeCM):

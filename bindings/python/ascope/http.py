@@ -12,8 +12,7 @@ import asyncio
 import ctypes
 import urllib.parse
 import json as _json
-from collections import deque
-from typing import Any, AsyncIterator, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Tuple
 
 from . import _lib
 from . import _core as C
@@ -52,9 +51,11 @@ def _body(resp: int) -> bytes:
     return ctypes.string_at(p, _len.value) if _len.value else b""
 
 
-class Response:
+class Response(C.Stream):
     """A response: ``status``, ``headers`` (lower-case names, first value),
     ``header_list`` (every header in order) and the body."""
+
+    _by_bytes = True  # a streamed body is held up to 1 MiB, whatever its chunks
 
     def __init__(self, method: str, url: str) -> None:
         self.method = method
@@ -64,15 +65,9 @@ class Response:
         self.header_list: List[Tuple[str, str]] = []
         self._body: Optional[bytes] = None
         # streamed
-        self._chunks: Deque[bytes] = deque()
-        self._buffered = 0
-        self._high = 1 << 20
-        self._paused = self._ended = self._stopping = False
-        self._op = ctypes.c_void_p()
-        self._waiter: Optional[asyncio.Future] = None
+        self._stream_init(1 << 20)
         self._head_fut: Optional[asyncio.Future] = None
         self._scope: Optional[C.Scope] = None
-        self._rt: Optional[C.Runtime] = None
 
     @property
     def ok(self) -> bool:
@@ -102,26 +97,6 @@ class Response:
     async def json(self) -> Any:
         return _json.loads(await self.read())
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _resume(self) -> None:
-        if self._paused and not self._ended:
-            self._paused = False
-            C.lib.ascope_op_resume(self._op)
-            self._rt.kick()
-
-    def _stop(self) -> None:
-        if not self._ended and not self._stopping and self._scope is not None:
-            self._stopping = True
-            self._chunks.clear()
-            if self._paused:
-                self._paused = False
-                C.lib.ascope_op_resume(self._op)
-            self._rt.kick()
-
     async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
         """The body in chunks of n bytes (the last may be shorter), as it
         arrives; the transfer pauses while chunks wait unread."""
@@ -131,19 +106,17 @@ class Response:
             return
         buf = bytearray()
         while True:
-            while self._chunks and len(buf) < n:
-                c = self._chunks.popleft()
-                self._buffered -= len(c)
-                buf += c
+            while self._items and len(buf) < n:
+                buf += self._take()
             if len(buf) >= n:
                 out = bytes(buf[:n])
                 del buf[:n]
                 yield out
                 continue
-            if self._paused and not self._ended and self._buffered < self._high // 2:
+            if self._paused and not self._ended:
                 self._resume()
                 continue  # it may deliver before it returns: look again
-            if self._ended and not self._chunks:
+            if self._ended and not self._items:
                 sc = self._scope
                 if sc is not None and sc.done is not None:
                     await sc.finish()
@@ -152,11 +125,9 @@ class Response:
                 if buf:
                     yield bytes(buf)
                 return
-            self._waiter = self._rt.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            # A cancellation here is the request's scope's to handle (the
+            # block's exit cancels it), not a stop of the body.
+            await self._wait(stop_if_cancelled=False)
 
 
 def _request_error(sc: C.Scope, resp: Optional[Response]) -> E.Error:
@@ -196,25 +167,16 @@ def _stream_cb(s: int, status: int, resp: int, ud: int) -> int:
         if resp:
             if r._stopping:
                 C._objs.pop(ud, None)
-                r._ended = True
-                r._wake()
+                r._finish()
                 return C.STOP
             if r._head_fut is not None and not r._head_fut.done():
                 _head(resp, r)
                 r._head_fut.set_result(None)
                 return C.CONTINUE
             chunk = _body(resp)
-            if chunk:
-                r._chunks.append(chunk)
-                r._buffered += len(chunk)
-                r._wake()
-            if r._buffered >= r._high:
-                r._paused = True
-                return C.PAUSE
-            return C.CONTINUE
+            return r._deliver(chunk) if chunk else r._delivered(0)
         C._objs.pop(ud, None)
-        r._ended = True
-        r._wake()
+        r._finish()
         return status if status < 0 and not r._stopping else 0
     except BaseException as e:
         C._report(e, "an HTTP stream callback")
@@ -311,6 +273,7 @@ class _Request:
         resp = Response(self._method, self._full_url)
         resp._scope = sc
         resp._rt = sc.rt
+        resp._started = True
         resp._head_fut = sc.rt.loop.create_future()
         failed: List[BaseException] = []
 

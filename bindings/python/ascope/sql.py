@@ -5,8 +5,8 @@ import asyncio
 import ctypes
 import warnings
 import weakref
-from collections import abc, deque
-from typing import Any, Awaitable, Deque, Iterable, Optional, Sequence, Tuple
+from collections import abc
+from typing import Any, Awaitable, Iterable, Optional, Sequence, Tuple
 
 from . import _lib
 from . import _core as C
@@ -167,16 +167,11 @@ def _stream_cb(s: int, status: int, r: int, ud: int) -> int:
                 return C.STOP
             if not cur.columns:
                 cur.columns = _columns(r)
-            _rows(r, cur._buf)
-            cur._wake()
-            if len(cur._buf) >= cur._high:
-                cur._paused = True
-                return C.PAUSE
-            return C.CONTINUE
+            n = len(cur._items)
+            _rows(r, cur._items)
+            return cur._delivered(len(cur._items) - n)
         C._objs.pop(ud, None)
-        if status < 0 and not cur._stopping:
-            cur._err = cur._conn._error(status)
-        cur._finish()
+        cur._finish(cur._conn._error(status) if status < 0 and not cur._stopping else None)
     except BaseException as e:
         C._report(e, "a SQL stream callback")
     return 0
@@ -186,7 +181,7 @@ STOP = C.STOP
 _stream_cb_c = _lib.SQL_CB(_stream_cb)
 
 
-class Cursor:
+class Cursor(C.Stream):
     """``async for row in db.cursor(sql, *args)``: rows in batches, with back-pressure.
 
     At most about ``prefetch`` rows wait in Python: past that the stream is
@@ -197,15 +192,10 @@ class Cursor:
 
     def __init__(self, conn: "Connection", sql: str, args: Sequence[Any], prefetch: int) -> None:
         self._conn = conn
+        self._rt = conn._rt
         self._sql = sql
         self._args = args
-        self._high = max(1, prefetch)
-        self._buf: Deque[tuple] = deque()
-        self._op = ctypes.c_void_p()
-        self._key = 0
-        self._started = self._ended = self._paused = self._stopping = False
-        self._err: Optional[BaseException] = None
-        self._waiter: Optional[asyncio.Future] = None
+        self._stream_init(prefetch)
         self.columns: Tuple[str, ...] = ()
 
     def _start(self) -> None:
@@ -213,40 +203,15 @@ class Cursor:
         sc = C.scope_for(conn._scope)
         s = C.handle_of(sc)
         p = conn._bind(self._args)
-        self._key = C.register(weakref.ref(self))
-        rc = sl.ascope_sql_stream(s, conn._db, C.cstr(self._sql, "sql"), p, _stream_cb_c, self._key,
+        key = C.register(weakref.ref(self))
+        rc = sl.ascope_sql_stream(s, conn._db, C.cstr(self._sql, "sql"), p, _stream_cb_c, key,
                                   ctypes.byref(self._op))
         if rc < 0:
-            del C._objs[self._key]
+            del C._objs[key]
             raise conn._error(rc)
         self._started = True
         sc.add_stream(self)
         conn._rt.kick()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _finish(self) -> None:
-        self._ended = True
-        self._wake()
-
-    def _resume(self) -> None:
-        if self._paused and not self._ended:
-            self._paused = False
-            sl.ascope_op_resume(self._op)
-            self._conn._rt.kick()
-
-    def _stop(self) -> None:
-        """Ends the stream at its next batch (the rows not yet read are dropped)."""
-        if self._started and not self._ended and not self._stopping:
-            self._stopping = True
-            self._buf.clear()
-            if self._paused:
-                self._paused = False
-                sl.ascope_op_resume(self._op)
-            self._conn._rt.kick()
 
     def __aiter__(self) -> "Cursor":
         return self
@@ -254,53 +219,13 @@ class Cursor:
     async def __anext__(self) -> tuple:
         if not self._started:
             self._start()
-        while True:
-            if self._buf:
-                row = self._buf.popleft()
-                if self._paused and len(self._buf) < self._high // 2:
-                    self._resume()
-                return row
-            if self._ended:
-                if self._err is not None:
-                    err, self._err = self._err, None
-                    raise err
-                raise StopAsyncIteration
-            if self._paused:
-                # The resume may deliver the next batch, or the end, before
-                # it returns: look again before waiting for a wake-up that
-                # has already happened (prefetch=1 hung here).
-                self._resume()
-                continue
-            self._waiter = self._conn._rt.loop.create_future()
-            try:
-                await self._waiter
-            except asyncio.CancelledError:
-                self._stop()
-                raise
-            finally:
-                self._waiter = None
+        return await self._next()
 
     async def __aenter__(self) -> "Cursor":
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stops the stream and waits until it has ended."""
-        self._stop()
-        while self._started and not self._ended:
-            self._waiter = self._conn._rt.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def __del__(self) -> None:
-        try:
-            self._stop()
-        except Exception:
-            pass
 
 
 class Transaction(C.ScopeCM):

@@ -81,7 +81,7 @@ class Files(TestCase):
                 it = f.iter_chunked(chunk, prefetch=4)
                 async for c in it:
                     n += len(c)
-                    waiting = it._slots if hasattr(it, "_slots") else it._chunks
+                    waiting = it._slots if hasattr(it, "_slots") else it._items
                     self.assertLessEqual(len(waiting), 4 + 1)
             self.assertEqual(n, 1 << 22)
 

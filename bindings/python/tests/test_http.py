@@ -74,7 +74,7 @@ class HTTP(TestCase):
             async with http.get("static/64m.bin") as resp:
                 async for chunk in resp.iter_chunked(4096):
                     break
-                self.assertLessEqual(resp._buffered, resp._high + (1 << 20))
+                self.assertLessEqual(resp._held, resp._high + (1 << 20))
 
     async def test_concurrent_and_cancelled(self):
         async with ascope.http.Session(base_url=HTTP_URL + "/") as http:

@@ -103,7 +103,7 @@ class SQLite(TestCase):
             most = 0
             async for (x,) in cur:
                 n += 1
-                most = max(most, len(cur._buf))
+                most = max(most, len(cur._items))
                 if n % 1000 == 0:
                     await asyncio.sleep(0)  # let the stream run ahead if it could
             self.assertEqual(n, 20000)
