@@ -42,3 +42,46 @@ Test(postgres_alloc, connect_query) {
                          "and export the line it prints (scripts/test does both)");
   af_sweep("postgres", scenario, (void *)dsn);
 }
+
+/* A statement that fails before it is sent (its parameters cannot be
+ * encoded for want of memory) is answered after the one started before it,
+ * still in the pipeline then: results keep the order started. A refusal
+ * overtaking it is reported as UV_EPROTO. */
+static int first_answered;
+
+static int first_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
+  first_answered = 1;
+  return af_sql_cb(s, status, rows, ud);
+}
+
+static int second_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
+  if (!first_answered && status != ASCOPE_ECANCELED) af_saw(ud, UV_EPROTO);
+  return af_sql_cb(s, status, rows, ud);
+}
+
+static void order_body(ascope *s, void *ud) {
+  af_run *r = ud;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  first_answered = 0;
+  ascope_sql_params *p = ascope_sql_params_new();
+  int rc = p ? ascope_sql_params_add_int64(p, 7) : UV_ENOMEM;
+  if (rc == 0) {
+    af_start_op(r, ascope_sql_query(s, db, "SELECT 1", NULL, first_cb, r));
+    af_start_op(r, ascope_sql_query(s, db, "SELECT $1::int8", p, second_cb, r));
+  } else {
+    af_saw(r, rc);
+    ascope_cancel(s);
+  }
+  ascope_sql_params_free(p);
+}
+
+static void order_scenario(af_run *r) {
+  af_scope(r, uses, order_body);
+}
+
+Test(postgres_alloc, a_statement_failing_before_it_is_sent_keeps_its_place) {
+  const char *dsn = getenv("ASCOPE_PG_DSN");
+  cr_assert(dsn && *dsn, "ASCOPE_PG_DSN is not set: start the server with scripts/pg-start "
+                         "and export the line it prints (scripts/test does both)");
+  af_sweep("postgres order", order_scenario, (void *)dsn);
+}

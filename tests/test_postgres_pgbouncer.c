@@ -351,3 +351,65 @@ Test(pgbouncer, listen_through_the_pooler_fails_with_a_clear_error) {
   cr_assert(strstr(w.t.msg, "pooler"), "%s", w.t.msg);
   cr_assert_eq(w.sleep.calls, 1, "the stream ended once, with the error");
 }
+
+/* A request refused before it is sent (LISTEN through the pooler) is
+ * answered after the statements started before it, still in the pipeline
+ * then, not ahead of them: results come in the order started. */
+typedef struct in_order {
+  t_scope t;
+  t_cb first, listen;
+  int first_done_before_listen;
+} in_order;
+
+static int listen_after_first(ascope *s, int status, ascope_rows *rows, void *ud) {
+  in_order *o = ud;
+  if (o->listen.calls == 0) o->first_done_before_listen = o->first.calls;
+  return t_cb_fn(s, status, rows, &o->listen);
+}
+
+static void in_order_body(ascope *s, t_scope *t) {
+  in_order *o = (in_order *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  o->first.db = o->listen.db = db;
+  o->first.pass = true; /* the refusal is handled: listen.ret 0 */
+  /* in flight when the LISTEN is refused: both go in one flush */
+  cr_assert_eq(ascope_sql_query(s, db, "SELECT 1", NULL, t_cb_fn, &o->first), 0);
+  cr_assert_eq(ascope_postgres_listen(s, db, "bouncer_chan", listen_after_first, o, NULL), 0);
+}
+
+Test(pgbouncer, a_listen_refused_before_it_is_sent_is_answered_after_what_went_before_it) {
+  in_order o = {.t.body = in_order_body};
+  ascope *s = ascope_new(T_rt);
+  cr_assert_eq(ascope_use_postgres(s, bouncer_dsn(), NULL), 0);
+  cr_assert_eq(t_run(s, &o.t), 0, "%s", o.t.msg);
+  cr_assert_eq(o.first.calls, 1);
+  cr_assert_eq(o.first.status, 0, "%s", o.first.msg);
+  cr_assert_eq(o.listen.calls, 1);
+  cr_assert_eq(o.listen.status, ASCOPE_EDRIVER);
+  cr_assert_str_eq(o.listen.code, "0A000");
+  cr_assert_eq(o.first_done_before_listen, 1, "the refusal overtook the query started before it");
+}
+
+/* Waiting for its turn behind a long statement, a refused LISTEN is
+ * cancelled with its scope (a deadline) like any other: answered once, and
+ * the scope does not wait for the long statement to finish on its own. */
+static void waiting_body(ascope *s, t_scope *t) {
+  in_order *o = (in_order *)t;
+  ascope_sql *db = ascope_sql_resource(s, 0);
+  o->first.db = o->listen.db = db;
+  cr_assert_eq(ascope_sql_query(s, db, LONG_SLEEP, NULL, t_cb_fn, &o->first), 0);
+  cr_assert_eq(ascope_postgres_listen(s, db, "bouncer_chan", listen_after_first, o, NULL), 0);
+}
+
+Test(pgbouncer, a_refused_listen_waiting_for_its_turn_is_cancelled_with_its_scope) {
+  in_order o = {.t.body = waiting_body};
+  ascope *s = ascope_new(T_rt);
+  cr_assert_eq(ascope_use_postgres(s, bouncer_dsn(), NULL), 0);
+  cr_assert_eq(ascope_set_timeout(s, 300), 0);
+  uint64_t t0 = t_now_ms();
+  cr_assert_eq(t_run(s, &o.t), ASCOPE_ETIMEDOUT, "%s", o.t.msg);
+  cr_assert_lt(t_now_ms() - t0, 25000, "the scope waited for the sleep");
+  cr_assert_eq(o.first.calls, 1);
+  cr_assert_eq(o.listen.calls, 1);
+  cr_assert_neq(o.listen.status, 0);
+}

@@ -252,6 +252,10 @@ static void pg_req_cancel(ascope_sql *db, ascope_sql_req *req) {
     pg_req_fail(r, ASCOPE_ECANCELED, NULL, "cancelled before it was sent");
     answer_now(c, r);
     return;
+  case R_LOCAL: /* failed already, waiting for its turn: it need not wait now */
+    pg_unlocal(c, r);
+    answer_now(c, r);
+    return;
   case R_VICTIM:
     if (r->syncs || r->in_seg) break; /* still in the pipeline */
     remove_victim(c, r);

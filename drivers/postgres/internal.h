@@ -100,7 +100,9 @@ enum pg_kind {
   K_COPY_OUT, /* solo */
   K_LISTEN
 };
-enum pg_where { R_NEW, R_QUEUED, R_SENT, R_SOLO, R_LISTENING, R_VICTIM };
+/* R_LOCAL: failed before any of it was sent, its answer waiting for the
+ * statements sent before it (pg_answer_local). */
+enum pg_where { R_NEW, R_QUEUED, R_SENT, R_SOLO, R_LISTENING, R_VICTIM, R_LOCAL };
 
 /* What ascope_postgres_copy_in/_copy_out/_listen hand to submit through the
  * generic layer's request (pg_conn.special, set around the call). */
@@ -170,6 +172,7 @@ struct pg_step {
   bool ends_round;  /* ST_SYNC closing a round of shared statements (sync=batch) */
   struct pg_req *r; /* NULL: the driver's own (DEALLOCATE) */
   struct pg_stmt *st;
+  struct pg_req *after; /* failed locally once this step went: answered after it */
 };
 
 /* ---- connections --------------------------------------------------------------------- */
@@ -230,6 +233,7 @@ struct pg_conn {
   struct pg_req *barrier; /* a stream in flight: nothing is sent behind it */
   struct pg_req *solo;    /* the COPY or script running outside the pipeline */
   struct pg_req *victims; /* failed without running: to be sent again */
+  struct pg_req *local;   /* failed locally, the steps ahead of them done: to answer */
   bool victims_stale;     /* a statement behind them ran: they cannot go again in order */
   bool cancel_seen;       /* a statement in flight was cancelled: check before sending */
   struct pg_req *listeners;
@@ -301,6 +305,11 @@ struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r, 
 struct pg_step *pg_step_head(struct pg_conn *c);
 void pg_step_pop(struct pg_conn *c);
 bool pg_step_holds(struct pg_conn *c, const struct pg_req *r); /* r has a step in flight */
+/* A request that failed before any of it was sent: answered now if nothing
+ * is in flight, else after the last step in flight, in the order started. */
+void pg_answer_local_later(struct pg_conn *c, struct pg_req *r);
+void pg_answer_local(struct pg_conn *c);              /* those whose steps ahead are done */
+bool pg_unlocal(struct pg_conn *c, struct pg_req *r); /* r is no longer waiting (cancelled) */
 void pg_flush_sends(struct pg_conn *c);
 int pg_flush_out(struct pg_conn *c); /* PQflush: 0, or -1 when the connection broke */
 int pg_send_deallocate(struct pg_conn *c, struct pg_stmt *st);

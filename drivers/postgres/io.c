@@ -231,7 +231,11 @@ void pg_sched_flush(struct pg_conn *c) {
 /* Takes every request off the connection, in order: the pipeline's, the
  * solo one, the victims, the queue. Listeners are answered apart. */
 static struct pg_req *take_all(struct pg_conn *c) {
-  struct pg_req *list = c->seg_head, **tail = &list;
+  /* Failed locally behind a step already done: their turn had come. */
+  struct pg_req *list = c->local, **tail = &list;
+  c->local = NULL;
+  while (*tail) tail = &(*tail)->next;
+  *tail = c->seg_head;
   for (struct pg_req *r = list; r; r = r->next) r->where = R_NEW;
   while (*tail) tail = &(*tail)->next;
   c->seg_head = c->seg_tail = NULL;
@@ -241,12 +245,14 @@ static struct pg_req *take_all(struct pg_conn *c) {
   c->cancel_seen = false;
   while (c->nsteps) {
     struct pg_req *r = pg_step_head(c)->r;
-    pg_step_pop(c);
-    if (r == NULL || r->where == R_NEW) continue; /* already taken */
-    r->where = R_NEW;
-    r->next = NULL;
-    *tail = r;
-    tail = &r->next;
+    pg_step_pop(c); /* what failed locally behind the step is in c->local now */
+    if (r != NULL && r->where != R_NEW) { /* else already taken */
+      r->where = R_NEW;
+      r->next = NULL;
+      *tail = r;
+      tail = &r->next;
+    }
+    for (*tail = c->local, c->local = NULL; *tail; tail = &(*tail)->next) (*tail)->where = R_NEW;
   }
   c->inflight = 0;
   if (c->solo) {

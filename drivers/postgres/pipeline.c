@@ -75,6 +75,7 @@ struct pg_step *pg_step_push(struct pg_conn *c, uint8_t kind, struct pg_req *r,
   s->ends_round = false;
   s->r = r;
   s->st = st;
+  s->after = NULL;
   if (st) st->refs++;
   c->nsteps++;
   if (kind != ST_EXEC) return s; /* statements in flight: one Execute each */
@@ -92,10 +93,66 @@ bool pg_step_holds(struct pg_conn *c, const struct pg_req *r) {
   return false;
 }
 
+static void append(struct pg_req **list, struct pg_req *more) {
+  while (*list) list = &(*list)->next;
+  *list = more;
+}
+
 void pg_step_pop(struct pg_conn *c) {
   struct pg_step *s = &c->steps[c->step_head];
+  if (s->after) { /* answered once this step's own answer is given (pg_answer_local) */
+    append(&c->local, s->after);
+    s->after = NULL;
+  }
   if (s->st) pg_cache_unref(c, s->st);
   if (s->kind == ST_EXEC) c->inflight--;
   c->step_head = (c->step_head + 1) % c->step_cap;
   c->nsteps--;
+}
+
+/* ---- requests that failed locally ------------------------------------------------------- */
+/* A request can fail before any of it is sent (out of memory, LISTEN
+ * through a pooler). Answering it then would answer it before statements
+ * started ahead of it that are still in the pipeline; it waits instead on
+ * the last step in flight, and is answered once that step's own answer has
+ * been given. Nothing is allocated for it: a failure for want of memory
+ * must be able to wait too. */
+
+void pg_answer_local_later(struct pg_conn *c, struct pg_req *r) {
+  r->next = NULL;
+  if (c->nsteps == 0 && c->local == NULL) {
+    pg_answer(c, r);
+    return;
+  }
+  r->where = R_LOCAL;
+  if (c->nsteps)
+    append(&c->steps[(c->step_head + c->nsteps - 1) % c->step_cap].after, r);
+  else
+    append(&c->local, r);
+}
+
+void pg_answer_local(struct pg_conn *c) {
+  while (c->local) {
+    struct pg_req *r = c->local;
+    c->local = r->next;
+    r->next = NULL;
+    pg_answer(c, r);
+  }
+}
+
+static bool unlink_from(struct pg_req **list, struct pg_req *r) {
+  for (; *list; list = &(*list)->next)
+    if (*list == r) {
+      *list = r->next;
+      r->next = NULL;
+      return true;
+    }
+  return false;
+}
+
+bool pg_unlocal(struct pg_conn *c, struct pg_req *r) {
+  if (unlink_from(&c->local, r)) return true;
+  for (size_t i = 0; i < c->nsteps; i++)
+    if (unlink_from(&c->steps[(c->step_head + i) % c->step_cap].after, r)) return true;
+  return false;
 }

@@ -448,6 +448,7 @@ void pg_take_results(struct pg_conn *c) {
     }
     PGresult *res = PQgetResult(c->pg);
     on_result(c, s, res);
+    pg_answer_local(c); /* failed locally behind what just finished */
     if (c->state == PG_READY && PQstatus(c->pg) == CONNECTION_BAD) {
       char *msg = pg_conn_error(c, "the connection to the server was lost");
       pg_break(c, ASCOPE_ECLOSED, "08006", msg);

@@ -174,10 +174,18 @@ static int send_req(struct pg_conn *c, struct pg_req *r) {
   return rc;
 }
 
-/* A request that failed before anything of it was sent is answered now. */
+/* A request that failed before anything of it was sent is answered after
+ * what went before it. */
 static void answer_unsent(struct pg_conn *c, struct pg_req *r) {
   if (r->syncs == 0 && !r->in_seg) {
-    pg_answer(c, r);
+    /* A round still open ends first, so that r waits for its sync point:
+     * the round's statements are answered there. */
+    if (c->seg_open && close_segment(c) != 0) {
+      pg_queue_front(c, r); /* the break answers it, in order */
+      send_failed(c);
+      return;
+    }
+    pg_answer_local_later(c, r);
     return;
   }
   r->where = R_SENT; /* part of it went: its sync points answer it */
