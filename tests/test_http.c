@@ -94,6 +94,7 @@ typedef struct call {
   size_t len;
   char text[512];
   char xmethod[16], location[128];
+  char resp_url[512]; /* ascope_http_resp_url ("(null)": NULL) */
   bool pattern_ok;
   int start_rc;
   int64_t connects, requests;
@@ -138,6 +139,8 @@ static int on_call(ascope *s, int status, ascope_http_resp *r, void *ud) {
     snprintf(c->xmethod, sizeof c->xmethod, "%s", m ? m : "");
     const char *l = ascope_http_resp_header(r, "Location");
     snprintf(c->location, sizeof c->location, "%s", l ? l : "");
+    const char *u = ascope_http_resp_url(r);
+    snprintf(c->resp_url, sizeof c->resp_url, "%s", u ? u : "(null)");
   }
   c->connects = ascope_http_stat(c->h, "connects");
   c->requests = ascope_http_stat(c->h, "requests");
@@ -459,6 +462,8 @@ typedef struct stream_ctx {
   uint64_t bytes;
   int heads, items, finals, final_status, http;
   bool paused, item_while_paused, bad_pattern;
+  char resp_url[512]; /* ascope_http_resp_url at the head ("(null)": NULL) */
+  bool url_changed;   /* a later item showed another URL */
   int pause_every, pauses;
   uint64_t stop_after, cancel_after;
   int fail_with;
@@ -492,12 +497,15 @@ static int stream_cb(ascope *s, int status, ascope_http_resp *r, void *ud) {
   if (x->paused) x->item_while_paused = true;
   size_t len;
   const char *p = ascope_http_resp_body(r, &len);
+  const char *u = ascope_http_resp_url(r);
   if (x->heads == 0) {
     cr_assert_eq(len, 0, "the first item is the head, with no body");
     x->heads++;
     x->http = ascope_http_resp_status(r);
+    snprintf(x->resp_url, sizeof x->resp_url, "%s", u ? u : "(null)");
     return ASCOPE_CONTINUE;
   }
+  if (u == NULL || strcmp(u, x->resp_url)) x->url_changed = true;
   x->items++;
   if (!pattern_at(p, len, x->bytes)) x->bad_pattern = true;
   x->bytes += len;
@@ -852,6 +860,84 @@ Test(http, redirects_followed_and_bounded) {
   assert_failed(c[1], ASCOPE_EDRIVER, "CURLE_TOO_MANY_REDIRECTS");
   assert_ok(c[2], 302);
   cr_assert(strstr(c[2].location, "/r/1"), "%s", c[2].location);
+}
+
+/* The URL a response came from: the last redirect's when they are followed,
+ * else the request's; never the password of a URL that has one. */
+
+/* url with "alice:s3cret@" put after its "http://". */
+static char *with_credentials(const char *url) {
+  static char bufs[8][512];
+  static int next;
+  char *b = bufs[next++ % 8];
+  cr_assert(!strncmp(url, "http://", 7), "%s", url);
+  snprintf(b, sizeof bufs[0], "http://alice:s3cret@%s", url + 7);
+  return b;
+}
+
+#define assert_no_credentials(u)                                                                   \
+  do {                                                                                             \
+    cr_assert(!strstr((u), "s3cret"), "the password shows: %s", (u));                              \
+    cr_assert(!strstr((u), "alice"), "the user shows: %s", (u));                                   \
+    cr_assert(!strchr((u), '@'), "userinfo shows: %s", (u));                                       \
+  } while (0)
+
+Test(http, resp_url_buffered_after_redirects) {
+  call c[] = {
+      {.url = NGINX("/r/3")},                                   /* followed: 3 hops */
+      {.url = NGINX("/r/3"), .opts = "max_redirects=0"},        /* not followed */
+      {.url = NGINX("/static/1k.bin")},                         /* no redirect */
+      {.url = NGINX("/static/1k.bin?x=1")},                     /* its query kept */
+      {.url = NGINX("/missing"), .opts = "raise_for_status=1"}, /* an error's response */
+      {.url = with_credentials(NGINX("/r/2"))},                 /* credentials, followed */
+      {.url = with_credentials(NGINX("/r/2")), .opts = "max_redirects=0"},
+      {.url = with_credentials(NGINX("/static/1k.bin"))},
+  };
+  run_calls(NULL, c, 8);
+  assert_ok(c[0], 200);
+  cr_assert_eq(c[0].len, 1024);
+  cr_assert_str_eq(c[0].resp_url, NGINX("/static/1k.bin"));
+  assert_ok(c[1], 302);
+  cr_assert_str_eq(c[1].resp_url, NGINX("/r/3"));
+  assert_ok(c[2], 200);
+  cr_assert_str_eq(c[2].resp_url, NGINX("/static/1k.bin"));
+  assert_ok(c[3], 200);
+  cr_assert_str_eq(c[3].resp_url, NGINX("/static/1k.bin?x=1"));
+  cr_assert_eq(c[4].calls, 1);
+  cr_assert_eq(c[4].status, ASCOPE_EDRIVER);
+  cr_assert_eq(c[4].http, 404);
+  cr_assert_str_eq(c[4].resp_url, NGINX("/missing"));
+  for (int i = 5; i < 8; i++) assert_no_credentials(c[i].resp_url);
+  assert_ok(c[5], 200);
+  cr_assert_str_eq(c[5].resp_url, NGINX("/static/1k.bin"));
+  assert_ok(c[6], 302);
+  cr_assert_str_eq(c[6].resp_url, NGINX("/r/2"));
+  assert_ok(c[7], 200);
+  cr_assert_str_eq(c[7].resp_url, NGINX("/static/1k.bin"));
+  cr_assert_null(ascope_http_resp_url(NULL));
+}
+
+Test(http, resp_url_streamed_from_the_head_on) {
+  stream_ctx x[] = {
+      {.url = NGINX("/r/3")},
+      {.url = NGINX("/r/3"), .opts = "max_redirects=0"},
+      {.url = NGINX("/static/1m.bin")},
+      {.url = with_credentials(NGINX("/r/2"))},
+      {.url = with_credentials(NGINX("/r/2")), .opts = "max_redirects=0"},
+  };
+  const char *want[] = {NGINX("/static/1k.bin"), NGINX("/r/3"), NGINX("/static/1m.bin"),
+                        NGINX("/static/1k.bin"), NGINX("/r/2")};
+  int http[] = {200, 302, 200, 200, 302};
+  for (int i = 0; i < 5; i++) {
+    run_stream(&x[i]);
+    cr_assert_eq(x[i].out.status, 0, "%s: %s", x[i].url, x[i].out.msg);
+    cr_assert_eq(x[i].final_status, 0);
+    cr_assert_eq(x[i].http, http[i], "%s: HTTP %d", x[i].url, x[i].http);
+    cr_assert_str_eq(x[i].resp_url, want[i], "%s", x[i].url);
+    cr_assert(!x[i].url_changed, "%s: every item shows the head's URL", x[i].url);
+    assert_no_credentials(x[i].resp_url);
+  }
+  cr_assert_gt(x[2].items, 1, "the body came in several items");
 }
 
 Test(http, response_size_limit) {

@@ -126,6 +126,8 @@ enum req_state { REQ_NEW, REQ_WAITING, REQ_ACTIVE, REQ_FINISHING };
 
 struct ascope_http_resp {
   int status;
+  char *url; /* the final response's URL (CURLINFO_EFFECTIVE_URL), without userinfo */
+  size_t url_cap;
   char *hdr; /* "name\0value\0" entries of the final response */
   size_t hdr_len, hdr_cap, nhdr;
   char *body; /* the buffered body */
@@ -200,12 +202,17 @@ size_t http_on_header(char *ptr, size_t size, size_t n, void *ud);
 size_t http_on_read(char *buf, size_t size, size_t n, void *ud);
 void http_resp_reset(ascope_http_resp *r);
 int http_resp_add_header(ascope_http_resp *r, const char *line, size_t len);
+/* Copies url, without its userinfo, as the response's URL: 0 or UV_ENOMEM. */
+int http_resp_set_url(ascope_http_resp *r, const char *url);
 
 /* ---- small things ------------------------------------------------------------------------ */
 
 const char *http_curl_code_name(int code);
 /* Copies src into dst, dropping any "user:password@" after a "://". */
 void http_scrub(char *dst, size_t cap, const char *src);
+/* Copies the URL src into dst (at least strlen(src) + 1 bytes) without the
+ * userinfo ("user:password@") of its authority, if any; the rest as is. */
+void http_url_strip_userinfo(char *dst, const char *src);
 /* The URL to request (base_url joined with url) and, when key is not NULL,
  * its "scheme://host:port" key. 0 or UV_EINVAL / UV_ENOMEM. */
 int http_url_resolve(const char *base, const char *url, char **out, char **host_key);

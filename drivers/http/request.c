@@ -58,6 +58,7 @@ void http_req_free(ascope_http_req *q) {
   ascope_free(q->url);
   ascope_free(q->host_key);
   ascope_free(q->resp.hdr);
+  ascope_free(q->resp.url);
   ascope_free(q->resp.body);
   ascope_free(q);
 }

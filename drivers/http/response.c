@@ -1,6 +1,7 @@
-/* A response: the status, the headers of the final response (after
- * redirects) and the body, or the chunk being streamed. The headers are
- * kept as "name\0value\0" pairs in one buffer, read by name or by index. */
+/* A response: the status, the URL and the headers of the final response
+ * (after redirects) and the body, or the chunk being streamed. The headers
+ * are kept as "name\0value\0" pairs in one buffer, read by name or by
+ * index; the URL in a buffer of its own, kept across redirects. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -50,8 +51,19 @@ int http_resp_add_header(ascope_http_resp *r, const char *line, size_t len) {
   return 0;
 }
 
+int http_resp_set_url(ascope_http_resp *r, const char *url) {
+  /* Stripping the userinfo never lengthens the URL. */
+  if (reserve(&r->url, &r->url_cap, strlen(url) + 1)) return UV_ENOMEM;
+  http_url_strip_userinfo(r->url, url);
+  return 0;
+}
+
 int ascope_http_resp_status(const ascope_http_resp *r) {
   return r ? r->status : UV_EINVAL;
+}
+
+const char *ascope_http_resp_url(const ascope_http_resp *r) {
+  return r ? r->url : NULL;
 }
 
 int ascope_http_resp_header_at(const ascope_http_resp *r, size_t index, const char **name,

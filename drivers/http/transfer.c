@@ -2,7 +2,8 @@
  * callbacks, and the verdict once libcurl is done.
  *
  * The callbacks run inside libcurl. They may call user code (stream items,
- * body callbacks), but never libcurl: flow control is expressed through
+ * body callbacks), but never libcurl (curl_easy_getinfo aside, which only
+ * reads the transfer's state): flow control is expressed through
  * their return values (CURL_WRITEFUNC_PAUSE, CURL_READFUNC_PAUSE, an error
  * to abort), and anything else is applied by http_settle() afterwards. */
 #include "internal.h"
@@ -253,11 +254,19 @@ size_t http_on_header(char *ptr, size_t size, size_t n, void *ud) {
   }
   if (len >= 5 && !memcmp(ptr, "HTTP/", 5)) {
     /* A new response (after a redirect, a 100 Continue, a proxy's CONNECT):
-     * only the final one's headers are kept. */
+     * only the final one's headers are kept, and its URL: libcurl moved
+     * CURLINFO_EFFECTIVE_URL to a redirect's target before requesting it. */
     q->head_open = true;
     http_resp_reset(&q->resp);
     const char *sp = memchr(ptr, ' ', len);
     if (sp && (size_t)(sp - ptr) + 4 <= len) q->resp.status = atoi(sp + 1);
+    char *url = NULL;
+    if (curl_easy_getinfo(q->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || url == NULL)
+      url = q->url;
+    if (http_resp_set_url(&q->resp, url)) {
+      set_local(q, UV_ENOMEM, "CURLE_OUT_OF_MEMORY", "no memory for the response URL");
+      return 0;
+    }
     return len;
   }
   if (ptr[0] == ' ' || ptr[0] == '\t') return len; /* an obsolete folded line */

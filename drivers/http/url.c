@@ -1,9 +1,11 @@
 /* URLs: joining a request's URL to the session's base, the key a
- * connection slot is counted under, and scrubbing credentials out of any
- * text that may reach a message. libcurl's URL API does the parsing: an
- * HTTP client is not written here, only joined to the loop. */
+ * connection slot is counted under, scrubbing credentials out of any
+ * text that may reach a message, and stripping them from a response's
+ * URL. libcurl's URL API does the parsing: an HTTP client is not written
+ * here, only joined to the loop. */
 #include "internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,27 @@ void http_scrub(char *dst, size_t cap, const char *src) {
   }
   while (*src && n + 1 < cap) dst[n++] = *src++;
   dst[n] = '\0';
+}
+
+void http_url_strip_userinfo(char *dst, const char *src) {
+  /* The authority follows "scheme://" (RFC 3986: a letter, then letters,
+   * digits, '+', '-', '.'), or starts the string when there is no scheme;
+   * it ends at the path, query or fragment. The userinfo is taken to end
+   * at its last '@', so that none of a password holding a raw '@' stays. */
+  static const char scheme_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789+-.";
+  const char *auth = src;
+  size_t scheme = strspn(src, scheme_chars);
+  if (scheme && isalpha((unsigned char)src[0]) && !strncmp(src + scheme, "://", 3))
+    auth = src + scheme + 3;
+  size_t alen = strcspn(auth, "/?#");
+  const char *at = NULL;
+  for (const char *p = auth; p < auth + alen; p++)
+    if (*p == '@') at = p;
+  size_t head = (size_t)(auth - src);
+  memcpy(dst, src, head);
+  const char *rest = at ? at + 1 : auth;
+  memcpy(dst + head, rest, strlen(rest) + 1);
 }
 
 static bool has_ctl(const char *s) {

@@ -100,12 +100,13 @@ ASCOPE_EXTERN int ascope_http_send(ascope *s, ascope_http_req *q, ascope_http_re
                                    ascope_op **op);
 
 /* The response, streamed: the `async for`. The item callback is called with
- * the response once its head has arrived (status and headers set, an empty
- * body), then once per chunk of body (ascope_http_resp_body() is the chunk),
- * and returns ASCOPE_CONTINUE, ASCOPE_PAUSE (until ascope_op_resume(*op)) or
- * ASCOPE_STOP (the operation ends with 0), or a negative status. The final
- * call, exactly once, has a NULL response and the end status: 0, the error,
- * or what an item call returned. *op (optional) receives the operation. */
+ * the response once its head has arrived (status, URL and headers set, an
+ * empty body), then once per chunk of body (ascope_http_resp_body() is the
+ * chunk), and returns ASCOPE_CONTINUE, ASCOPE_PAUSE (until
+ * ascope_op_resume(*op)) or ASCOPE_STOP (the operation ends with 0), or a
+ * negative status. The final call, exactly once, has a NULL response and
+ * the end status: 0, the error, or what an item call returned. *op
+ * (optional) receives the operation. */
 ASCOPE_EXTERN int ascope_http_stream(ascope *s, ascope_http_req *q, ascope_http_resp_cb cb,
                                      void *ud, ascope_op **op);
 
@@ -129,6 +130,12 @@ ASCOPE_EXTERN int ascope_http_request(ascope *s, ascope_http *h, const char *met
 /* ---- reading a response (inside its callback only) ------------------------------ */
 
 ASCOPE_EXTERN int ascope_http_resp_status(const ascope_http_resp *r); /* 200, 404… */
+/* The URL the final response came from: after the redirects followed, the
+ * last one's (CURLINFO_EFFECTIVE_URL); else the request's, as libcurl
+ * normalized it. Any "user:password@" is left out. Set from the head on
+ * (a stream's first call), valid as long as the response; NULL for a NULL
+ * response. */
+ASCOPE_EXTERN const char *ascope_http_resp_url(const ascope_http_resp *r);
 /* The first header of that name (case-insensitive) of the final response,
  * after redirects; NULL if none. */
 ASCOPE_EXTERN const char *ascope_http_resp_header(const ascope_http_resp *r, const char *name);
