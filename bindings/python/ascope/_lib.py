@@ -251,6 +251,7 @@ def driver(key: str) -> ctypes.CDLL:
         s(lib, "ascope_http_send", c_int, P, P, HTTP_CB, P, POINTER(P))
         s(lib, "ascope_http_stream", c_int, P, P, HTTP_CB, P, POINTER(P))
         s(lib, "ascope_http_resp_status", c_int, P)
+        s(lib, "ascope_http_resp_url", c_char_p, P)
         s(lib, "ascope_http_resp_headers", P, P, POINTER(c_size_t))
         s(lib, "ascope_http_errcode", c_char_p, P)
         s(lib, "ascope_http_errmsg", c_char_p, P)

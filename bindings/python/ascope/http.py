@@ -34,6 +34,9 @@ def _ms(seconds: Optional[float]) -> Optional[int]:
 
 def _head(resp: int, r: "Response") -> None:
     r.status = hl.ascope_http_resp_status(resp)
+    u = hl.ascope_http_resp_url(resp)  # after redirects; no user:password@
+    if u:
+        r.url = u.decode("utf-8", "replace")
     # Every header in one call: "name\0value\0" pairs.
     p = hl.ascope_http_resp_headers(resp, _plen)
     if not _len.value:
@@ -52,8 +55,9 @@ def _body(resp: int) -> bytes:
 
 
 class Response(C.Stream):
-    """A response: ``status``, ``headers`` (lower-case names, first value),
-    ``header_list`` (every header in order) and the body."""
+    """A response: ``status``, ``url`` (where it came from, after any
+    redirects, without a user or password), ``headers`` (lower-case names,
+    first value), ``header_list`` (every header in order) and the body."""
 
     _by_bytes = True  # a streamed body is held up to 1 MiB, whatever its chunks
 

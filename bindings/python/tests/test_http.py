@@ -31,6 +31,25 @@ class HTTP(TestCase):
             self.assertEqual((cm.exception.status_code, cm.exception.code), (404, "404"))
             self.assertEqual(cm.exception.response.status, 404)
 
+    async def test_url_is_the_final_one_after_redirects_and_has_no_password(self):
+        async with ascope.http.Session(base_url=HTTP_URL + "/") as http:
+            r = await http.get("r/3")  # 302 to r/2, to r/1, to static/1k.bin
+            self.assertEqual((r.status, r.url), (200, HTTP_URL + "/static/1k.bin"))
+            r = await http.get("r/3", max_redirects=0)
+            self.assertEqual((r.status, r.url), (302, HTTP_URL + "/r/3"))
+            async with http.get("r/2") as resp:  # streamed: from the head on
+                self.assertEqual(resp.url, HTTP_URL + "/static/1k.bin")
+                self.assertEqual(len(await resp.read()), 1024)
+            secret = HTTP_URL.replace("://", "://alice:s3cret@")
+            for url in (secret + "/static/1k.bin", secret + "/no/such/thing"):
+                r = await http.get(url)
+                self.assertNotIn("s3cret", r.url)
+                self.assertNotIn("alice", r.url)
+                if r.status >= 400:
+                    with self.assertRaises(ascope.HTTPStatusError) as cm:
+                        r.raise_for_status()
+                    self.assertNotIn("s3cret", str(cm.exception))
+
     async def test_post_echo(self):
         async with ascope.http.Session() as http:
             with self.assertRaises(ValueError):  # relative, and no base_url to resolve it
