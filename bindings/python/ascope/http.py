@@ -32,6 +32,15 @@ def _ms(seconds: Optional[float]) -> Optional[int]:
     return None if seconds is None else max(1, int(seconds * 1000))
 
 
+def _without_userinfo(url: str) -> str:
+    """url without its "user:password@": what a response shows before its
+    head (the driver's URL replaces it then), so that no error carries it."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def _head(resp: int, r: "Response") -> None:
     r.status = hl.ascope_http_resp_status(resp)
     u = hl.ascope_http_resp_url(resp)  # after redirects; no user:password@
@@ -63,7 +72,7 @@ class Response(C.Stream):
 
     def __init__(self, method: str, url: str) -> None:
         self.method = method
-        self.url = url
+        self.url = _without_userinfo(url)
         self.status = 0
         self.headers: Dict[str, str] = {}
         self.header_list: List[Tuple[str, str]] = []

@@ -49,6 +49,14 @@ class HTTP(TestCase):
                     with self.assertRaises(ascope.HTTPStatusError) as cm:
                         r.raise_for_status()
                     self.assertNotIn("s3cret", str(cm.exception))
+            # failed before any head: the error's response shows no password either
+            with self.assertRaises(ascope.Error) as cm:
+                async with http.get(FAULT_URL.replace("://", "://alice:s3cret@") + "/hang",
+                                    timeout=0.1):
+                    pass
+            self.assertNotIn("s3cret", str(cm.exception))
+            resp = getattr(cm.exception, "response", None)
+            self.assertNotIn("s3cret", resp.url if resp is not None else "")
 
     async def test_post_echo(self):
         async with ascope.http.Session() as http:
