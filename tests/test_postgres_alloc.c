@@ -2,7 +2,8 @@
  * (ASCOPE_PG_DSN): each allocation of a connect (the DSN's parse, the host
  * lookups), a query with parameters and its result fails in turn, and
  * every time the scope ends once, cleanly, with no block left; the next
- * run, with nothing failing, succeeds. */
+ * run, with nothing failing, succeeds. Run again with the query behind
+ * another, the two must also answer in the order started. */
 #include <ascope/postgres.h>
 
 #include "alloc_fail.h"
@@ -11,36 +12,6 @@ TestSuite(postgres_alloc, .timeout = 900);
 
 static int uses(ascope *s, af_run *r) {
   return ascope_use_postgres(s, r->arg, NULL);
-}
-
-static void body(ascope *s, void *ud) {
-  af_run *r = ud;
-  ascope_sql *db = ascope_sql_resource(s, 0);
-  ascope_sql_params *p = ascope_sql_params_new();
-  int rc = p ? ascope_sql_params_add_int64(p, 7) : UV_ENOMEM;
-  if (rc == 0) rc = ascope_sql_params_add_text(p, "seven", ASCOPE_SQL_NTS);
-  if (rc == 0) {
-    af_start_op(
-        r, ascope_sql_query(s, db,
-                            "SELECT $1::int8 AS n, $2::text AS t, g FROM generate_series(1, 50) g",
-                            p, af_sql_cb, r));
-    af_start_op(r, ascope_sql_query(s, db, "SELECT 1", NULL, af_sql_cb, r));
-  } else {
-    af_saw(r, rc);
-    ascope_cancel(s);
-  }
-  ascope_sql_params_free(p);
-}
-
-static void scenario(af_run *r) {
-  af_scope(r, uses, body);
-}
-
-Test(postgres_alloc, connect_query) {
-  const char *dsn = getenv("ASCOPE_PG_DSN");
-  cr_assert(dsn && *dsn, "ASCOPE_PG_DSN is not set: start the server with scripts/pg-start "
-                         "and export the line it prints (scripts/test does both)");
-  af_sweep("postgres", scenario, (void *)dsn);
 }
 
 /* A statement that fails before it is sent (its parameters cannot be
@@ -59,15 +30,22 @@ static int second_cb(ascope *s, int status, ascope_rows *rows, void *ud) {
   return af_sql_cb(s, status, rows, ud);
 }
 
-static void order_body(ascope *s, void *ud) {
+static bool behind; /* the statement with parameters goes second, behind "SELECT 1" */
+
+static void body(ascope *s, void *ud) {
   af_run *r = ud;
   ascope_sql *db = ascope_sql_resource(s, 0);
-  first_answered = 0;
   ascope_sql_params *p = ascope_sql_params_new();
   int rc = p ? ascope_sql_params_add_int64(p, 7) : UV_ENOMEM;
+  if (rc == 0) rc = ascope_sql_params_add_text(p, "seven", ASCOPE_SQL_NTS);
   if (rc == 0) {
-    af_start_op(r, ascope_sql_query(s, db, "SELECT 1", NULL, first_cb, r));
-    af_start_op(r, ascope_sql_query(s, db, "SELECT $1::int8", p, second_cb, r));
+    first_answered = 0;
+    if (behind) af_start_op(r, ascope_sql_query(s, db, "SELECT 1", NULL, first_cb, r));
+    af_start_op(
+        r, ascope_sql_query(s, db,
+                            "SELECT $1::int8 AS n, $2::text AS t, g FROM generate_series(1, 50) g",
+                            p, behind ? second_cb : af_sql_cb, r));
+    if (!behind) af_start_op(r, ascope_sql_query(s, db, "SELECT 1", NULL, af_sql_cb, r));
   } else {
     af_saw(r, rc);
     ascope_cancel(s);
@@ -75,13 +53,23 @@ static void order_body(ascope *s, void *ud) {
   ascope_sql_params_free(p);
 }
 
-static void order_scenario(af_run *r) {
-  af_scope(r, uses, order_body);
+static void scenario(af_run *r) {
+  af_scope(r, uses, body);
 }
 
-Test(postgres_alloc, a_statement_failing_before_it_is_sent_keeps_its_place) {
+static void *the_dsn(void) {
   const char *dsn = getenv("ASCOPE_PG_DSN");
   cr_assert(dsn && *dsn, "ASCOPE_PG_DSN is not set: start the server with scripts/pg-start "
                          "and export the line it prints (scripts/test does both)");
-  af_sweep("postgres order", order_scenario, (void *)dsn);
+  return (void *)dsn;
+}
+
+Test(postgres_alloc, connect_query) {
+  behind = false;
+  af_sweep("postgres", scenario, the_dsn());
+}
+
+Test(postgres_alloc, a_statement_failing_before_it_is_sent_keeps_its_place) {
+  behind = true;
+  af_sweep("postgres order", scenario, the_dsn());
 }
