@@ -325,13 +325,23 @@ class Connection:
         if rc < 0:
             raise C.make_error(rc, message=f"cannot bind {a!r}")
 
+    def _put(self, p: int, values: Sequence[Any]) -> None:
+        add, add_int = self._add, sl.ascope_sql_params_add_int64
+        for a in values:
+            # An int is the common value, bound without a call of ours; its
+            # add fails only for want of memory, which the set remembers and
+            # the statement reports.
+            if type(a) is int and _INT64_MIN <= a <= _INT64_MAX:
+                add_int(p, a)
+            else:
+                add(p, a)
+
     def _bind(self, args: Sequence[Any]) -> Optional[int]:
         if not args:
             return None
-        p, add = self._params, self._add
+        p = self._params
         sl.ascope_sql_params_clear(p)
-        for a in args:
-            add(p, a)
+        self._put(p, args)
         return p
 
     def _bind_many(self, rows: Iterable[Sequence[Any]]) -> Tuple[int, int]:
@@ -351,9 +361,7 @@ class Connection:
                     raise ValueError(f"executemany: row {n} has {len(row)} values, the rows "
                                      f"before it {width}")
                 width = len(row)
-            for a in row:
-                # An int is the common value; its add fails only for want of
-                # memory, which the set remembers and the statement reports.
+            for a in row:  # _put's loop, inline: this is every row's path
                 if type(a) is int and lo <= a <= hi:
                     add_int(p, a)
                 else:
