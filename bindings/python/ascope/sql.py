@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import warnings
 import weakref
 from collections import abc
@@ -20,6 +21,9 @@ _SQL_EXEC, _SQL_QUERY = 1, 2  # ascope_sql_start's kinds
 # to the database in groups of this many as they are made, so it works on
 # one group while Python makes the next, rather than all at the end.
 _FLUSH_EVERY = 64
+# executemany's rows go to C this many at a time: the next batch is bound in
+# Python while the one before runs, and memory holds two batches, not all.
+_MANY_BATCH = 16384
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _len = ctypes.c_size_t()
 _plen = ctypes.byref(_len)
@@ -55,6 +59,18 @@ class _Queued(C.OpFuture):
     without _Pending's wait (it is not alone), asyncio's own await, in C."""
 
     __slots__ = ()
+
+
+class _Rows:
+    """executemany's rows, taken a batch at a time."""
+
+    __slots__ = ("it", "width", "n", "done")
+
+    def __init__(self, rows: Iterable[Sequence[Any]]) -> None:
+        self.it = iter(rows)
+        self.width = -1  # every row's count of values, once the first is seen
+        self.n = 0  # rows taken
+        self.done = False
 
 
 class Rows(list):
@@ -344,36 +360,39 @@ class Connection:
         self._put(p, args)
         return p
 
-    def _bind_many(self, rows: Iterable[Sequence[Any]]) -> Tuple[int, int]:
-        """Every row's values into one set, row after row: (the set, rows)."""
+    def _bind_many(self, rows: "_Rows") -> Tuple[int, int]:
+        """The next batch of rows into one set, row after row: (the set, rows)."""
         p, add, add_int = self._params, self._add, sl.ascope_sql_params_add_int64
         sl.ascope_sql_params_clear(p)
         lo, hi = _INT64_MIN, _INT64_MAX
-        width, n = -1, 0
-        for row in rows:
+        width, n = rows.width, 0
+        for row in itertools.islice(rows.it, _MANY_BATCH):
             t = type(row)
             if t is not tuple and t is not list and (
                     isinstance(row, (str, bytes)) or not isinstance(row, abc.Sequence)):
-                raise TypeError(f"executemany: row {n} is a {type(row).__name__}; each row is "
-                                "a sequence of values, such as a tuple")
+                raise TypeError(f"executemany: row {rows.n + n} is a {type(row).__name__}; "
+                                "each row is a sequence of values, such as a tuple")
             if len(row) != width:
                 if width >= 0:
-                    raise ValueError(f"executemany: row {n} has {len(row)} values, the rows "
-                                     f"before it {width}")
-                width = len(row)
+                    raise ValueError(f"executemany: row {rows.n + n} has {len(row)} values, "
+                                     f"the rows before it {width}")
+                width = rows.width = len(row)
             for a in row:  # _put's loop, inline: this is every row's path
                 if type(a) is int and lo <= a <= hi:
                     add_int(p, a)
                 else:
                     add(p, a)
             n += 1
+        rows.n += n
+        rows.done = n < _MANY_BATCH
         return p, n
 
     def _submit(self, how: int, sql: str, args: Sequence[Any], kind: int,
-                rows: Optional[Iterable[Sequence[Any]]] = None) -> "asyncio.Future[Any]":
+                rows: "Optional[_Rows]" = None) -> "asyncio.Future[Any]":
         # Called, not awaited: the statement is queued in C before the
         # caller first awaits, so statements from one task or many keep the
-        # order of the calls. rows: executemany's, one operation for all.
+        # order of the calls. rows: executemany's, its next batch as one
+        # operation (None when no rows are left).
         b = sql.encode()
         if b"\0" in b:  # C.cstr, inline: this is every statement's path
             raise ValueError("sql: embedded null character")
@@ -384,10 +403,9 @@ class Connection:
             fut = (_Queued if rt.statements else _Pending)(loop=rt.loop)
         else:
             p, nrows = self._bind_many(rows)
-            fut = _Queued(loop=rt.loop)  # not _Pending's wait: a batch is not quick
             if not nrows:
-                fut.set_result(_exec_result(ExecResult, (0, 0)))
-                return fut
+                return None  # type: ignore[return-value]
+            fut = _Queued(loop=rt.loop)  # not _Pending's wait: a batch is not quick
         k = C.register((fut, kind, self))
         if rows is None:
             rc = sl.ascope_sql_start(s, self._db, how, b, p, _sql_cb_c, k, _pop)
@@ -429,15 +447,34 @@ class Connection:
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> ExecResult:
         """Runs one statement once per row of values (each row a tuple), all
-        or nothing: the rows go to the database together, in one call into
-        C, inside a transaction of their own (a savepoint inside one already
-        open), so the first failure rolls every row back and is raised.
+        or nothing: inside a transaction of its own (a savepoint inside one
+        already open), so the first failure rolls every row back and is
+        raised. The rows go to C in batches, one call each, the next batch
+        bound while the one before runs; two batches at most are held.
         Returns the rows changed, summed, and the last row's ``last_id``.
         While it runs, the connection is inside that transaction: other
         tasks' statements on it are refused meanwhile (give them a
         connection of their own, from a pool)."""
         async with self.transaction():
-            return await self._submit(_SQL_EXEC, sql, (), _EXEC, rows)
+            feed = _Rows(rows)
+            changes = last_id = 0
+            running = self._submit(_SQL_EXEC, sql, (), _EXEC, feed)
+            while running is not None:
+                try:
+                    following = None if feed.done else self._submit(_SQL_EXEC, sql, (), _EXEC, feed)
+                except BaseException:
+                    running.cancel()  # the transaction rolls back once it has ended
+                    raise
+                try:
+                    done = await running
+                except BaseException:
+                    if following is not None:
+                        following.cancel()
+                    raise
+                changes += done[0]
+                last_id = done[1]
+                running = following
+            return _exec_result(ExecResult, (changes, last_id))
 
     def fetch(self, sql: str, *args: Any) -> "Awaitable[Rows]":
         """Every row of a query, as tuples; ``.columns`` names the columns."""

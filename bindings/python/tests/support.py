@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import os
 import unittest
+import unittest.mock
 from typing import List, Tuple
 
 import ascope
@@ -157,6 +158,24 @@ async def check_executemany(test: unittest.TestCase, db, slow_sql: str) -> None:
         with test.assertRaises(err, msg=repr(bad)):
             await db.executemany("INSERT INTO many VALUES ($1, $2)", bad)
     test.assertEqual(await count(), 5002)
+
+    # In batches (made small here): each bound while the one before runs.
+    with unittest.mock.patch.object(ascope.sql, "_MANY_BATCH", 100):
+        r = await db.executemany("INSERT INTO many VALUES ($1, $2)",
+                                 ((40000 + i, "b") for i in range(1050)))
+        test.assertEqual(r.changes, 1050)
+        test.assertEqual(await db.fetchval("SELECT count(*) FROM many WHERE v = 'b'"), 1050)
+        await db.execute("DELETE FROM many WHERE v = 'b'")
+        # a violation in the seventh batch, a bad row in the fifth: nothing stays
+        dup = [(50000 + i, "c") for i in range(1000)]
+        dup[650] = (7, "dup")
+        with test.assertRaises(ascope.UniqueViolation):
+            await db.executemany("INSERT INTO many VALUES ($1, $2)", dup)
+        bad = [(60000 + i, "d") for i in range(1000)]
+        bad[450] = (1, 2, 3)
+        with test.assertRaises(ValueError):
+            await db.executemany("INSERT INTO many VALUES ($1, $2)", bad)
+        test.assertEqual(await count(), 5002)
 
     # Cancelled or timed out while its rows run: none stays.
     big = [(100000 + i, "z") for i in range(20000)]
