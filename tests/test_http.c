@@ -1030,6 +1030,18 @@ Test(http, credentials_never_in_messages) {
   cr_assert(!strstr(c.out.msg, "s3cret"), "%s", c.out.msg);
   cr_assert(!strstr(c.out.msg, "alice"), "%s", c.out.msg);
   cr_assert(strstr(c.out.msg, "/close"), "the message still names the request: %s", c.out.msg);
+  /* A password not percent-encoded, holding '#', '?' or '/', makes the URL
+   * malformed: the refusal quotes the URL, never the password. */
+  const char *bad[] = {"pa#ss", "pa?ss", "pa/ss"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(url, sizeof url, "http://alice:%s@%s/static/1k.bin", bad[i],
+             env("ASCOPE_HTTP_URL") + strlen("http://"));
+    call m = {.url = url, .pass_up = true};
+    run_calls(NULL, &m, 1);
+    cr_assert_neq(m.out.status, 0, "%s: %s", bad[i], m.out.msg);
+    cr_assert(!strstr(m.out.msg, bad[i]), "%s", m.out.msg);
+    cr_assert(!strstr(m.out.msg, "alice"), "%s", m.out.msg);
+  }
 }
 
 /* ---- the session as a use: acquire, operations and release under every outcome --------------- */

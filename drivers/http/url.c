@@ -27,11 +27,14 @@ void http_scrub(char *dst, size_t cap, const char *src) {
   while (*src && n + 1 < cap) {
     const char *sep = strstr(src, "://");
     if (sep == NULL) break;
-    /* Copy through "scheme://", then skip a userinfo ending in '@' before
-     * the authority ends. */
+    /* Copy through "scheme://", then skip a userinfo ending in its last
+     * '@'. A password not percent-encoded may hold '/', '?' or '#' (the URL
+     * is then malformed, and its error quotes it), so the userinfo is
+     * looked for up to the word's end, not the authority's: an '@' in a
+     * path masks the host too, which only costs the message some words. */
     for (const char *s = src; s < sep + 3 && n + 1 < cap; s++) dst[n++] = *s;
     src = sep + 3;
-    size_t auth = strcspn(src, "/?# \t\r\n\"'");
+    size_t auth = strcspn(src, " \t\r\n\"'");
     const char *at = memchr(src, '@', auth);
     if (at) {
       const char *last = at;

@@ -13,11 +13,12 @@
 #include <ctype.h>
 
 /* What http_scrub must never let through: a "://" followed, within the
- * authority, by an '@'. */
+ * word (a password not percent-encoded may hold '/', '?' or '#'), by an
+ * '@'. */
 static bool has_userinfo(const char *s) {
   for (const char *p = s; (p = strstr(p, "://")) != NULL;) {
     p += 3;
-    size_t auth = strcspn(p, "/?# \t\r\n\"'");
+    size_t auth = strcspn(p, " \t\r\n\"'");
     const char *at = memchr(p, '@', auth);
     if (at && !(at - p == 3 && memcmp(p, "***", 3) == 0)) return true;
   }
