@@ -250,6 +250,11 @@ class Stream:
             self._resume()
         return item
 
+    def _untake(self, item: Any) -> None:
+        """Gives back what a reader took and did not hand out: read first next."""
+        self._items.appendleft(item)
+        self._held += len(item) if self._by_bytes else 1
+
     async def _wait(self, stop_if_cancelled: bool = True) -> None:
         """Until C delivers or ends the stream."""
         self._waiter = self._rt.loop.create_future()

@@ -117,13 +117,22 @@ class Response(C.Stream):
             for i in range(0, len(self._body), n):
                 yield self._body[i:i + n]
             return
+        # No byte is held here across a yield or a wait: what was taken and
+        # not handed out goes back to the response, so that a loop left
+        # early (a break) loses nothing for the next reader (read(), another
+        # iter_chunked).
         buf = bytearray()
         while True:
             while self._items and len(buf) < n:
-                buf += self._take()
+                c = self._take()
+                need = n - len(buf)
+                if len(c) > need:
+                    self._untake(c[need:])
+                    c = c[:need]
+                buf += c
             if len(buf) >= n:
-                out = bytes(buf[:n])
-                del buf[:n]
+                out = bytes(buf)
+                buf.clear()
                 yield out
                 continue
             if self._paused and not self._ended:
@@ -136,8 +145,13 @@ class Response(C.Stream):
                     if sc.status < 0:
                         raise _request_error(sc, self)
                 if buf:
-                    yield bytes(buf)
+                    out = bytes(buf)
+                    buf.clear()
+                    yield out
                 return
+            if buf:
+                self._untake(bytes(buf))
+                buf.clear()
             # A cancellation here is the request's scope's to handle (the
             # block's exit cancels it), not a stop of the body.
             await self._wait(stop_if_cancelled=False)

@@ -58,6 +58,24 @@ class HTTP(TestCase):
             resp = getattr(cm.exception, "response", None)
             self.assertNotIn("s3cret", resp.url if resp is not None else "")
 
+    async def test_a_loop_left_early_loses_nothing_for_the_next_reader(self):
+        async with ascope.http.Session(base_url=HTTP_URL + "/") as http:
+            want = (await http.get("static/1m.bin")).body
+            self.assertEqual(len(want), 1 << 20)
+            async with http.get("static/1m.bin") as resp:
+                async for first in resp.iter_chunked(4096):
+                    break
+                self.assertEqual(first + await resp.read(), want)
+            async with http.get("static/1m.bin") as resp:
+                got = b""
+                async for c in resp.iter_chunked(1000):
+                    got += c
+                    if len(got) >= 3000:
+                        break
+                async for c in resp.iter_chunked(7777):
+                    got += c
+                self.assertEqual(got, want)
+
     async def test_post_echo(self):
         async with ascope.http.Session() as http:
             with self.assertRaises(ValueError):  # relative, and no base_url to resolve it
