@@ -19,7 +19,7 @@ __all__ = [
     "ProgrammingError", "UndefinedTable", "UndefinedColumn", "SyntaxError", "DataError",
     "OperationalError", "QueryCanceled", "SerializationFailure", "DeadlockDetected",
     "SQLConnectionError", "ConnectionClosed", "ConnectTimeout", "HTTPError", "HTTPStatusError", "HTTPTimeout", "HTTPTooLarge",
-    "HTTPConnectionError", "FileError",
+    "HTTPConnectionError", "FileError", "InterfaceError",
 ]
 
 
@@ -58,6 +58,11 @@ class Cancelled(Error):
 
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - ascope.TimeoutError on purpose
     """A deadline of ascope's passed (ETIMEDOUT): a driver's timeout."""
+
+
+class InterfaceError(Error):
+    """A use the binding cannot serve: a cursor read after the task reading
+    it started another statement on its connection (ASCOPE_EBUSY)."""
 
 
 class ClosedError(Error):

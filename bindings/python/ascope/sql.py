@@ -212,12 +212,15 @@ class Cursor(C.Stream):
         self._sql = sql
         self._args = args
         self._stream_init(prefetch)
+        self._task: "Optional[asyncio.Task[Any]]" = None
         self.columns: Tuple[str, ...] = ()
 
     def _start(self) -> None:
         conn = self._conn
         sc = C.scope_for(conn._scope)
         s = C.handle_of(sc)
+        if conn._cursors:
+            conn._close_own_cursors()
         p = conn._bind(self._args)
         key = C.register(weakref.ref(self))
         rc = sl.ascope_sql_stream(s, conn._db, C.cstr(self._sql, "sql"), p, _stream_cb_c, key,
@@ -226,8 +229,14 @@ class Cursor(C.Stream):
             del C._objs[key]
             raise conn._error(rc)
         self._started = True
+        self._task = asyncio.current_task()
+        conn._cursors.add(self)
         sc.add_stream(self)
         conn._rt.kick()
+
+    def _finish(self, err: Optional[BaseException] = None) -> None:
+        self._conn._cursors.discard(self)
+        super()._finish(err)
 
     def __aiter__(self) -> "Cursor":
         return self
@@ -295,6 +304,9 @@ class Connection:
         self._rt: Optional[C.Runtime] = None
         self._db = None
         self._inflight = 0  # statements started whose callback has not run
+        # Cursors started and not ended (weak: a cursor left behind is
+        # collected, and stopped by that).
+        self._cursors: "weakref.WeakSet[Cursor]" = weakref.WeakSet()
         self._answered_at_once = False  # the last one sent alone was answered in its call
         self._params = sl.ascope_sql_params_new()
         if not self._params:
@@ -397,6 +409,8 @@ class Connection:
         if b"\0" in b:  # C.cstr, inline: this is every statement's path
             raise ValueError("sql: embedded null character")
         s = C.handle_of(C.scope_for(self._scope))
+        if self._cursors:
+            self._close_own_cursors()
         rt = self._rt
         if rows is None:
             p = self._bind(args) if args else None
@@ -436,6 +450,23 @@ class Connection:
             self._answered_at_once = False
             rt.kick()
         return fut
+
+    def _close_own_cursors(self) -> None:
+        """A stream holds its connection until it ends, so a statement from
+        the task reading a cursor would wait for the cursor, and the task
+        for the statement: for ever, once the cursor pauses. Such cursors
+        are closed instead (their next read raises); other tasks' cursors
+        are read on, and the statement waits for them."""
+        task = asyncio.current_task()
+        for cur in list(self._cursors):
+            if cur._task is task and cur._started and not cur._ended and not cur._stopping:
+                cur._err = C.E.InterfaceError(
+                    "the cursor was closed: the task reading it started another statement on "
+                    "its connection, which runs nothing else until a cursor ends; finish or "
+                    "close the cursor first (async with db.cursor(...), or await cur.aclose())",
+                    status=C.EBUSY, name="ASCOPE_EBUSY", driver=self.driver)
+                cur._stop()
+                self._cursors.discard(cur)
 
     # The statements return futures, not coroutines: awaiting one, or
     # handing many to asyncio.gather, costs no Task per statement (as with

@@ -89,6 +89,47 @@ async def check_small_prefetch(test: unittest.TestCase, db, count_sql: str) -> N
     test.assertEqual(await db.fetchval("SELECT 5"), 5)
 
 
+async def check_cursor_left_open(test: unittest.TestCase, db, count_sql: str) -> None:
+    """A cursor held in a variable and left by a `break` still holds its
+    connection (a stream runs to its end first). A statement from the task
+    that reads it closes it rather than waiting for it for ever (it once
+    hung); its next read says so. Another task's statement waits for it
+    instead, and it is read to its end. count_sql counts 1..$1."""
+    for prefetch in (1, 512):
+        cur = db.cursor(count_sql, 100000, prefetch=prefetch)
+        async for (x,) in cur:
+            if x >= 3:
+                break
+        # A guard, not a wait toward a state: the hang this checks was forever.
+        test.assertEqual(await asyncio.wait_for(db.fetchval("SELECT 7"), 30), 7)
+        with test.assertRaises(ascope.InterfaceError) as cm:
+            await cur.__anext__()
+        test.assertIn("aclose", str(cm.exception))
+    # two cursors read in turn by one task: the second closes the first (not
+    # read through wait_for, whose own task would be the reader)
+    a, b = db.cursor(count_sql, 5000, prefetch=2), db.cursor(count_sql, 3, prefetch=2)
+    test.assertEqual(await a.__anext__(), (1,))
+    test.assertEqual(await b.__anext__(), (1,))
+    with test.assertRaises(ascope.InterfaceError):
+        await a.__anext__()
+    test.assertEqual([x async for (x,) in b], [2, 3])
+
+    # another task's statement waits for the cursor, which is read whole
+    async def reader() -> int:
+        n = 0
+        async for _ in db.cursor(count_sql, 20000, prefetch=64):
+            n += 1
+            if n == 10:
+                started.set()
+        return n
+
+    started = asyncio.Event()
+    t = asyncio.ensure_future(reader())
+    await started.wait()
+    test.assertEqual(await asyncio.wait_for(db.fetchval("SELECT 8"), 60), 8)
+    test.assertEqual(await asyncio.wait_for(t, 60), 20000)
+
+
 async def check_transaction_owns_connection(test: unittest.TestCase, db) -> None:
     """A transaction is the connection's: another task's BEGIN would join it
     and its statements would roll back with it. Both are refused while it

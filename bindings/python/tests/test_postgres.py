@@ -5,7 +5,8 @@ import socket
 import unittest
 
 import ascope
-from support import (PG_DSN, TestCase, check_cancelled_while_entering, check_executemany,
+from support import (PG_DSN, TestCase, check_cancelled_while_entering, check_cursor_left_open,
+                     check_executemany,
                      check_small_prefetch, check_transaction_owns_connection, need_pg)
 
 
@@ -374,6 +375,10 @@ class Postgres(TestCase):
     async def test_cursors_with_the_smallest_prefetch_end(self):
         async with ascope.postgres.connect(PG_DSN, batch=100) as db:
             await check_small_prefetch(self, db, "SELECT g FROM generate_series(1, $1::int) g")
+
+    async def test_a_cursor_left_open_is_closed_by_its_tasks_next_statement(self):
+        async with ascope.postgres.connect(PG_DSN, batch=100) as db:
+            await check_cursor_left_open(self, db, "SELECT g FROM generate_series(1, $1::int) g")
 
     async def test_cursor(self):
         async with ascope.postgres.connect(PG_DSN, batch=100) as db:

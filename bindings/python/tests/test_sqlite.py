@@ -6,7 +6,8 @@ import tempfile
 import unittest
 
 import ascope
-from support import (TestCase, check_cancelled_while_entering, check_executemany,
+from support import (TestCase, check_cancelled_while_entering, check_cursor_left_open,
+                     check_executemany,
                      check_small_prefetch,
                      check_transaction_owns_connection, fds, rss_kib)
 from ascope import _core
@@ -299,6 +300,10 @@ class SQLite(TestCase):
     async def test_cursors_with_the_smallest_prefetch_end(self):
         async with ascope.sqlite.connect(self.path, batch=64) as db:
             await check_small_prefetch(self, db, COUNT.format(n="$1"))
+
+    async def test_a_cursor_left_open_is_closed_by_its_tasks_next_statement(self):
+        async with ascope.sqlite.connect(self.path, batch=64) as db:
+            await check_cursor_left_open(self, db, COUNT.format(n="$1"))
 
     async def test_a_transaction_keeps_other_tasks_off_its_connection(self):
         async with ascope.sqlite.connect(self.path) as db:
