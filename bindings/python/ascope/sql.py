@@ -23,7 +23,7 @@ _SQL_EXEC, _SQL_QUERY = 1, 2  # ascope_sql_start's kinds
 _FLUSH_EVERY = 64
 # executemany's rows go to C this many at a time: the next batch is bound in
 # Python while the one before runs, and memory holds two batches, not all.
-_MANY_BATCH = 16384
+_MANY_BATCH = 4096
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _len = ctypes.c_size_t()
 _plen = ctypes.byref(_len)
