@@ -29,10 +29,8 @@ struct ascope_sql_params {
   int err;   /* the first failed add, reported by the statement that uses the set */
   bool flat; /* a request's copy: vals and arena live inside the request */
 };
-size_t params_flat_size(const ascope_sql_params *p);
-/* Copies p into mem (params_flat_size bytes) as dst, a flat set. */
-void params_flatten(ascope_sql_params *dst, const ascope_sql_params *p, void *mem);
-/* The same for the values [first, first + n) of p alone (many.c). */
+/* The bytes the values [first, first + n) of p take as a flat set, and the
+ * copy of them into mem as dst (a request's own). */
 size_t params_flat_size_range(const ascope_sql_params *p, size_t first, size_t n);
 void params_flatten_range(ascope_sql_params *dst, const ascope_sql_params *p, size_t first,
                           size_t n, void *mem);

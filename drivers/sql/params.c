@@ -232,26 +232,9 @@ const void *ascope_sql_params_bytes(const ascope_sql_params *p, size_t i, size_t
 
 /* ---- the request's copy ------------------------------------------------------- */
 
-size_t params_flat_size(const ascope_sql_params *p) {
-  if (p == NULL || p->n == 0) return 0;
-  return p->n * sizeof(struct pval) + p->used;
-}
-
-void params_flatten(ascope_sql_params *dst, const ascope_sql_params *p, void *mem) {
-  memset(dst, 0, sizeof *dst);
-  dst->flat = true;
-  if (p == NULL || p->n == 0) return;
-  dst->vals = mem;
-  dst->arena = (char *)mem + p->n * sizeof(struct pval);
-  memcpy(dst->vals, p->vals, p->n * sizeof(struct pval));
-  if (p->used) memcpy(dst->arena, p->arena, p->used);
-  dst->n = dst->cap = p->n;
-  dst->used = dst->arena_cap = p->used;
-}
-
-/* A run of a set's values, [first, first + n), packed as params_flatten
- * packs a whole set: only the bytes those values use, so that cutting a
- * large set into many requests copies each byte once. */
+/* A run of a set's values, [first, first + n), packed for a request: the
+ * values, then only the bytes they use, so that cutting a large set into
+ * many requests (ascope_sql_exec_many) copies each byte once. */
 size_t params_flat_size_range(const ascope_sql_params *p, size_t first, size_t n) {
   size_t bytes = n * sizeof(struct pval);
   for (size_t i = first; i < first + n; i++)

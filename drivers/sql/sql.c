@@ -89,29 +89,25 @@ __attribute__((constructor)) static void sql_stats_register(void) {
 
 /* ---- requests ------------------------------------------------------------------ */
 
-/* One allocation: the request, the driver's data, the parameters, the
- * text. The parameters are p whole, or (range) its values [first, first + n). */
-static ascope_sql_req *req_alloc(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
-                                 const char *text, const ascope_sql_params *p, bool range,
-                                 size_t first, size_t n) {
+/* One allocation: the request, the driver's data, the parameters (the
+ * values [first, first + n) of p), the text. */
+ascope_sql_req *req_new_range(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
+                              const char *text, const ascope_sql_params *p, size_t first,
+                              size_t n) {
   /* A connection stays in its runtime: the first request finds its counters. */
   if (c->stats == NULL &&
       (c->stats = ascope_rt_driver_state(rt, &sql_layer, sizeof *c->stats, NULL)) == NULL)
     return NULL;
   size_t head = sizeof(ascope_sql_req) + c->drv->req_size;
   head = (head + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * _Alignof(max_align_t);
-  size_t plen = range ? params_flat_size_range(p, first, n) : params_flat_size(p);
-  size_t tlen = text ? strlen(text) + 1 : 0;
+  size_t plen = params_flat_size_range(p, first, n), tlen = text ? strlen(text) + 1 : 0;
   ascope_sql_req *req = ascope_malloc(head + plen + tlen);
   if (req == NULL) return NULL;
   memset(req, 0, sizeof *req + c->drv->req_size);
   req->db = db;
   req->conn = c;
   req->kind = kind;
-  if (range)
-    params_flatten_range(&req->params, p, first, n, (char *)req + head);
-  else
-    params_flatten(&req->params, p, (char *)req + head);
+  params_flatten_range(&req->params, p, first, n, (char *)req + head);
   if (text) {
     char *t = (char *)req + head + plen;
     memcpy(t, text, tlen);
@@ -123,13 +119,7 @@ static ascope_sql_req *req_alloc(ascope_rt *rt, struct sql_conn *c, ascope_sql *
 
 ascope_sql_req *req_new(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
                         const char *text, const ascope_sql_params *p) {
-  return req_alloc(rt, c, db, kind, text, p, false, 0, 0);
-}
-
-ascope_sql_req *req_new_range(ascope_rt *rt, struct sql_conn *c, ascope_sql *db, int kind,
-                              const char *text, const ascope_sql_params *p, size_t first,
-                              size_t n) {
-  return req_alloc(rt, c, db, kind, text, p, true, first, n);
+  return req_new_range(rt, c, db, kind, text, p, 0, ascope_sql_params_count(p));
 }
 
 void req_free(ascope_sql_req *req) {
