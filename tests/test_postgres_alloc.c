@@ -10,8 +10,10 @@
 
 TestSuite(postgres_alloc, .timeout = 900);
 
+static const char *options; /* the connection's: NULL, or "sync=batch" */
+
 static int uses(ascope *s, af_run *r) {
-  return ascope_use_postgres(s, r->arg, NULL);
+  return ascope_use_postgres(s, r->arg, options);
 }
 
 /* A statement that fails before it is sent (its parameters cannot be
@@ -72,4 +74,7 @@ Test(postgres_alloc, connect_query) {
 Test(postgres_alloc, a_statement_failing_before_it_is_sent_keeps_its_place) {
   behind = true;
   af_sweep("postgres order", scenario, the_dsn());
+  /* with one sync point per round: the open round ends before it waits */
+  options = "sync=batch";
+  af_sweep("postgres order, sync=batch", scenario, the_dsn());
 }
