@@ -91,10 +91,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   /* The request's copy reads the same as the set. */
-  size_t flat_size = params_flat_size(p);
+  size_t flat_size = params_flat_size_range(p, 0, ascope_sql_params_count(p));
   void *mem = fz_xmalloc(flat_size);
   ascope_sql_params flat;
-  params_flatten(&flat, p, mem);
+  params_flatten_range(&flat, p, 0, ascope_sql_params_count(p), mem);
   FZ_CHECK(ascope_sql_params_count(&flat) == ascope_sql_params_count(p));
   FZ_CHECK(ascope_sql_params_add_null(&flat) == UV_EINVAL); /* a copy is read-only */
 
